@@ -1,0 +1,145 @@
+"""EngineLoop: the one thread that owns the Engine. Everything else sends it commands.
+
+Triton's execute() only decodes tensors and submits; this loop admits new requests between steps (in-flight
+batching), runs engine.step(), streams each request's new tokens through its sender, and checks every
+request for cancellation once per step, so a client that goes away stops costing anything within one step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from trtpipe.backend.tensors import RequestOptions, encode_output
+from trtpipe.engine import Engine, EngineRequest, RequestOutput
+
+
+class ResponseSender(Protocol):
+    def send(self, tensors: dict[str, np.ndarray] | None, *, error: str | None = None, final: bool = False) -> None: ...
+
+    def is_cancelled(self) -> bool: ...
+
+
+@dataclass
+class _Active:
+    request: EngineRequest
+    opts: RequestOptions
+    sender: ResponseSender
+    token_ids: list[int] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
+
+
+class EngineLoop:
+    def __init__(self, engine: Engine, on_step: Callable[[dict], None] = lambda stats: None):
+        self.engine = engine
+        self.on_step = on_step
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._active: dict[str, _Active] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trtpipe-engine-loop", daemon=True)
+
+    # --- called from Triton's threads -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: EngineRequest, opts: RequestOptions, sender: ResponseSender) -> None:
+        self._commands.put(("add", _Active(request, opts, sender)))
+
+    def stop_request(self, request_id: str, sender: ResponseSender) -> None:
+        """TensorRT-LLM's `stop` input: end the request with this id, answer with one empty final response."""
+        self._commands.put(("stop", request_id, sender))
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self._stopping.set()
+        self._commands.put(("wake",))
+        self._thread.join(timeout_s)
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            idle = not self.engine.has_unfinished_requests()
+            self._drain_commands(block=idle)
+            self._cancel_abandoned()
+            if not self.engine.has_unfinished_requests():
+                self.on_step(self.engine.stats())
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as e:  # noqa: BLE001 - an engine bug must fail the requests, not hang them
+                self._fail_all(f"engine step failed: {type(e).__name__}: {e}")
+                continue
+            for out in outputs:
+                self._deliver(out)
+            self.on_step(self.engine.stats())
+        self._fail_all("the model is being unloaded")
+
+    def _drain_commands(self, block: bool) -> None:
+        try:
+            cmd = self._commands.get(timeout=0.05) if block else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._apply(cmd)
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, cmd: tuple) -> None:
+        if cmd[0] == "add":
+            active: _Active = cmd[1]
+            rid = active.request.request_id
+            if rid in self._active:
+                active.sender.send(None, error=f"request id {rid!r} is already running", final=True)
+                return
+            try:
+                self.engine.add_request(active.request)
+            except ValueError as e:
+                active.sender.send(None, error=str(e), final=True)
+                return
+            self._active[rid] = active
+        elif cmd[0] == "stop":
+            _, rid, sender = cmd
+            self._finish_early(rid, "stopped by a `stop` request")
+            sender.send(None, final=True)
+
+    def _cancel_abandoned(self) -> None:
+        for rid in [rid for rid, a in self._active.items() if a.sender.is_cancelled()]:
+            self._finish_early(rid, "cancelled")
+
+    def _finish_early(self, rid: str, reason: str) -> None:
+        active = self._active.pop(rid, None)
+        self.engine.abort(rid)
+        if active is not None:
+            # The client may be gone; the final flag still releases Triton's request.
+            active.sender.send(None, error=f"request {reason}", final=True)
+
+    def _deliver(self, out: RequestOutput) -> None:
+        active = self._active.get(out.request_id)
+        if active is None:
+            return
+        active.token_ids.extend(out.new_token_ids)
+        if out.new_log_probs:
+            active.log_probs.extend(out.new_log_probs)
+        if out.finished:
+            del self._active[out.request_id]
+        opts = active.opts
+        kv = {"reused": out.num_reused_prompt_tokens // self.engine.limits.tokens_per_block}
+        if opts.streaming:
+            if out.new_token_ids or out.finished:
+                lp = out.new_log_probs if opts.return_log_probs else None
+                active.sender.send(encode_output(out, out.new_token_ids, lp, kv), final=out.finished)
+        elif out.finished:
+            ids = active.token_ids if opts.exclude_input_in_output else active.request.prompt_token_ids + active.token_ids
+            lp = active.log_probs if opts.return_log_probs else None
+            active.sender.send(encode_output(out, ids, lp, kv), final=True)
+
+    def _fail_all(self, message: str) -> None:
+        for rid in list(self._active):
+            active = self._active.pop(rid)
+            self.engine.abort(rid)
+            active.sender.send(None, error=message, final=True)

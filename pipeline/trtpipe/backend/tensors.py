@@ -1,0 +1,119 @@
+"""tensorrt_llm input tensors -> EngineRequest, RequestOutput -> output tensors (reference facts §3c).
+
+Clients send shape [1, ...] (max_batch_size > 0); the batch dimension is dropped here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from trtpipe.engine import EngineRequest, RequestOutput, SamplingParams
+
+
+class BadRequest(ValueError):
+    """Names the tensor and what is wrong; returned to the client as a Triton error."""
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    streaming: bool
+    exclude_input_in_output: bool
+    return_log_probs: bool
+    return_num_input_tokens: bool
+    return_num_output_tokens: bool
+
+
+def _scalar(tensors: dict[str, np.ndarray], name: str, default):
+    value = tensors.get(name)
+    if value is None:
+        return default
+    flat = np.asarray(value).reshape(-1)
+    if flat.size != 1:
+        raise BadRequest(f"input '{name}' must hold one value per request, got shape {list(np.shape(value))}")
+    return flat[0].item()
+
+
+def _stop_words(value: np.ndarray | None) -> list[list[int]]:
+    """stop_words_list [1, 2, L]: row 0 concatenated token ids, row 1 end offsets padded with -1."""
+    if value is None:
+        return []
+    arr = np.asarray(value).reshape(2, -1)
+    ids, offsets = arr[0], [int(o) for o in arr[1] if o >= 0]
+    seqs, start = [], 0
+    for end in offsets:
+        if end > start:
+            seqs.append([int(t) for t in ids[start:end]])
+        start = end
+    return seqs
+
+
+def decode_request(request_id: str, tensors: dict[str, np.ndarray]) -> tuple[EngineRequest, RequestOptions]:
+    if "input_ids" not in tensors or "request_output_len" not in tensors:
+        raise BadRequest("inputs 'input_ids' and 'request_output_len' are required")
+    input_ids = np.asarray(tensors["input_ids"]).reshape(-1)
+    length = _scalar(tensors, "input_lengths", input_ids.size)
+    if not 0 < length <= input_ids.size:
+        raise BadRequest(f"input_lengths {length} must be in 1..{input_ids.size} (the length of input_ids)")
+    draft = tensors.get("draft_input_ids")
+    draft_logits = tensors.get("draft_logits")
+    temperature = float(_scalar(tensors, "temperature", 1.0))
+    top_k = int(_scalar(tensors, "runtime_top_k", 0))
+    top_p = float(_scalar(tensors, "runtime_top_p", 1.0))
+    # NOTE: as TensorRT-LLM, top_k == 1 is greedy; we also treat temperature 0 as greedy.
+    if top_k == 1:
+        temperature = 0.0
+    seed = tensors.get("seed")
+    sampling = SamplingParams(
+        temperature=temperature, top_k=top_k, top_p=top_p,
+        seed=None if seed is None else int(_scalar(tensors, "seed", 0)),
+        min_tokens=int(_scalar(tensors, "min_tokens", 0)),
+        repetition_penalty=float(_scalar(tensors, "repetition_penalty", 1.0)),
+        presence_penalty=float(_scalar(tensors, "presence_penalty", 0.0)),
+        frequency_penalty=float(_scalar(tensors, "frequency_penalty", 0.0)),
+    )
+    end_id = tensors.get("end_id")
+    req = EngineRequest(
+        request_id=request_id,
+        prompt_token_ids=[int(t) for t in input_ids[:length]],
+        max_new_tokens=int(_scalar(tensors, "request_output_len", 0)),
+        end_id=None if end_id is None else int(_scalar(tensors, "end_id", -1)),
+        sampling=sampling,
+        stop_token_ids=_stop_words(tensors.get("stop_words_list")),
+        draft_token_ids=None if draft is None else [int(t) for t in np.asarray(draft).reshape(-1)],
+        draft_logits=None if draft_logits is None else np.asarray(draft_logits, dtype=np.float32).reshape(
+            -1, np.asarray(draft_logits).shape[-1]),
+        return_log_probs=bool(_scalar(tensors, "return_log_probs", False)),
+    )
+    if req.max_new_tokens < 1:
+        raise BadRequest(f"request_output_len must be >= 1, got {req.max_new_tokens}")
+    opts = RequestOptions(
+        streaming=bool(_scalar(tensors, "streaming", False)),
+        exclude_input_in_output=bool(_scalar(tensors, "exclude_input_in_output", False)),
+        return_log_probs=req.return_log_probs,
+        return_num_input_tokens=bool(_scalar(tensors, "return_num_input_tokens", False)),
+        return_num_output_tokens=bool(_scalar(tensors, "return_num_output_tokens", False)),
+    )
+    return req, opts
+
+
+def encode_output(out: RequestOutput, token_ids: list[int], log_probs: list[float] | None,
+                  kv_stats: dict[str, int]) -> dict[str, np.ndarray]:
+    """Output tensors with the batch dimension: output_ids [1, beams=1, len]."""
+    tensors = {
+        "output_ids": np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1),
+        "sequence_length": np.asarray([[len(token_ids)]], dtype=np.int32),
+        "num_input_tokens": np.asarray([[out.num_prompt_tokens]], dtype=np.int32),
+        "num_output_tokens": np.asarray([[out.num_output_tokens]], dtype=np.int32),
+        "total_accepted_draft_tokens": np.asarray([[out.num_accepted_draft_tokens]], dtype=np.int32),
+        "total_draft_tokens": np.asarray([[out.num_draft_tokens]], dtype=np.int32),
+        "kv_cache_reused_blocks": np.asarray([[kv_stats.get("reused", 0)]], dtype=np.int32),
+        "kv_cache_alloc_new_blocks": np.asarray([[kv_stats.get("new", 0)]], dtype=np.int32),
+        "kv_cache_alloc_total_blocks": np.asarray([[kv_stats.get("total", 0)]], dtype=np.int32),
+    }
+    if log_probs is not None:
+        lp = np.asarray(log_probs, dtype=np.float32)
+        tensors["output_log_probs"] = lp.reshape(1, 1, -1)
+        tensors["cum_log_probs"] = np.asarray([[lp.sum()]], dtype=np.float32)
+    return tensors

@@ -1,0 +1,97 @@
+"""build(config): run the stages, each a cache hit or a fresh build, then publish a new version.
+
+Progress is reported through a callback (the CLI renders it as a live table), so the library prints
+nothing itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trtpipe.cache import Artifact, ArtifactCache, cache_key
+from trtpipe.config import BuildConfig
+from trtpipe.errors import ConfigError, StageError
+from trtpipe.manifest import Manifest, StageRecord
+from trtpipe.repo.versions import PublishedVersion, publish_version
+from trtpipe.spec import ServingSpec
+from trtpipe.stages import STAGES
+from trtpipe.stages.base import Stage
+
+# (stage, status, seconds, key) where status is "running", "cached", "built", "skipped" or "failed".
+ProgressFn = Callable[[str, str, float, str], None]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    engine: Artifact
+    checkpoint: Artifact
+    published: PublishedVersion | None
+
+
+def _is_passthrough(stage: Stage, config: BuildConfig) -> bool:
+    from trtpipe.stages.quantize import is_passthrough
+
+    return stage.run is None or (stage.name == "quantize" and is_passthrough(config))
+
+
+def run_stages(config: BuildConfig, cache: ArtifactCache, force: set[str] = frozenset(),
+               progress: ProgressFn = lambda *a: None) -> tuple[dict[str, Artifact], list[StageRecord]]:
+    unknown = force - {s.name for s in STAGES}
+    if unknown:
+        raise ConfigError(f"--force names unknown stage(s) {sorted(unknown)}",
+                          fix=f"use one of: {', '.join(s.name for s in STAGES)}")
+    artifacts: dict[str, Artifact] = {}
+    records: list[StageRecord] = []
+    previous: Artifact | None = None
+    for stage in STAGES:
+        if _is_passthrough(stage, config):
+            # Nothing to compute: the next stage reads the previous artifact under this stage's name.
+            artifacts[stage.name] = previous
+            records.append(StageRecord(stage.name, previous.key, True, 0.0, {"passthrough": True}))
+            progress(stage.name, "skipped", 0.0, previous.key)
+            continue
+        key = cache_key({"stage": stage.name, "version": stage.version, **stage.key_inputs(config, artifacts)})
+        if stage.name in force:
+            existing = cache.get(stage.name, key)
+            if existing is not None:
+                cache.remove(existing)
+        progress(stage.name, "running", 0.0, key)
+        t0 = time.perf_counter()
+        try:
+            artifact, cached = cache.get_or_build(stage.name, key, lambda out: stage.run(config, artifacts, out))
+        except Exception:
+            progress(stage.name, "failed", time.perf_counter() - t0, key)
+            raise
+        seconds = time.perf_counter() - t0
+        progress(stage.name, "cached" if cached else "built", seconds, key)
+        records.append(StageRecord(stage.name, key, cached, round(seconds, 3), artifact.meta))
+        artifacts[stage.name] = previous = artifact
+    return artifacts, records
+
+
+def build(config: BuildConfig, repo: Path, *, cache: ArtifactCache | None = None, force: set[str] = frozenset(),
+          publish: bool = True, progress: ProgressFn = lambda *a: None) -> BuildResult:
+    cache = cache or ArtifactCache()
+    artifacts, records = run_stages(config, cache, force, progress)
+    manifest = Manifest(model_name=config.name, backend=config.backend, config=config.model_dump(mode="json"),
+                        stages=records)
+    published = None
+    if publish:
+        progress("publish", "running", 0.0, "")
+        t0 = time.perf_counter()
+        try:
+            published = publish_version(repo, ServingSpec.from_config(config), manifest,
+                                        engine_dir=artifacts["compile"].path, checkpoint_dir=artifacts["fetch"].path)
+        except Exception:
+            progress("publish", "failed", time.perf_counter() - t0, "")
+            raise
+        status = "unchanged" if published.unchanged else "published"
+        progress("publish", status, time.perf_counter() - t0, f"v{published.version}")
+    return BuildResult(manifest, artifacts["compile"], artifacts["fetch"], published)
+
+
+__all__ = ["build", "run_stages", "BuildResult", "StageError"]

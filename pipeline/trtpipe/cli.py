@@ -1,0 +1,147 @@
+"""The trtpipe command line: each command parses, calls one library function, and prints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+console = Console(stderr=True)
+REPO_OPTION = click.option("--repo", type=click.Path(path_type=Path), default=None,
+                           help="Triton model repository [default: $TRTPIPE_HOME/model_repository]")
+
+
+def _repo(repo: Path | None) -> Path:
+    from trtpipe.repo.layout import default_repository
+
+    return (repo or default_repository()).expanduser().resolve()
+
+
+@click.group()
+@click.version_option(package_name="trtpipe")
+def cli() -> None:
+    """From a Hugging Face checkpoint to a latency-critical OpenAI-compatible endpoint."""
+
+
+class _BuildTable:
+    """A live table of stages: status, seconds, cache key."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, float, str]] = {}
+
+    def update(self, stage: str, status: str, seconds: float, key: str) -> None:
+        self.rows[stage] = (status, seconds, key)
+
+    def __rich__(self) -> Table:
+        table = Table(title="trtpipe build")
+        for col in ("stage", "status", "seconds", "key"):
+            table.add_column(col)
+        colors = {"cached": "green", "built": "cyan", "published": "cyan", "unchanged": "green",
+                  "skipped": "dim", "running": "yellow", "failed": "red"}
+        for stage, (status, seconds, key) in self.rows.items():
+            table.add_row(stage, f"[{colors.get(status, '')}]{status}[/]", f"{seconds:.2f}", key[:12])
+        return table
+
+
+@cli.command()
+@click.argument("config_name")
+@REPO_OPTION
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config value")
+@click.option("--force", multiple=True, metavar="STAGE", help="rebuild this stage even if cached")
+@click.option("--no-publish", is_flag=True, help="build the stages only")
+def build(config_name: str, repo: Path | None, overrides: tuple[str, ...], force: tuple[str, ...],
+          no_publish: bool) -> None:
+    """Build CONFIG_NAME (e.g. tiny-llama) and publish a new model-repository version."""
+    from trtpipe.build import build as run_build
+    from trtpipe.config import load_config
+
+    config = load_config(config_name, list(overrides))
+    table = _BuildTable()
+    with Live(table, console=console, refresh_per_second=8, transient=False) as live:
+        def progress(stage: str, status: str, seconds: float, key: str) -> None:
+            table.update(stage, status, seconds, key)
+            live.refresh()
+
+        result = run_build(config, _repo(repo), force=set(force), publish=not no_publish, progress=progress)
+    if result.published:
+        word = "unchanged, still live" if result.published.unchanged else "published"
+        console.print(f"{config.name}: version {result.published.version} {word} in {_repo(repo)}")
+
+
+@cli.command()
+@REPO_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="frontend address")
+@click.option("--port", default=9000, show_default=True, help="frontend port")
+@click.option("--http-port", default=8000, show_default=True, help="Triton HTTP port")
+@click.option("--grpc-port", default=8001, show_default=True, help="Triton gRPC port")
+@click.option("--metrics-port", default=8002, show_default=True, help="Triton metrics port")
+@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="a Jinja chat template file overriding the checkpoint's")
+@click.option("--max-running", default=256, show_default=True, help="requests generating at once")
+@click.option("--max-waiting", default=512, show_default=True, help="requests queued beyond that before 429")
+def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: int, metrics_port: int,
+          chat_template: Path | None, max_running: int, max_waiting: int) -> None:
+    """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
+    from trtpipe.serve.launcher import TritonPorts
+    from trtpipe.serve.server import ServeOptions
+    from trtpipe.serve.server import serve as run_serve
+
+    opts = ServeOptions(repo=_repo(repo), host=host, port=port,
+                        triton_ports=TritonPorts(http_port, grpc_port, metrics_port),
+                        chat_template=chat_template.read_text() if chat_template else None,
+                        max_running=max_running, max_waiting=max_waiting)
+    console.print(f"starting Triton on {opts.repo} (grpc :{grpc_port}) ...")
+    run_serve(opts, on_ready=lambda url: console.print(f"Triton ready; OpenAI frontend on {url}"))
+
+
+@cli.command()
+@REPO_OPTION
+def models(repo: Path | None) -> None:
+    """List published models, their live version and build."""
+    from trtpipe.repo.versions import list_versions
+
+    table = Table()
+    for col in ("model", "live", "versions", "backend", "engine key", "built"):
+        table.add_column(col)
+    for row in list_versions(_repo(repo)):
+        table.add_row(row["model"], str(row["live"]), ",".join(map(str, row["versions"])), row["backend"],
+                      row["engine_key"], row["created_at"])
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("model")
+@REPO_OPTION
+@click.option("--to", "to_version", type=int, default=None, help="version to make live [default: the previous one]")
+def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
+    """Make an older version of MODEL live again."""
+    from trtpipe.repo.versions import rollback as run_rollback
+
+    version = run_rollback(_repo(repo), model, to_version)
+    console.print(f"{model}: version {version} is live")
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules are optional to import at start-up (they pull heavier dependencies)."""
+    try:
+        from trtpipe.bench.command import bench
+        cli.add_command(bench)
+    except ImportError:
+        pass
+    try:
+        from trtpipe.plan import plan_command
+        cli.add_command(plan_command, name="plan")
+    except ImportError:
+        pass
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cli()

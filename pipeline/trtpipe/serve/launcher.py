@@ -1,0 +1,178 @@
+"""Start a real tritonserver on a model repository, wait until it is ready, stop it cleanly.
+
+Where tritonserver comes from: PATH first (the NGC image), else the binary inside the nvidia-pytriton
+wheel, prepared as pytriton itself does it: a copy of its tritonserver/ tree with the Python-backend stub
+for the running Python placed in backends/python/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from trtpipe.cache import trtpipe_home
+from trtpipe.errors import TritonStartError, tail
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    binary: Path
+    backend_dir: Path | None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _pytriton_root() -> Path | None:
+    try:
+        import pytriton
+    except ImportError:
+        return None
+    root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    return root if (root / "bin" / "tritonserver").is_file() else None
+
+
+def find_tritonserver() -> TritonInstall:
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonInstall(Path(on_path), None)
+    root = _pytriton_root()
+    if root is None:
+        raise TritonStartError("no tritonserver found: not on PATH and nvidia-pytriton is not installed",
+                               fix="pip install nvidia-pytriton (Linux x86-64, glibc >= 2.35) or run in the NGC "
+                                   "tritonserver image")
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / py / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonStartError(f"nvidia-pytriton has no Python-backend stub for Python {py}",
+                               fix="use Python 3.10-3.12")
+    version = _package_version("nvidia-pytriton")
+    prepared = trtpipe_home() / "tritonserver" / f"pytriton-{version}-py{py}"
+    if not (prepared / "backends" / "python" / "triton_python_backend_stub").is_file():
+        tmp = prepared.with_name(prepared.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(root, tmp, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
+        shutil.copy2(stub, tmp / "backends" / "python" / "triton_python_backend_stub")
+        shutil.rmtree(prepared, ignore_errors=True)
+        os.replace(tmp, prepared)
+    libs = root.parent.parent / "nvidia_pytriton.libs"
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        "LD_LIBRARY_PATH": os.pathsep.join(p for p in (str(libs), os.environ.get("LD_LIBRARY_PATH", "")) if p),
+        # The Python-backend stub embeds libpython: it must see the same packages as this process.
+        "PATH": os.pathsep.join((venv_bin, os.environ.get("PATH", ""))),
+        "PYTHONPATH": os.pathsep.join(p for p in (sysconfig.get_paths()["purelib"], *_editable_roots(),
+                                                   os.environ.get("PYTHONPATH", "")) if p),
+    }
+    return TritonInstall(prepared / "bin" / "tritonserver", prepared / "backends", env)
+
+
+def _editable_roots() -> list[str]:
+    import trtpipe
+
+    return [str(Path(trtpipe.__file__).resolve().parents[1])]
+
+
+def _package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class TritonServer:
+    """One tritonserver process. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
+                 extra_args: list[str] = (), exit_timeout_s: int = 5):
+        self.repo, self.ports = Path(repo), ports
+        self.log_path = log_path or trtpipe_home() / "logs" / "tritonserver.log"
+        self.extra_args, self.exit_timeout_s = list(extra_args), exit_timeout_s
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    def argv(self, install: TritonInstall) -> list[str]:
+        argv = [str(install.binary), f"--model-repository={self.repo}",
+                f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}",
+                f"--metrics-port={self.ports.metrics}",
+                # explicit control: trtpipe loads new versions and rollbacks through the repository API.
+                "--model-control-mode=explicit", "--load-model=*",
+                f"--exit-timeout-secs={self.exit_timeout_s}", "--log-verbose=0"]
+        if install.backend_dir:
+            argv.append(f"--backend-directory={install.backend_dir}")
+        return argv + self.extra_args
+
+    def start(self, timeout_s: float = 120.0) -> "TritonServer":
+        if not self.repo.is_dir():
+            raise TritonStartError(f"model repository {self.repo} does not exist",
+                                   fix="build a model first: trtpipe build tiny-llama (or pass --repo)")
+        install = find_tritonserver()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(self.argv(install), stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **install.env}, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TritonStartError(f"tritonserver exited with code {self.process.returncode} during start-up\n"
+                                       f"--- last lines of {self.log_path} ---\n{self._log_tail()}",
+                                       fix="read the log above (a model that failed to load is named there)")
+            if self.is_ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise TritonStartError(f"tritonserver was not ready after {timeout_s:.0f} s\n--- last lines of "
+                               f"{self.log_path} ---\n{self._log_tail()}",
+                               fix="check the ports are free and the log above")
+
+    def is_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.http_url}/v2/health/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=self.exit_timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def _log_tail(self) -> str:
+        try:
+            return tail(self.log_path.read_text(errors="replace"))
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,68 @@
+"""ServingSpec: the one set of limits that the engine, the Triton configs and the frontend all read.
+
+It is derived from the build config at publish time and written beside the engine as spec.json, so a
+served version always carries the limits it was built with and the three layers cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trtpipe.config import BuildConfig
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    model_name: str
+    backend: str
+    max_batch_size: int
+    max_input_len: int
+    max_seq_len: int
+    max_num_tokens: int
+    tokens_per_block: int
+    max_tokens_in_paged_kv_cache: int | None
+    kv_cache_free_mem_fraction: float
+    enable_kv_cache_reuse: bool
+    batch_scheduler_policy: str
+    enable_chunked_context: bool
+    max_queue_delay_microseconds: int
+    max_queue_size: int
+    instance_count: int
+    default_max_tokens: int
+    max_max_tokens: int
+    max_concurrency: int
+    max_queued: int
+    max_draft_len: int = 0
+    draft_model_name: str | None = None
+
+    @property
+    def engine_model(self) -> str:
+        return f"{self.model_name}-engine"
+
+    @classmethod
+    def from_config(cls, config: BuildConfig) -> "ServingSpec":
+        e, s, f = config.engine, config.serving, config.frontend
+        return cls(
+            model_name=config.name, backend=config.backend,
+            max_batch_size=e.max_batch_size, max_input_len=e.max_input_len, max_seq_len=e.max_seq_len,
+            max_num_tokens=e.max_num_tokens, tokens_per_block=e.tokens_per_block,
+            max_tokens_in_paged_kv_cache=e.max_tokens_in_paged_kv_cache,
+            kv_cache_free_mem_fraction=s.kv_cache_free_gpu_mem_fraction,
+            enable_kv_cache_reuse=s.enable_kv_cache_reuse, batch_scheduler_policy=s.batch_scheduler_policy,
+            enable_chunked_context=s.enable_chunked_context,
+            max_queue_delay_microseconds=s.max_queue_delay_microseconds, max_queue_size=s.max_queue_size,
+            instance_count=s.instance_count,
+            default_max_tokens=f.default_max_tokens, max_max_tokens=f.max_max_tokens,
+            max_concurrency=f.max_concurrency, max_queued=f.max_queued,
+            max_draft_len=config.speculation.max_draft_len if config.speculation else 0,
+            draft_model_name=config.speculation.draft if config.speculation else None,
+        )
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> "ServingSpec":
+        return cls(**json.loads(path.read_text()))

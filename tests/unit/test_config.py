@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from trtpipe.config import load_config
+from trtpipe.errors import ConfigError
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_tiny_llama_config_loads_with_the_reference_backend_and_synthetic_source():
+    config = load_config("tiny-llama")
+    assert config.name == "tiny-llama"
+    assert config.backend == "reference"
+    assert config.source.synthetic == "tiny-llama"
+    assert config.engine.tokens_per_block == 32
+
+
+def test_extends_inherits_and_overrides_only_the_given_keys():
+    draft = load_config("tiny-llama-draft")
+    base = load_config("tiny-llama")
+    assert draft.source.synthetic == "tiny-llama-draft"
+    assert draft.engine == base.engine
+
+
+def test_set_override_changes_one_nested_value():
+    config = load_config("tiny-llama", ["engine.max_batch_size=8", "quantization.format=int8_wo"])
+    assert config.engine.max_batch_size == 8
+    assert config.quantization.format == "int8_wo"
+
+
+def test_unknown_key_error_names_file_key_and_value(tmp_path):
+    path = write(tmp_path, "bad", "name: bad\nsource: {synthetic: tiny-llama}\nengine: {max_batch_sise: 4}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    message = str(err.value)
+    assert str(path) in message and "engine.max_batch_sise: unknown key (found 4)" in message
+
+
+def test_reference_backend_refuses_gpu_only_quantization_by_name(tmp_path):
+    path = write(tmp_path, "q", "name: q\nsource: {synthetic: tiny-llama}\nquantization: {format: fp8}\n")
+    with pytest.raises(ConfigError, match="'fp8' needs backend trt-engine; the reference backend supports int8_wo, int4_wo"):
+        load_config(str(path))
+
+
+def test_hf_source_without_revision_is_refused(tmp_path):
+    path = write(tmp_path, "h", "name: h\nsource: {hf: org/model}\n")
+    with pytest.raises(ConfigError, match="needs a pinned `revision`"):
+        load_config(str(path))
+
+
+def test_unknown_config_name_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="(?s)no build config named .nope.*tiny-llama"):
+        load_config("nope")
+
+
+def test_bad_set_syntax_says_how_to_write_it():
+    with pytest.raises(ConfigError, match="write e.g. --set engine.max_batch_size=8"):
+        load_config("tiny-llama", ["engine.max_batch_size"])
