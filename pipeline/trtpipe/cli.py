@@ -125,21 +125,13 @@ def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
     console.print(f"{model}: version {version} is live")
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules are optional to import at start-up (they pull heavier dependencies)."""
-    try:
-        from trtpipe.bench.command import bench
-        cli.add_command(bench)
-    except ImportError:
-        pass
-    try:
-        from trtpipe.plan import plan_command
-        cli.add_command(plan_command, name="plan")
-    except ImportError:
-        pass
+def _register_commands() -> None:
+    from trtpipe.bench.command import bench
+
+    cli.add_command(bench)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main() -> None:

@@ -63,7 +63,8 @@ class TritonPythonModel:
 
     def _make_metrics(self, model_name):
         """Engine counters on Triton's own /metrics (port 8002): active requests and KV blocks."""
-        family = pb_utils.MetricFamily(name="trtpipe_engine_state", description="reference engine state",
+        # The family must outlive its metrics: keep it on self.
+        self._metric_family = family = pb_utils.MetricFamily(name="trtpipe_engine_state", description="reference engine state",
                                        kind=pb_utils.MetricFamily.GAUGE)
         names = ("num_active_requests", "num_waiting_requests", "kv_blocks_used", "kv_blocks_free",
                  "kv_blocks_total", "kv_blocks_reused_total")

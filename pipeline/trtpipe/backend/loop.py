@@ -65,7 +65,7 @@ class EngineLoop:
             self._drain_commands(block=idle)
             self._cancel_abandoned()
             if not self.engine.has_unfinished_requests():
-                self.on_step(self.engine.stats())
+                self._report_stats()
                 continue
             try:
                 outputs = self.engine.step()
@@ -74,8 +74,14 @@ class EngineLoop:
                 continue
             for out in outputs:
                 self._deliver(out)
-            self.on_step(self.engine.stats())
+            self._report_stats()
         self._fail_all("the model is being unloaded")
+
+    def _report_stats(self) -> None:
+        try:
+            self.on_step(self.engine.stats())
+        except Exception:  # noqa: BLE001 - metrics must never stop generation
+            pass
 
     def _drain_commands(self, block: bool) -> None:
         try:

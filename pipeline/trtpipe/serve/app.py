@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
@@ -45,22 +46,25 @@ def _sse(obj: dict) -> str:
 
 
 def create_app(settings: FrontendSettings) -> FastAPI:
-    app = FastAPI(title="trtpipe", description="OpenAI-compatible frontend over Triton Inference Server")
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if "client" in state:
+            await state["client"].close()
+
+    app = FastAPI(title="trtpipe", description="OpenAI-compatible frontend over Triton Inference Server",
+                  lifespan=lifespan)
     registry = ModelRegistry(settings.repo, settings.chat_template)
     metrics = FrontendMetrics()
     admission = Admission(settings.max_running, settings.max_waiting)
-    state: dict = {}
 
     def client() -> TritonEngineClient:
         # Created lazily inside the running event loop (grpc.aio channels bind to it).
         if "client" not in state:
             state["client"] = TritonEngineClient(settings.triton_grpc_url)
         return state["client"]
-
-    @app.on_event("shutdown")
-    async def _close() -> None:
-        if "client" in state:
-            await state["client"].close()
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError):

@@ -96,6 +96,16 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM tritonserver if trtpipe itself dies, so no orphan keeps the ports and the memory."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class TritonServer:
     """One tritonserver process. Use as a context manager, or start()/stop()."""
 
@@ -133,7 +143,8 @@ class TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
         self.process = subprocess.Popen(self.argv(install), stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **install.env}, start_new_session=True)
+                                        env={**os.environ, **install.env}, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

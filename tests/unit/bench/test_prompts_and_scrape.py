@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from trtpipe.bench.errors import BenchError

@@ -1,0 +1,75 @@
+"""Shared fixtures: one built tiny-llama repository and one real Triton (and frontend) per test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def trtpipe_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("trtpipe-home")
+    os.environ["TRTPIPE_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def built_repo(trtpipe_home) -> Path:
+    """tiny-llama built and published once for the whole session."""
+    from trtpipe.build import build
+    from trtpipe.config import load_config
+
+    repo = trtpipe_home / "model_repository"
+    build(load_config("tiny-llama"), repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def triton(built_repo, trtpipe_home):
+    from trtpipe.serve.launcher import TritonPorts, TritonServer
+
+    server = TritonServer(built_repo, TritonPorts(free_port(), free_port(), free_port()),
+                          log_path=trtpipe_home / "tritonserver.log", exit_timeout_s=2)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def frontend(triton, built_repo) -> str:
+    """The OpenAI frontend on a free port in a background thread; yields its base URL (…/v1)."""
+    import uvicorn
+
+    from trtpipe.serve.app import FrontendSettings, create_app
+
+    port = free_port()
+    app = create_app(FrontendSettings(repo=built_repo, triton_grpc_url=triton.grpc_url, max_running=64,
+                                      max_waiting=64))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("the frontend did not become ready")
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(10)
