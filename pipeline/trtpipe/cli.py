@@ -67,35 +67,10 @@ def build(config_name: str, repo: Path | None, overrides: tuple[str, ...], force
             live.refresh()
 
         result = run_build(config, _repo(repo), force=set(force), publish=not no_publish, progress=progress)
+    console.print()
     if result.published:
         word = "unchanged, still live" if result.published.unchanged else "published"
         console.print(f"{config.name}: version {result.published.version} {word} in {_repo(repo)}")
-
-
-@cli.command()
-@REPO_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="frontend address")
-@click.option("--port", default=9000, show_default=True, help="frontend port")
-@click.option("--http-port", default=8000, show_default=True, help="Triton HTTP port")
-@click.option("--grpc-port", default=8001, show_default=True, help="Triton gRPC port")
-@click.option("--metrics-port", default=8002, show_default=True, help="Triton metrics port")
-@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="a Jinja chat template file overriding the checkpoint's")
-@click.option("--max-running", default=256, show_default=True, help="requests generating at once")
-@click.option("--max-waiting", default=512, show_default=True, help="requests queued beyond that before 429")
-def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: int, metrics_port: int,
-          chat_template: Path | None, max_running: int, max_waiting: int) -> None:
-    """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
-    from trtpipe.serve.launcher import TritonPorts
-    from trtpipe.serve.server import ServeOptions
-    from trtpipe.serve.server import serve as run_serve
-
-    opts = ServeOptions(repo=_repo(repo), host=host, port=port,
-                        triton_ports=TritonPorts(http_port, grpc_port, metrics_port),
-                        chat_template=chat_template.read_text() if chat_template else None,
-                        max_running=max_running, max_waiting=max_waiting)
-    console.print(f"starting Triton on {opts.repo} (grpc :{grpc_port}) ...")
-    run_serve(opts, on_ready=lambda url: console.print(f"Triton ready; OpenAI frontend on {url}"))
 
 
 @cli.command()
@@ -127,8 +102,10 @@ def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
 
 def _register_commands() -> None:
     from trtpipe.bench.command import bench
+    from trtpipe.serve.command import serve
 
     cli.add_command(bench)
+    cli.add_command(serve)
 
 
 _register_commands()

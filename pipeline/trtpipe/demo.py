@@ -69,6 +69,8 @@ def main() -> int:
             server.kill()
             code = server.wait()
         print(f"demo: server stopped (exit code {code})", flush=True)
+        if code != 0:
+            sys.exit(f"demo: trtpipe serve did not shut down cleanly (exit code {code})")
 
 
 if __name__ == "__main__":

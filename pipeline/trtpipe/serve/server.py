@@ -6,6 +6,8 @@ stopped after it, so nothing is cut off mid-stream.
 
 from __future__ import annotations
 
+import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,4 +47,17 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
                                 timeout_graceful_shutdown=30)
         server = uvicorn.Server(config)
         on_ready(f"http://{opts.host}:{opts.port}/v1")
-        server.run()
+        with _signals_end_uvicorn_only():
+            server.run()
+
+
+@contextmanager
+def _signals_end_uvicorn_only():
+    """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; with the default handlers that would
+    kill this process before Triton is stopped. No-op handlers let serve() return and stop Triton cleanly."""
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
