@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from trtpipe.cache import Artifact, ArtifactCache, cache_key
-from trtpipe.config import BuildConfig
+from trtpipe.config import BuildConfig, load_config
 from trtpipe.errors import ConfigError, StageError
 from trtpipe.manifest import Manifest, StageRecord
 from trtpipe.repo.versions import PublishedVersion, publish_version
@@ -73,10 +73,28 @@ def run_stages(config: BuildConfig, cache: ArtifactCache, force: set[str] = froz
     return artifacts, records
 
 
+def _check_same_tokenizer(config: BuildConfig, target: Artifact, draft: Artifact) -> None:
+    """Draft tokens are verified as target token ids: both models must share one vocabulary."""
+    t, d = target.meta["files"].get("tokenizer.json"), draft.meta["files"].get("tokenizer.json")
+    if t != d:
+        raise ConfigError(f"the draft {config.speculation.draft!r} has a different tokenizer.json than {config.name!r}",
+                          where="speculation.draft", fix="choose a draft from the same model family and tokenizer")
+
+
 def build(config: BuildConfig, repo: Path, *, cache: ArtifactCache | None = None, force: set[str] = frozenset(),
           publish: bool = True, progress: ProgressFn = lambda *a: None) -> BuildResult:
     cache = cache or ArtifactCache()
+    if config.speculation:
+        # The draft is its own published model (`<draft>-engine`); the target's spec names it.
+        draft = load_config(config.speculation.draft)
+        if draft.speculation:
+            raise ConfigError(f"the draft config {draft.name!r} has a speculation section itself",
+                              where="speculation.draft", fix="use a draft config without speculation")
+        draft_result = build(draft, repo, cache=cache, force=force, publish=publish,
+                             progress=lambda stage, *rest: progress(f"draft {stage}", *rest))
     artifacts, records = run_stages(config, cache, force, progress)
+    if config.speculation:
+        _check_same_tokenizer(config, artifacts["fetch"], draft_result.checkpoint)
     manifest = Manifest(model_name=config.name, backend=config.backend, config=config.model_dump(mode="json"),
                         stages=records)
     published = None
