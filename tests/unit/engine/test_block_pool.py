@@ -1,0 +1,61 @@
+from trtpipe.engine.block_pool import BlockPool, hash_block_tokens
+
+
+def test_allocate_hands_out_lowest_ids_first_and_returns_none_when_short():
+    pool = BlockPool(4)
+    assert pool.allocate(3) == [0, 1, 2]
+    assert pool.allocate(2) is None
+    assert pool.num_free_blocks == 1 and pool.num_used_blocks == 3
+    assert [b.ref_cnt for b in pool.blocks] == [1, 1, 1, 0]
+
+
+def test_freed_blocks_join_the_tail_so_eviction_is_lru():
+    pool = BlockPool(4)
+    a = pool.allocate(2)  # [0, 1]
+    b = pool.allocate(2)  # [2, 3]
+    pool.free(reversed(b))  # tail first: 3 then 2
+    pool.free(reversed(a))
+    # This block ID order also checks the eviction order.
+    assert pool.free_block_ids() == [3, 2, 1, 0]
+    assert pool.allocate(3) == [3, 2, 1]
+
+
+def test_cached_block_is_evicted_only_when_handed_out_again():
+    pool = BlockPool(2)
+    [b0, b1] = pool.allocate(2)
+    h = hash_block_tokens(None, [1, 2, 3, 4])
+    assert pool.cache_block(b0, h)
+    pool.free([b0, b1])
+    assert pool.get_cached_block(h) == b0  # free but still findable
+    assert pool.allocate(1) == [b0]  # LRU head is b0: its hash goes
+    assert pool.get_cached_block(h) is None
+    assert pool.num_evicted_blocks_total == 1
+
+
+def test_touch_shares_a_block_and_pulls_an_idle_one_out_of_the_free_queue():
+    pool = BlockPool(3)
+    [b0] = pool.allocate(1)
+    pool.cache_block(b0, 7)
+    pool.touch([b0])
+    assert pool.blocks[b0].ref_cnt == 2
+    pool.free([b0])
+    pool.free([b0])
+    assert pool.blocks[b0].ref_cnt == 0 and pool.free_block_ids() == [1, 2, 0]
+    pool.touch([b0])  # prefix hit on an idle cached block
+    assert pool.blocks[b0].ref_cnt == 1 and pool.free_block_ids() == [1, 2]
+    assert pool.num_reused_blocks_total == 2
+    pool.check_invariants(full=True)
+
+
+def test_duplicate_hash_is_not_published_twice():
+    pool = BlockPool(2)
+    a, b = pool.allocate(2)
+    assert pool.cache_block(a, 42)
+    assert not pool.cache_block(b, 42)
+    assert pool.get_cached_block(42) == a and pool.blocks[b].block_hash is None
+
+
+def test_chained_hash_depends_on_the_prefix():
+    h1 = hash_block_tokens(None, [1, 2])
+    assert hash_block_tokens(h1, [3, 4]) != hash_block_tokens(hash_block_tokens(None, [9, 9]), [3, 4])
+    assert hash_block_tokens(h1, [3, 4]) == hash_block_tokens(hash_block_tokens(None, (1, 2)), (3, 4))
