@@ -14,7 +14,10 @@ from typing import Callable
 from trtpipe.cache import Artifact, ArtifactCache, cache_key
 from trtpipe.config import BuildConfig, load_config
 from trtpipe.errors import ConfigError, StageError
+from trtpipe.gate import run_gate
 from trtpipe.manifest import Manifest, StageRecord
+from trtpipe.preflight import check_free_space
+from trtpipe.repo import layout
 from trtpipe.repo.versions import PublishedVersion, publish_version
 from trtpipe.spec import ServingSpec
 from trtpipe.stages import STAGES
@@ -81,22 +84,43 @@ def _check_same_tokenizer(config: BuildConfig, target: Artifact, draft: Artifact
                           where="speculation.draft", fix="choose a draft from the same model family and tokenizer")
 
 
+def _live_manifest(repo: Path, model: str) -> Manifest | None:
+    model_dir = repo / layout.engine_model_name(model)
+    live = layout.live_version(model_dir)
+    path = model_dir / str(live) / "manifest.json" if live is not None else None
+    return Manifest.read(path) if path is not None and path.is_file() else None
+
+
 def build(config: BuildConfig, repo: Path, *, cache: ArtifactCache | None = None, force: set[str] = frozenset(),
-          publish: bool = True, progress: ProgressFn = lambda *a: None) -> BuildResult:
+          publish: bool = True, gate: bool = False, progress: ProgressFn = lambda *a: None) -> BuildResult:
     cache = cache or ArtifactCache()
+    check_free_space(cache.root, config)
     if config.speculation:
         # The draft is its own published model (`<draft>-engine`); the target's spec names it.
         draft = load_config(config.speculation.draft)
         if draft.speculation:
             raise ConfigError(f"the draft config {draft.name!r} has a speculation section itself",
                               where="speculation.draft", fix="use a draft config without speculation")
-        draft_result = build(draft, repo, cache=cache, force=force, publish=publish,
+        draft_result = build(draft, repo, cache=cache, force=force, publish=publish, gate=gate,
                              progress=lambda stage, *rest: progress(f"draft {stage}", *rest))
     artifacts, records = run_stages(config, cache, force, progress)
     if config.speculation:
         _check_same_tokenizer(config, artifacts["fetch"], draft_result.checkpoint)
     manifest = Manifest(model_name=config.name, backend=config.backend, config=config.model_dump(mode="json"),
                         stages=records)
+    live = _live_manifest(repo, config.name)
+    if gate and (live is None or live.engine_key != manifest.engine_key):
+        progress("gate", "running", 0.0, "")
+        t0 = time.perf_counter()
+        result = run_gate(config, artifacts["compile"].path, artifacts["fetch"].path,
+                          artifacts["quantize"].key, live)
+        manifest.gate = result.to_dict()
+        progress("gate", "skipped" if result.skipped else ("passed" if result.passed else "failed"),
+                 time.perf_counter() - t0, "")
+        if not result.passed:
+            raise StageError("the new engine failed its gate:\n  " + "\n  ".join(result.failures), where="gate",
+                             fix="nothing was published; the live version keeps serving. Inspect the change, "
+                                 "or adjust the config's gate section if the threshold is wrong")
     published = None
     if publish:
         progress("publish", "running", 0.0, "")

@@ -108,6 +108,17 @@ class Frontend(_Strict):
     max_queued: int = Field(512, ge=0)
 
 
+class Gate(_Strict):
+    """Checks a new engine must pass before it is published (`trtpipe build --gate`, always in --all)."""
+
+    golden_prompts: list[str] = ["Tell me a story about a small robot.", "The capital of France is",
+                                 "def add(a, b):"]
+    golden_max_tokens: int = Field(16, ge=1)
+    load_test_requests: int = Field(8, ge=1)
+    load_test_output_tokens: int = Field(32, ge=1)
+    min_output_tokens_per_s: float = Field(20.0, ge=0)
+
+
 class BuildConfig(_Strict):
     name: str
     description: str = ""
@@ -120,6 +131,7 @@ class BuildConfig(_Strict):
     speculation: Speculation | None = None
     serving: Serving = Serving()
     frontend: Frontend = Frontend()
+    gate: Gate = Gate()
 
     @model_validator(mode="after")
     def _backend_rules(self) -> "BuildConfig":

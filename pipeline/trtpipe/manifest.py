@@ -46,6 +46,8 @@ class Manifest:
     tool_versions: dict[str, str] = field(default_factory=tool_versions)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     version: int | None = None
+    gate: dict[str, Any] | None = None
+    host: str = field(default_factory=platform.node)
 
     @property
     def engine_key(self) -> str:
