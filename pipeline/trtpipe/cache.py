@@ -74,6 +74,7 @@ class ArtifactCache:
         """Return (artifact, was_cached). `build(tmp_dir)` writes the output and returns its metadata."""
         (self.root / stage).mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / stage / f"{key}.lock")):
+            self._remove_abandoned_tmp(stage)
             hit = self.get(stage, key)
             if hit is not None:
                 return hit, True
@@ -87,6 +88,16 @@ class ArtifactCache:
                 shutil.rmtree(tmp, ignore_errors=True)
             return Artifact(stage, key, self.entry_dir(stage, key), meta), False
 
+    def _remove_abandoned_tmp(self, stage: str) -> None:
+        """A build killed mid-stage leaves its .tmp-* directory; the pid in the name says if it is still alive."""
+        for tmp in (self.root / stage).glob(".tmp-*"):
+            try:
+                pid = int(tmp.name.split("-")[2])
+            except (IndexError, ValueError):
+                continue
+            if not _pid_alive(pid):
+                shutil.rmtree(tmp, ignore_errors=True)
+
     def entries(self) -> Iterator[Artifact]:
         if not self.root.is_dir():
             return
@@ -98,3 +109,24 @@ class ArtifactCache:
 
     def remove(self, artifact: Artifact) -> None:
         shutil.rmtree(artifact.path, ignore_errors=True)
+
+    def gc(self, keep_keys: set[str]) -> list[Artifact]:
+        """Remove every entry whose key is not in keep_keys; returns what was removed."""
+        removed = [a for a in self.entries() if a.key not in keep_keys]
+        for artifact in removed:
+            self.remove(artifact)
+        return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

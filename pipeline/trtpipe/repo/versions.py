@@ -58,8 +58,9 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
             if live_manifest.is_file() and Manifest.read(live_manifest).engine_key == manifest.engine_key:
                 return PublishedVersion(spec.model_name, live, model_dir / str(live), unchanged=True)
         version = max(layout.versions(model_dir), default=0) + 1
+        for abandoned in model_dir.glob(".staging-*"):  # left by a publish that was killed
+            shutil.rmtree(abandoned, ignore_errors=True)
         staging = model_dir / f".staging-{version}"
-        shutil.rmtree(staging, ignore_errors=True)
         try:
             staging.mkdir(parents=True)
             if spec.backend == "reference":
@@ -113,6 +114,19 @@ def rollback(repo: Path, model: str, to_version: int | None = None) -> int:
         spec = ServingSpec.read(model_dir / str(to_version) / "spec.json")
         _write_config(model_dir, spec, to_version)
         return to_version
+
+
+def referenced_stage_keys(repo: Path) -> set[str]:
+    """Every stage key any kept version of any model was built from (what `cache gc` must not delete)."""
+    keys: set[str] = set()
+    if not repo.is_dir():
+        return keys
+    for model_dir in repo.iterdir():
+        for v in layout.versions(model_dir):
+            manifest = model_dir / str(v) / "manifest.json"
+            if manifest.is_file():
+                keys.update(s.key for s in Manifest.read(manifest).stages)
+    return keys
 
 
 def list_versions(repo: Path) -> list[dict]:
