@@ -38,12 +38,16 @@ def built_repo(trtpipe_home) -> Path:
 
 @pytest.fixture(scope="session")
 def triton(built_repo, trtpipe_home):
+    from trtpipe.repo.triton_control import clear_server_record, record_server
     from trtpipe.serve.launcher import TritonPorts, TritonServer
 
     server = TritonServer(built_repo, TritonPorts(free_port(), free_port(), free_port()),
                           log_path=trtpipe_home / "tritonserver.log", exit_timeout_s=2)
     server.start()
+    # As `trtpipe serve` does: publish and rollback then reload models on this server.
+    record_server(built_repo, server.http_url, server.process.pid)
     yield server
+    clear_server_record(built_repo, server.process.pid)
     server.stop()
 
 

@@ -15,6 +15,7 @@ from filelock import FileLock
 from trtpipe.errors import PublishError
 from trtpipe.manifest import Manifest
 from trtpipe.repo import layout
+from trtpipe.repo.triton_control import reload_models
 from trtpipe.repo.model_config import reference_engine_config, to_pbtxt
 from trtpipe.spec import ServingSpec
 from trtpipe.stages.base import link_or_copy_tree
@@ -82,6 +83,7 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
             raise PublishError(f"could not write version {version} of {model_dir.name}: {e}", where=str(repo),
                                fix="check free disk space and permissions; the live version is untouched") from None
         _write_config(model_dir, spec, version)
+        reload_models(repo, [model_dir.name])
         _prune(model_dir, keep)
         return PublishedVersion(spec.model_name, version, model_dir / str(version))
 
@@ -113,6 +115,7 @@ def rollback(repo: Path, model: str, to_version: int | None = None) -> int:
                                fix=f"choose one of {available}")
         spec = ServingSpec.read(model_dir / str(to_version) / "spec.json")
         _write_config(model_dir, spec, to_version)
+        reload_models(repo, [model_dir.name])
         return to_version
 
 

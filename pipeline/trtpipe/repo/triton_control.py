@@ -1,0 +1,63 @@
+"""Tell a running Triton (explicit model control) that a model's live version changed.
+
+`trtpipe serve` records the server it started in `<repo>/.trtpipe-server.json` (Triton only treats
+directories as models, so the file is invisible to it). Publish and rollback read that record and ask
+Triton to reload the model through its repository API; Triton finishes in-flight requests on the old
+version before unloading it. With no server running there is nothing to do: the next start loads the
+live version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+RECORD = ".trtpipe-server.json"
+
+
+def record_server(repo: Path, http_url: str, pid: int) -> None:
+    path = Path(repo) / RECORD
+    tmp = path.with_name(f"{RECORD}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"http_url": http_url, "pid": pid}) + "\n")
+    os.replace(tmp, path)
+
+
+def clear_server_record(repo: Path, pid: int) -> None:
+    path = Path(repo) / RECORD
+    try:
+        if json.loads(path.read_text()).get("pid") == pid:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_server(repo: Path) -> str | None:
+    try:
+        record = json.loads((Path(repo) / RECORD).read_text())
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, ProcessLookupError):
+        return None
+    return record["http_url"]
+
+
+def reload_models(repo: Path, model_names: list[str]) -> list[str]:
+    """Reload each model on the recorded server; returns the names reloaded (none if no server runs)."""
+    url = running_server(repo)
+    if url is None:
+        return []
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    from trtpipe.errors import PublishError
+
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    try:
+        for name in model_names:
+            client.load_model(name)
+    except InferenceServerException as e:
+        raise PublishError(f"Triton at {url} refused to load the new live version: {e}", where="publish",
+                           fix="read Triton's log; `trtpipe rollback` restores the previous version") from None
+    finally:
+        client.close()
+    return model_names
