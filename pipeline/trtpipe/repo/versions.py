@@ -45,7 +45,8 @@ def _write_config(model_dir: Path, spec: ServingSpec, live: int) -> None:
         from trtpipe.trt.model_configs import engine_model_config
         from trtpipe.trt.model_configs import to_pbtxt as trt_to_pbtxt
 
-        text = trt_to_pbtxt(engine_model_config(spec, model_dir.name, live))
+        # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version.
+        text = trt_to_pbtxt(engine_model_config(spec, model_dir.name, live, engine_dir=model_dir / str(live) / "engine"))
     layout.write_atomically(model_dir / "config.pbtxt", text)
 
 

@@ -1,0 +1,249 @@
+"""The plan as the four documents the serving guide asks for (Serving Configuration, Scaling Plan, API
+Specification, Performance Baseline) plus plan.json. Markdown only; every number comes from plan.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from trtpipe.plan import RUNTIME_OVERHEAD_BYTES, UTILIZATION_TARGET, Plan
+from trtpipe.trt.gpus import GIB
+
+# The frontend's Prometheus names the autoscaler and dashboards use (vLLM-compatible, so existing
+# dashboards and adapters work unchanged).
+QUEUE_METRIC = "vllm:num_requests_waiting"
+RUNNING_METRIC = "vllm:num_requests_running"
+TTFT_METRIC = "vllm:time_to_first_token_seconds"
+FRONTEND_PORT = 9000
+TRITON_REPO_IN_CONTAINER = "/models"
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_text(plan: Plan) -> str:
+    c, t = plan.config, plan.target
+    lines = [f"{c.name} on {plan.gpu.name} x{plan.world_size} (tp={c.parallelism.tp}, pp={c.parallelism.pp})",
+             f"  weights/GPU      {_gib(t.weight_bytes)}   reserve {_gib(t.reserve_bytes)}",
+             f"  KV/token         {t.kv_bytes_per_token_total} B (model), {t.kv_bytes_per_token} B per GPU"]
+    for pool in plan.pools:
+        lines.append(f"  KV pool {pool.name:<12} {_gib(pool.pool_bytes)} = {pool.tokens} tokens ({pool.limited_by})")
+    lines += [f"  concurrency      {plan.concurrency} sequences of {plan.input_len}+{plan.output_len} tokens",
+              f"  smallest TP      {plan.smallest_tp} (one max_seq_len sequence); "
+              f"{plan.smallest_tp_full_batch} (a full batch)",
+              f"  decode ceiling   {plan.decode_tokens_per_s:.0f} tokens/s per sequence at batch 1",
+              f"  host RAM         {_gib(plan.host_ram_bytes)} to convert"]
+    if plan.replicas is not None:
+        lines.append(f"  replicas         {plan.replicas} for {plan.request_rate:g} req/s")
+    lines += [f"  warning: {w}" for w in plan.warnings]
+    if not plan.fits:
+        lines.append("  DOES NOT FIT: raise tp, quantize, or lower the engine limits")
+    return "\n".join(lines)
+
+
+def _launch_section(plan: Plan) -> str:
+    c = plan.config
+    lines = ["```sh", f"trtpipe build {c.name}          # fetch, convert/quantize, trtllm-build, publish",
+             f"trtpipe serve --host 0.0.0.0   # Triton + the OpenAI frontend on :{FRONTEND_PORT}", "```"]
+    if c.backend != "trt-engine":
+        return "\n".join(lines + ["", "Backend `reference`: the CPU engine; no TensorRT-LLM commands."])
+    from trtpipe.trt.launch import device_ids, triton_launch_argv, triton_launch_env
+    from trtpipe.trt.recipes import IMAGE, Command, TrtTools, build_commands, checkpoint_command
+
+    class _Ports:
+        http, grpc, metrics = 8000, 8001, 8002
+
+    tools = TrtTools(python="python3", examples_dir="/app/examples", trtllm_build="trtllm-build",
+                     tritonserver="/opt/tritonserver/bin/tritonserver", mpirun="mpirun")
+    cmds: list[Command] = []
+    for cfg, role in ((plan.draft, "draft"), (c, "target")):
+        if cfg is None:
+            continue
+        tag = cfg.name.upper().replace("-", "_").replace(".", "_")
+        cmds.append(checkpoint_command(cfg, Path(f"{tag}_HF_DIR"), Path(f"{tag}_CKPT_DIR"), tools))
+        cmds += build_commands(cfg, Path(f"{tag}_CKPT_DIR"), Path(f"{tag}_ENGINE_DIR"), tools, draft=role == "draft")
+    engines = [f"{c.name}-engine"] + ([f"{plan.draft.name}-engine"] if plan.draft else [])
+    argv = triton_launch_argv(TRITON_REPO_IN_CONTAINER, plan.world_size, _Ports(), engine_models=engines,
+                              gpu_count=plan.world_size)
+    env = triton_launch_env(plan.world_size, len(engines))
+    lines += ["", f"What `trtpipe build` and `trtpipe serve` run inside `{IMAGE}`:", "", "```sh"]
+    lines += [cmd.shell() for cmd in cmds]
+    lines.append(Command(argv=argv, env=env).shell())
+    lines.append("```")
+    if plan.draft:
+        lines.append(f"\nOrchestrator mode: both engines are placed by `gpu_device_ids` (target "
+                     f"{device_ids(plan.world_size)}, draft {device_ids(plan.draft.parallelism.world_size)}).")
+    return "\n".join(lines)
+
+
+def serving_configuration(plan: Plan) -> str:
+    c, t, g, e, s = plan.config, plan.target, plan.gpu, plan.config.engine, plan.config.serving
+    q = c.quantization
+    source = (f"{c.source.hf}@{c.source.revision}" if c.source.hf
+              else c.source.path or f"synthetic:{c.source.synthetic}")
+    framework = ("TensorRT-LLM 1.2.1 engine, Triton `tensorrtllm` backend (in-flight fused batching, paged KV "
+                 "cache)" if c.backend == "trt-engine" else "trtpipe reference engine (CPU, NumPy) on Triton's "
+                 "Python backend")
+    rows = [["Framework", framework], ["Model", source],
+            ["Parameters", f"{plan.arch.num_params / 1e9:.2f} B"],
+            ["Precision", f"{c.dtype}; weights {q.format if q else c.dtype}; KV cache "
+                          f"{(q.kv_cache_dtype if q and q.kv_cache_dtype else c.dtype)}"],
+            ["Parallelism", f"tp={c.parallelism.tp}, pp={c.parallelism.pp} ({plan.world_size} x {g.name})"],
+            ["Engine limits", f"batch {e.max_batch_size}, input {e.max_input_len}, seq {e.max_seq_len}, "
+                              f"tokens/step {e.max_num_tokens}, block {e.tokens_per_block} tokens"],
+            ["Scheduler", f"{s.batch_scheduler_policy}; KV reuse {'on' if s.enable_kv_cache_reuse else 'off'}; "
+                          f"chunked context {'on' if s.enable_chunked_context else 'off'}"]]
+    if c.speculation:
+        rows.append(["Speculation", f"draft {c.speculation.draft}, up to {c.speculation.max_draft_len} tokens "
+                                    f"per step, verified by the target (draft_tokens_external)"])
+    mem_rows = [["Weights", _gib(t.weight_bytes)],
+                ["Activations (estimate)", _gib(t.activation_bytes)],
+                ["Runtime overhead (estimate)", _gib(RUNTIME_OVERHEAD_BYTES)],
+                ["KV bytes per token", f"{t.kv_bytes_per_token_total} (model), {t.kv_bytes_per_token} per GPU"]]
+    if plan.draft_memory:
+        d = plan.draft_memory
+        mem_rows += [["Draft weights", _gib(d.weight_bytes)], ["Draft reserve", _gib(d.reserve_bytes)],
+                     ["Draft KV bytes per token", f"{d.kv_bytes_per_token} per GPU"]]
+    mem_rows += [[f"KV pool: {p.name}", f"{_gib(p.pool_bytes)} = {p.tokens} tokens (limited by {p.limited_by})"]
+                 for p in plan.pools]
+    mem_rows += [["GPU memory", f"{g.memory_mib} MiB ({g.memory_gib:.1f} GiB), KV fraction "
+                                f"{s.kv_cache_free_gpu_mem_fraction}"],
+                 [f"Concurrent sequences at {plan.input_len}+{plan.output_len} tokens", plan.concurrency],
+                 ["Decode ceiling, batch 1", f"{plan.decode_tokens_per_s:.0f} tokens/s per sequence "
+                                             f"({g.bandwidth_gb_s:.0f} GB/s / bytes read per token)"],
+                 ["Host RAM to convert", _gib(plan.host_ram_bytes)]]
+    if plan.calibration_gpu_bytes:
+        n = math.ceil(plan.calibration_gpu_bytes / g.memory_bytes)
+        mem_rows.append(["GPU memory to calibrate", f"{_gib(plan.calibration_gpu_bytes)} ({n} x {g.name})"])
+    tp_rows = [[r["tp"], f"{r['weights_gib']:.1f} GiB", r["kv_tokens"], r["concurrency"], "yes" if r["fits"] else "no"]
+               for r in plan.tp_table]
+    parts = [f"# Serving Configuration: {c.name}", "", c.description or "", "", _table(["", ""], rows), "",
+             "## Memory per GPU", "", _table(["", ""], mem_rows), "",
+             "## Tensor parallelism", "",
+             f"Smallest TP that holds one {e.max_seq_len}-token sequence: **{plan.smallest_tp}**; that holds a full "
+             f"batch of {e.max_batch_size} at {plan.input_len}+{plan.output_len}: **{plan.smallest_tp_full_batch}**.",
+             "", _table(["tp", "weights/GPU", "KV tokens", "concurrency", "fits"], tp_rows), "",
+             "## Launch", "", _launch_section(plan)]
+    if plan.warnings:
+        parts += ["", "## Warnings", ""] + [f"- {w}" for w in plan.warnings]
+    if not plan.fits:
+        parts += ["", "**This configuration does not fit**: raise tp, quantize further, or lower the engine limits."]
+    return "\n".join(parts) + "\n"
+
+
+def scaling_plan(plan: Plan) -> str:
+    c = plan.config
+    source = "measured (`trtpipe bench`)" if plan.per_replica_rps_measured else \
+        "bandwidth-bound estimate: an upper bound until replaced by `trtpipe bench` numbers"
+    rows = [["Per-replica throughput", f"{plan.per_replica_rps:.2f} req/s ({source})"],
+            ["Utilization target", f"{UTILIZATION_TARGET:.0%} of that, for bursts"],
+            ["GPUs per replica", plan.world_size]]
+    if plan.replicas is not None:
+        rows = [["Target request rate", f"{plan.request_rate:g} req/s"]] + rows + [
+            ["Replicas", plan.replicas], ["GPUs", plan.replicas * plan.world_size]]
+    queue_target = max(1, c.engine.max_batch_size // 8)
+    lines = [f"# Scaling Plan: {c.name}", "", _table(["", ""], rows), "",
+             "## Horizontal scaling", "",
+             f"- One replica = one pod: Triton ({plan.world_size} GPU(s)) + the OpenAI frontend on port "
+             f"{FRONTEND_PORT}. Scale by adding replicas; TP stays inside a node.",
+             "- Load balancer: **least connections** (a Kubernetes Service with an ingress/gateway set to "
+             "least-request). Requests are long-lived streams, so round-robin piles work on unlucky pods.",
+             "- Prefix reuse is per replica; with a large shared system prompt, hash the prompt prefix to pick "
+             "a replica (consistent hashing) to keep its KV blocks hot.",
+             f"- A replica refuses work beyond frontend.max_concurrency ({c.frontend.max_concurrency}) + "
+             f"max_queued ({c.frontend.max_queued}) with 429, so the balancer can retry elsewhere.",
+             "", "## Autoscaling triggers", "",
+             f"- Primary: HPA on `{QUEUE_METRIC}` (Pods metric via the Prometheus adapter), target average "
+             f"**{queue_target}** waiting requests per pod (max_batch_size / 8).",
+             f"- Secondary: TTFT p95 from `{TTFT_METRIC}` above the SLO for 2 minutes (alert, and scale out).",
+             f"- Saturation signal: `{RUNNING_METRIC}` pinned at max_batch_size ({c.engine.max_batch_size}).",
+             "- Scale up fast (a new replica needs minutes: image pull, engine load), scale down slowly "
+             "(stabilization 600 s); preStop drains in-flight streams before a pod is removed.",
+             "", "Manifests: `docker/k8s/` (Deployment with probes and drain, Service, HPA, nightly rebuild)."]
+    return "\n".join(lines) + "\n"
+
+
+def api_specification(plan: Plan) -> str:
+    c, f = plan.config, plan.config.frontend
+    endpoints = [["POST", "/v1/chat/completions", "chat (Llama 3 chat template), `stream: true` for SSE"],
+                 ["POST", "/v1/completions", "raw prompt, `stream: true` for SSE"],
+                 ["GET", "/v1/models", "published models with build manifest (system_fingerprint)"],
+                 ["GET", "/health/live", "process is up (liveness)"],
+                 ["GET", "/health/ready", "Triton ready and the model loaded (readiness)"],
+                 ["GET", "/metrics", "Prometheus metrics"]]
+    limits = [["model", c.name], ["max_tokens default", f.default_max_tokens], ["max_tokens limit", f.max_max_tokens],
+              ["prompt + max_tokens", f"<= {c.engine.max_seq_len} tokens (prompt <= {c.engine.max_input_len})"],
+              ["concurrent requests", f"{f.max_concurrency} running + {f.max_queued} queued, then 429"]]
+    errors = [[400, "invalid request: the message names the parameter, the limit and the value given"],
+              [404, "unknown model"], [429, "overloaded: queue full, retry with backoff"],
+              [503, "not ready (model loading or draining)"], [500, "engine error (logged with request id)"]]
+    lines = [f"# API Specification: {c.name}", "",
+             f"OpenAI-compatible, base URL `http://HOST:{FRONTEND_PORT}/v1`; the official `openai` client works "
+             "unchanged.", "", _table(["Method", "Path", ""], endpoints), "", "## Limits", "",
+             _table(["", ""], limits), "", "## Streaming", "",
+             "Server-sent events: `data: {chunk}` per token group, then `data: [DONE]`. Streamed text equals "
+             "the non-streamed text byte for byte; usage is exact (`stream_options.include_usage`). A client "
+             "disconnect cancels its request in the engine.", "", "## Errors", "",
+             'Every error is the OpenAI envelope `{"error": {"message", "type", "param", "code"}}`.', "",
+             _table(["Status", "Meaning"], errors)]
+    return "\n".join(lines) + "\n"
+
+
+def performance_baseline(plan: Plan) -> str:
+    c = plan.config
+    rows = [[m, "not measured"] for m in ("TTFT p50 / p95", "ITL p50 / p95", "Output tokens/s (aggregate)",
+                                          "Requests/s at SLO", "Max concurrent requests at SLO",
+                                          "GPU utilization under load")]
+    lines = [f"# Performance Baseline: {c.name}", "",
+             "Placeholder: fill it from a real run on the target GPU. The plan's bounds, for comparison:", "",
+             f"- decode ceiling at batch 1: {plan.decode_tokens_per_s:.0f} tokens/s per sequence",
+             f"- bandwidth-bound aggregate at {plan.concurrency} sequences: "
+             f"{plan.decode_tokens_per_s_at_concurrency:.0f} tokens/s", "", _table(["Metric", "Value"], rows), "",
+             "Measure with:", "", "```sh",
+             "trtpipe serve &",
+             f"trtpipe bench run --url http://127.0.0.1:{FRONTEND_PORT}/v1 --model {c.name} "
+             f"--input-len {plan.input_len} --output-len {plan.output_len} "
+             f"--concurrency 1,8,{max(plan.concurrency, 1)}",
+             "```", "",
+             f"then re-plan with the measured rate: `trtpipe plan {c.name} --gpu {plan.gpu.name} "
+             "--request-rate R --per-replica-throughput MEASURED`."]
+    return "\n".join(lines) + "\n"
+
+
+def plan_json(plan: Plan) -> dict:
+    t = plan.target
+    return {"config": plan.config.name, "gpu": plan.gpu.name, "input_len": plan.input_len,
+            "output_len": plan.output_len, "num_params": plan.arch.num_params,
+            "weight_bytes_per_gpu": t.weight_bytes, "activation_bytes": t.activation_bytes,
+            "kv_bytes_per_token": t.kv_bytes_per_token_total, "kv_bytes_per_token_per_gpu": t.kv_bytes_per_token,
+            "kv_pools": [{"model": p.name, "bytes": p.pool_bytes, "tokens": p.tokens, "limited_by": p.limited_by}
+                         for p in plan.pools],
+            "concurrency": plan.concurrency, "fits": plan.fits, "smallest_tp": plan.smallest_tp,
+            "smallest_tp_full_batch": plan.smallest_tp_full_batch, "tp_table": plan.tp_table,
+            "decode_tokens_per_s_batch1": plan.decode_tokens_per_s, "host_ram_bytes": plan.host_ram_bytes,
+            "calibration_gpu_bytes": plan.calibration_gpu_bytes, "request_rate": plan.request_rate,
+            "per_replica_rps": plan.per_replica_rps, "per_replica_rps_measured": plan.per_replica_rps_measured,
+            "replicas": plan.replicas, "warnings": plan.warnings}
+
+
+DOCUMENTS = {"serving-configuration.md": serving_configuration, "scaling-plan.md": scaling_plan,
+             "api-specification.md": api_specification, "performance-baseline.md": performance_baseline}
+
+
+def write_documents(plan: Plan, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, render in DOCUMENTS.items():
+        (out_dir / name).write_text(render(plan))
+        written.append(out_dir / name)
+    (out_dir / "plan.json").write_text(json.dumps(plan_json(plan), indent=2) + "\n")
+    return written + [out_dir / "plan.json"]

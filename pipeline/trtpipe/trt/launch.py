@@ -1,0 +1,105 @@
+"""The tritonserver command line for a trt-engine model repository, in the three shapes TensorRT-LLM's
+backend supports (reference/trtllm-facts.md §5; triton_backend/scripts/launch_triton_server.py):
+
+- single:       one TRT-LLM engine on one GPU: tritonserver directly, no MPI.
+- leader:       one engine on tp*pp GPUs: one `mpirun` with one tritonserver per rank. Rank 0 loads the
+                whole repository and serves; ranks > 0 load only the engine model(s) and never return
+                from model initialization, so only rank 0 answers HTTP/gRPC. world_size must equal the
+                engine's tp*pp.
+- orchestrator: several TRT-LLM engines (a draft and a target): one tritonserver with
+                TRTLLM_ORCHESTRATOR=1, which spawns a worker process per engine on the GPUs named by
+                each model's gpu_device_ids. This is the launch the upstream draft-target example uses.
+
+Each rank gets its own Python-backend shared-memory prefix so the ranks' stubs cannot collide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from trtpipe.errors import ConfigError
+
+
+class Ports(Protocol):
+    http: int
+    grpc: int
+    metrics: int
+
+
+def launch_mode(world_size: int, num_engine_models: int) -> str:
+    if num_engine_models > 1:
+        return "orchestrator"
+    return "single" if world_size == 1 else "leader"
+
+
+def _server_args(tritonserver: str, repo_dir: Path, ports: Ports, rank: int, *,
+                 exit_timeout_secs: int | None, log_file: str | None) -> list[str]:
+    args = [tritonserver, f"--model-repository={repo_dir}", f"--grpc-port={ports.grpc}",
+            f"--http-port={ports.http}", f"--metrics-port={ports.metrics}"]
+    if exit_timeout_secs is not None:
+        args.append(f"--exit-timeout-secs={exit_timeout_secs}")
+    if log_file and rank == 0:
+        args += ["--log-verbose=3", f"--log-file={log_file}"]
+    return args
+
+
+def _tail_args(rank: int) -> list[str]:
+    # Our configs are complete; auto-complete would only hide a mistake.
+    return ["--disable-auto-complete-config", f"--backend-config=python,shm-region-prefix-name=prefix{rank}_"]
+
+
+def triton_launch_argv(repo_dir: str | Path, world_size: int, ports: Ports, *,
+                       engine_models: Sequence[str] = (), tritonserver: str = "/opt/tritonserver/bin/tritonserver",
+                       mpirun: str = "mpirun", gpu_count: int | None = None, exit_timeout_secs: int | None = None,
+                       log_file: str | None = None, oversubscribe: bool = False) -> list[str]:
+    """argv to start Triton on a trt-engine repository.
+
+    engine_models: the repository's tensorrtllm models (ranks > 0 load only these). With more than one,
+    the launch is orchestrator mode; pass gpu_count (GPUs visible to the container) then, and use
+    triton_launch_env() for its environment."""
+    repo_dir = Path(repo_dir)
+    if world_size < 1:
+        raise ConfigError(f"world_size {world_size} must be >= 1", where="launch", fix="use tp * pp of the engine")
+    mode = launch_mode(world_size, len(engine_models))
+    if mode == "single":
+        return _server_args(tritonserver, repo_dir, ports, 0, exit_timeout_secs=exit_timeout_secs,
+                            log_file=log_file) + _tail_args(0)
+    if mode == "orchestrator":
+        if not gpu_count:
+            raise ConfigError("orchestrator mode needs the number of visible GPUs", where="launch",
+                              fix="pass gpu_count (nvidia-smi --list-gpus | wc -l)")
+        # The orchestrator process spawns one worker per engine itself: the server is a single process.
+        # NOTE: spawned workers move tensors through host memory, so Triton's own CUDA and pinned pools
+        # are turned off, as launch_triton_server.py does for Triton > 24.06 with spawning enabled.
+        argv = _server_args(tritonserver, repo_dir, ports, 0, exit_timeout_secs=exit_timeout_secs,
+                            log_file=log_file)
+        argv += ["--pinned-memory-pool-byte-size=0", "--enable-peer-access=false"]
+        argv += [f"--cuda-memory-pool-byte-size={gpu}:0" for gpu in range(gpu_count)]
+        return argv + _tail_args(0)
+    if not engine_models:
+        raise ConfigError("leader mode needs the engine model names", where="launch",
+                          fix="pass engine_models=[<model>-engine]; ranks > 0 load only those")
+    argv = [mpirun, "--allow-run-as-root"] + (["--oversubscribe"] if oversubscribe else [])
+    for rank in range(world_size):
+        if rank:
+            argv.append(":")  # MPMD: one app context per rank
+        argv += ["-n", "1"] + _server_args(tritonserver, repo_dir, ports, rank, exit_timeout_secs=exit_timeout_secs,
+                                           log_file=log_file)
+        if rank:
+            argv.append("--model-control-mode=explicit")
+            argv += [f"--load-model={name}" for name in engine_models]
+        argv += _tail_args(rank)
+    return argv
+
+
+def triton_launch_env(world_size: int, num_engine_models: int) -> dict[str, str]:
+    """Environment additions for the launch (the caller's environment is inherited)."""
+    if launch_mode(world_size, num_engine_models) == "orchestrator":
+        return {"TRTLLM_ORCHESTRATOR": "1", "TRTLLM_ORCHESTRATOR_SPAWN_PROCESSES": "1"}
+    return {}
+
+
+def device_ids(world_size: int, first: int = 0) -> list[int]:
+    """GPU ids for one engine in orchestrator mode: consecutive, starting at `first`."""
+    return list(range(first, first + world_size))
