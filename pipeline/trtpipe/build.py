@@ -95,6 +95,11 @@ def build(config: BuildConfig, repo: Path, *, cache: ArtifactCache | None = None
           publish: bool = True, gate: bool = False, progress: ProgressFn = lambda *a: None) -> BuildResult:
     cache = cache or ArtifactCache()
     check_free_space(cache.root, config)
+    if config.backend == "trt-engine":
+        # Without TensorRT-LLM and a GPU, stop before any work, naming the image and the command to use.
+        from trtpipe.trt.preflight import preflight_build
+
+        preflight_build(config)
     if config.speculation:
         # The draft is its own published model (`<draft>-engine`); the target's spec names it.
         draft = load_config(config.speculation.draft)

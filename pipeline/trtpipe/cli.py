@@ -57,8 +57,9 @@ class _BuildTable:
 @click.option("--all", "build_every", is_flag=True, help="nightly: build, gate and publish every config")
 @click.option("--match", default="*", show_default=True, help="with --all: only configs whose name matches")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="with --all: write a JSON report")
+@click.option("--dry-run", is_flag=True, help="print every command and file the build would run or write; run nothing")
 def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...], force: tuple[str, ...],
-          no_publish: bool, gate: bool, build_every: bool, match: str, report: Path | None) -> None:
+          no_publish: bool, gate: bool, build_every: bool, match: str, report: Path | None, dry_run: bool) -> None:
     """Build CONFIG_NAME (e.g. tiny-llama) and publish a new model-repository version."""
     from trtpipe.build import build as run_build
     from trtpipe.config import load_config
@@ -69,6 +70,11 @@ def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...]
     if not config_name:
         raise click.UsageError("give a CONFIG_NAME (e.g. tiny-llama) or --all")
     config = load_config(config_name, list(overrides))
+    if dry_run:
+        from trtpipe.dry_run import describe_build
+
+        click.echo(describe_build(config, _repo(repo)))
+        return
     table = _BuildTable()
     with Live(table, console=console, refresh_per_second=8, transient=False) as live:
         def progress(stage: str, status: str, seconds: float, key: str) -> None:
