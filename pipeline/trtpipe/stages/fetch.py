@@ -1,15 +1,19 @@
 """fetch: a Hugging Face-format checkpoint on local disk, with every file's sha256 recorded.
 
 Sources: the project's synthetic checkpoints, a local directory, or a Hugging Face repo at a pinned
-revision (resolved to a commit sha). The hub token comes from HF_TOKEN in the environment and is never
-written anywhere.
+revision (resolved to a commit sha, which goes into the cache key and the metadata). From the hub only the
+allow-listed files at the repo root are fetched, each verified against the hub's hash for it (stages/hub.py);
+pickled weights and repos needing custom code are refused unless the config allows them. The hub token
+comes from HF_TOKEN in the environment and is never written anywhere.
 """
 
 from __future__ import annotations
 
-import os
+import fnmatch
+import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +26,48 @@ SYNTHETIC_GENERATOR_VERSION = 1
 # What a checkpoint needs, and nothing that can execute code on load.
 ALLOW_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json", "tokenizer.model", "*.safetensors", "model.safetensors.index.json"]
-PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth"]
+# Pickle files run code when loaded: fetched only with source.allow_pickle, and only when there are no safetensors.
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "pytorch_model.bin.index.json"]
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+# key_inputs and run each resolve the revision, moments apart. Remembering the answer briefly makes them agree
+# even if the branch moves in between, without pinning a long-lived process (nightly) to an old commit.
+_RESOLVED_TTL_S = 60.0
+_resolved: dict[tuple[str | None, str, str], tuple[str, float]] = {}
 
 
 def _resolve_revision(repo: str, revision: str) -> str:
+    """A branch or tag -> the commit sha it points at; a 40-hex sha is used as it is."""
     if _SHA.match(revision):
         return revision
-    from huggingface_hub import HfApi
+    from trtpipe.stages import hub
 
-    try:
-        return HfApi().model_info(repo, revision=revision, token=os.environ.get("HF_TOKEN")).sha
-    except Exception as e:  # noqa: BLE001 - any hub failure is reported the same way, without the token
-        raise StageError(f"could not resolve revision {revision!r} of {repo}: {type(e).__name__}",
-                         where="fetch", fix="pin source.revision to a 40-character commit sha, or check network access and HF_TOKEN") from None
+    memo_key = (hub.endpoint(), repo, revision)
+    sha, at = _resolved.get(memo_key, ("", 0.0))
+    if not sha or time.monotonic() - at > _RESOLVED_TTL_S:
+        sha = hub.resolve_revision(repo, revision)
+        _resolved[memo_key] = (sha, time.monotonic())
+    return sha
+
+
+def select_files(repo: str, files: list[str], allow_pickle: bool) -> list[str]:
+    """The repo-root files the checkpoint needs: ALLOW_PATTERNS, plus pickled weights only where nothing else exists.
+
+    Subfolders are skipped: they hold other formats (original/*.pth, onnx/), not the Hugging Face checkpoint.
+    """
+    root = [f for f in files if "/" not in f]
+    wanted = [f for f in root if any(fnmatch.fnmatch(f, p) for p in ALLOW_PATTERNS)]
+    if any(f.endswith(".safetensors") for f in wanted):
+        return wanted
+    pickled = [f for f in root if any(fnmatch.fnmatch(f, p) for p in PICKLE_PATTERNS)]
+    if not pickled:
+        raise StageError(f"{repo} has no weights at its root (no *.safetensors, no *.bin)", where="source.hf",
+                         fix="point source.hf at a repo holding a Hugging Face-format checkpoint")
+    if not allow_pickle:
+        raise StageError(f"{repo} has only pickled weights ({', '.join(sorted(pickled)[:3])}); pickle files can "
+                         "run arbitrary code when loaded", where="source.hf",
+                         fix="use a revision or repo with *.safetensors weights, or set source.allow_pickle: true "
+                             "if you trust the repo")
+    return wanted + pickled
 
 
 def _key_inputs(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
@@ -53,17 +85,18 @@ def _key_inputs(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 
 def _check_no_custom_code(config: BuildConfig, out_dir: Path) -> None:
-    import json
-
+    """auto_map names Python classes shipped with the repo: loading it runs that code."""
     hf_config = json.loads((out_dir / "config.json").read_text())
     if "auto_map" in hf_config and not config.source.allow_custom_code:
         raise StageError("the checkpoint needs custom code (config.json has auto_map)", where="fetch",
-                         fix="use a checkpoint supported natively, or set source.allow_custom_code: true if you trust it")
+                         fix="use a checkpoint supported natively, or set source.allow_custom_code: true if you "
+                             "trust it")
 
 
 def _run(config: BuildConfig, inputs: Inputs, out_dir: Path) -> dict[str, Any]:
     src = config.source
     meta: dict[str, Any] = {}
+    hashes = None
     if src.synthetic:
         write_synthetic_checkpoint(src.synthetic, out_dir)
         meta["source"] = {"synthetic": src.synthetic}
@@ -73,15 +106,30 @@ def _run(config: BuildConfig, inputs: Inputs, out_dir: Path) -> dict[str, Any]:
                 shutil.copy2(p, out_dir / p.name)
         meta["source"] = {"path": str(Path(src.path).expanduser().resolve())}
     else:
-        from trtpipe.stages.hub import download_snapshot
-
-        revision = _key_inputs(config, inputs)["revision"]
-        patterns = ALLOW_PATTERNS + (PICKLE_PATTERNS if src.allow_pickle else [])
-        download_snapshot(src.hf, revision, out_dir, patterns)
-        meta["source"] = {"hf": src.hf, "revision": revision}
+        meta["source"], hashes = _fetch_from_hub(config, out_dir)
     _check_no_custom_code(config, out_dir)
-    meta["files"] = file_hashes(out_dir)
+    meta["files"] = hashes or file_hashes(out_dir)
     return meta
 
 
-STAGE = Stage(name="fetch", version=1, key_inputs=_key_inputs, run=_run)
+def _fetch_from_hub(config: BuildConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(source metadata, {file: sha256}); the files are hashed once, while being verified."""
+    from trtpipe.stages import hub
+
+    src = config.source
+    listing = hub.list_files(src.hf, _resolve_revision(src.hf, src.revision))
+    names = select_files(src.hf, sorted(listing.files), src.allow_pickle)
+    if "config.json" not in names:
+        raise StageError(f"{src.hf}@{listing.commit} has no config.json", where="source.hf",
+                         fix="point source.hf at a repo holding a Hugging Face-format checkpoint")
+    # config.json first: a repo that needs custom code is refused before its weights are downloaded.
+    verified = hub.download(listing, ["config.json"], out_dir)
+    _check_no_custom_code(config, out_dir)
+    verified.update(hub.download(listing, [n for n in names if n != "config.json"], out_dir))
+    source = {"hf": src.hf, "requested_revision": src.revision, "revision": listing.commit,
+              "verified": {name: v["checked_against"] for name, v in sorted(verified.items())}}
+    return source, {name: v["sha256"] for name, v in sorted(verified.items())}
+
+
+# v2: hub downloads are verified against the hub's hashes and limited to the repo root's checkpoint files.
+STAGE = Stage(name="fetch", version=2, key_inputs=_key_inputs, run=_run)
