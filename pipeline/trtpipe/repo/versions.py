@@ -41,13 +41,15 @@ def _lock(repo: Path) -> FileLock:
 def _write_config(model_dir: Path, spec: ServingSpec, live: int) -> None:
     if spec.backend == "reference":
         text = to_pbtxt(reference_engine_config(spec, model_dir.name, live))
+        layout.write_atomically(model_dir / "config.pbtxt", text)
     else:
-        from trtpipe.trt.model_configs import engine_model_config
-        from trtpipe.trt.model_configs import to_pbtxt as trt_to_pbtxt
+        from trtpipe.trt.publish import companion_names, write_model_set_configs
 
-        # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version.
-        text = trt_to_pbtxt(engine_model_config(spec, model_dir.name, live, engine_dir=model_dir / str(live) / "engine"))
-    layout.write_atomically(model_dir / "config.pbtxt", text)
+        # The whole set (preprocessing, postprocessing, ensemble, then the engine) moves to `live`; the
+        # tensorrtllm backend opens engine_dir exactly as given, an absolute path into the version. The
+        # caller reloads the engine model, as for the reference backend; the companions are reloaded here.
+        write_model_set_configs(model_dir.parent, spec, live)
+        reload_models(model_dir.parent, companion_names(spec))
 
 
 def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_dir: Path, checkpoint_dir: Path,
@@ -59,10 +61,15 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
             live_manifest = model_dir / str(live) / "manifest.json"
             if live_manifest.is_file() and Manifest.read(live_manifest).engine_key == manifest.engine_key:
                 return PublishedVersion(spec.model_name, live, model_dir / str(live), unchanged=True)
+        if spec.backend != "reference":
+            from trtpipe.trt import publish as trt_publish
+
+            trt_publish.check_can_publish(repo, spec)  # before anything is written
         version = max(layout.versions(model_dir), default=0) + 1
         for abandoned in model_dir.glob(".staging-*"):  # left by a publish that was killed
             shutil.rmtree(abandoned, ignore_errors=True)
         staging = model_dir / f".staging-{version}"
+        companions: list[Path] = []  # trt-engine: the -preprocessing/-postprocessing/-ensemble versions
         try:
             staging.mkdir(parents=True)
             if spec.backend == "reference":
@@ -78,14 +85,20 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
             spec.write(staging / "spec.json")
             manifest.version = version
             manifest.write(staging / "manifest.json")
+            if spec.backend != "reference":
+                companions = trt_publish.stage_companions(repo, spec, version, staging / "tokenizer")
             staging.rename(model_dir / str(version))
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
+            for path in companions:
+                shutil.rmtree(path, ignore_errors=True)
             raise PublishError(f"could not write version {version} of {model_dir.name}: {e}", where=str(repo),
                                fix="check free disk space and permissions; the live version is untouched") from None
         _write_config(model_dir, spec, version)
         reload_models(repo, [model_dir.name])
         _prune(model_dir, keep)
+        if spec.backend != "reference":
+            trt_publish.prune_companions(repo, spec)
         return PublishedVersion(spec.model_name, version, model_dir / str(version))
 
 

@@ -6,6 +6,7 @@ trt-engine: trtllm-build with the configured limits, then the engine dir is veri
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,17 @@ def _key_inputs(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
         from trtpipe.trt.recipes import TOOLCHAIN
 
         key.update(toolchain=TOOLCHAIN, tp=config.parallelism.tp, pp=config.parallelism.pp,
-                   max_draft_len=config.speculation.max_draft_len if config.speculation else 0)
+                   max_draft_len=config.speculation.max_draft_len if config.speculation else 0,
+                   # An engine is specific to the GPU architecture and the exact TensorRT(-LLM) it was built with.
+                   machine=machine_fingerprint())
     return key
+
+
+@functools.lru_cache(maxsize=1)
+def machine_fingerprint() -> dict[str, Any]:
+    from trtpipe.trt.preflight import build_fingerprint, detect_machine
+
+    return build_fingerprint(detect_machine())
 
 
 def _smoke_gate(engine_dir: Path) -> dict[str, Any]:
@@ -53,7 +63,8 @@ def _run(config: BuildConfig, inputs: Inputs, out_dir: Path) -> dict[str, Any]:
     commands = build_commands(config, inputs["quantize"].path, out_dir, TrtTools())
     for i, cmd in enumerate(commands):
         run_logged(cmd.argv, out_dir.parent / f"{out_dir.name}.{i}.log", stage="compile", cwd=cmd.cwd, env=cmd.env)
-    return {"commands": [c.argv for c in commands], "engine_limits": verify_engine_dir(out_dir, config)}
+    return {"commands": [c.argv for c in commands], "engine_limits": verify_engine_dir(out_dir, config),
+            "build_fingerprint": machine_fingerprint()}
 
 
 STAGE = Stage(name="compile", version=1, key_inputs=_key_inputs, run=_run)

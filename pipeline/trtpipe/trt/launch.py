@@ -15,6 +15,7 @@ Each rank gets its own Python-backend shared-memory prefix so the ranks' stubs c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -103,3 +104,55 @@ def triton_launch_env(world_size: int, num_engine_models: int) -> dict[str, str]
 def device_ids(world_size: int, first: int = 0) -> list[int]:
     """GPU ids for one engine in orchestrator mode: consecutive, starting at `first`."""
     return list(range(first, first + world_size))
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How to start Triton on a model repository that holds trt-engine models."""
+
+    mode: str  # "single", "leader" or "orchestrator"
+    argv: list[str]
+    env: dict[str, str]  # added to the caller's environment
+    engine_models: list[str]
+    world_size: int
+
+
+def engine_models_in_repo(repo_dir: str | Path) -> dict[str, int]:
+    """The repository's tensorrtllm models and the world size (tp*pp) of each one's live engine."""
+    from trtpipe.repo import layout
+    from trtpipe.trt.engine_dir import read_engine_config
+    from trtpipe.trt.model_configs import parse_pbtxt
+
+    found: dict[str, int] = {}
+    repo_dir = Path(repo_dir)
+    for cfg_path in sorted(repo_dir.glob("*/config.pbtxt")):
+        cfg = parse_pbtxt(cfg_path.read_text())
+        if cfg.backend != "tensorrtllm":
+            continue
+        live = layout.live_version(cfg_path.parent)
+        if live is None:
+            continue
+        mapping = read_engine_config(cfg_path.parent / str(live) / "engine")["pretrained_config"].get("mapping") or {}
+        found[cfg_path.parent.name] = int(mapping.get("tp_size", 1)) * int(mapping.get("pp_size", 1))
+    return found
+
+
+def launch_plan(repo_dir: str | Path, ports: Ports, *, tritonserver: str = "/opt/tritonserver/bin/tritonserver",
+                mpirun: str = "mpirun", gpu_count: int | None = None, exit_timeout_secs: int | None = None,
+                log_file: str | None = None) -> LaunchPlan:
+    """The launch for a trt-engine repository, read from the repository itself (for `trtpipe serve`).
+
+    One engine model on one GPU: a plain tritonserver. One engine on tp*pp GPUs: leader mode (mpirun).
+    Several engines (a target and its draft): orchestrator mode, one tritonserver."""
+    engines = engine_models_in_repo(repo_dir)
+    if not engines:
+        raise ConfigError(f"{repo_dir} has no published tensorrtllm model", where="launch",
+                          fix="publish a trt-engine build first: trtpipe build llama-8b")
+    world_size = max(engines.values())
+    mode = launch_mode(world_size, len(engines))
+    if mode == "orchestrator" and gpu_count is None:
+        gpu_count = world_size
+    argv = triton_launch_argv(repo_dir, world_size, ports, engine_models=list(engines), tritonserver=tritonserver,
+                              mpirun=mpirun, gpu_count=gpu_count, exit_timeout_secs=exit_timeout_secs,
+                              log_file=log_file)
+    return LaunchPlan(mode, argv, triton_launch_env(world_size, len(engines)), list(engines), world_size)

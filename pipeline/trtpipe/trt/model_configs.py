@@ -6,12 +6,13 @@ field is set from the ServingSpec, so nothing can be left unfilled and `text_for
 result parses. Parameter keys and meanings: reference/trtllm-facts.md §3b (the C++ backend's
 model_instance_state.cc reads them); booleans are written "true"/"false", which its parser accepts.
 
-The models in a trt-engine repository:
-    <model>-engine          C++ `tensorrtllm` backend: in-flight batching over the target engine
-    <draft>-engine          the same for the draft engine, when the config speculates
+The model set of one trt-engine build, every model pinned to the same version N:
+    <model>-engine          C++ `tensorrtllm` backend: in-flight batching over the engine in N/engine
     <model>-preprocessing   Python: tokenizer (the image's inflight_batcher_llm preprocessing model.py)
     <model>-postprocessing  Python: detokenizer (same source)
-    <model>-ensemble        text in, text out, for KServe clients; trtpipe's frontend calls -engine
+    <model>-ensemble        text in, text out, for plain Triton (KServe) clients; trtpipe's frontend calls -engine
+A speculating target's draft is its own build and its own model set (`<draft>-engine`, ...); the target's
+engine config names it in the `trtpipe_draft_model_name` parameter, which the C++ backend does not read.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from trtpipe.trt import tensors as T
 TEMPLATE_TYPES = {"logits": "TYPE_FP32", "encoder_features": "TYPE_FP16", "prompt_table": "TYPE_FP16"}
 EXECUTOR_WORKER = "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"
 BATCHING_STRATEGY = "inflight_fused_batching"
+# Names the draft's engine model in a speculating target's config: trtpipe's own key, ignored by the backend.
+DRAFT_PARAMETER = "trtpipe_draft_model_name"
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def _dynamic_batching(cfg: mc.ModelConfig, spec: ServingSpec) -> None:
 def engine_parameters(spec: ServingSpec, engine_dir: str | Path, *, gpu_device_ids: Sequence[int] | None = None,
                       participant_ids: Sequence[int] | None = None) -> dict[str, str]:
     """The `parameters` of a tensorrtllm model: the ones trtpipe decides, everything else left to the
-    C++ defaults by not writing it (an absent key and an unfilled `${key}` behave the same there)."""
+    C++ defaults by not writing it (for the keys read inside a try, an absent key and an unfilled
+    `${key}` behave the same; the three guided-decoding keys are read without one and always written)."""
     params = {
         "gpt_model_type": BATCHING_STRATEGY,
         "gpt_model_path": str(engine_dir),
@@ -93,7 +97,15 @@ def engine_parameters(spec: ServingSpec, engine_dir: str | Path, *, gpu_device_i
         "exclude_input_in_output": "true",
         "executor_worker_path": EXECUTOR_WORKER,
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
+        # NOTE: these three are not optional: getGuidedDecodingConfigFromParams() reads them without a
+        # try, so a config without them fails to load ("Cannot find parameter with name: tokenizer_dir").
+        # Empty values mean no guided decoding (the C++ workflow never uses tokenizer_dir).
+        "tokenizer_dir": "",
+        "guided_decoding_backend": "",
+        "xgrammar_tokenizer_info_path": "",
     }
+    if spec.draft_model_name:
+        params[DRAFT_PARAMETER] = RepoNames(spec.draft_model_name).engine
     if spec.max_tokens_in_paged_kv_cache is not None:
         params["max_tokens_in_paged_kv_cache"] = str(spec.max_tokens_in_paged_kv_cache)
     if gpu_device_ids:
@@ -134,9 +146,15 @@ def engine_model_config(spec: ServingSpec, model_name: str | None = None, live_v
     return cfg
 
 
-def preprocessing_config(spec: ServingSpec, tokenizer_dir: str | Path) -> mc.ModelConfig:
+def _pin(cfg: mc.ModelConfig, live_version: int | None) -> None:
+    if live_version is not None:
+        cfg.version_policy.specific.versions.append(live_version)
+
+
+def preprocessing_config(spec: ServingSpec, tokenizer_dir: str | Path, live_version: int | None = None) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=RepoNames(spec.model_name).preprocessing, backend="python",
                          max_batch_size=spec.max_batch_size)
+    _pin(cfg, live_version)
     _dynamic_batching(cfg, spec)
     _add_tensors(cfg.input, T.PRE_INPUTS)
     _add_tensors(cfg.output, T.PRE_OUTPUTS)
@@ -148,9 +166,10 @@ def preprocessing_config(spec: ServingSpec, tokenizer_dir: str | Path) -> mc.Mod
     return cfg
 
 
-def postprocessing_config(spec: ServingSpec, tokenizer_dir: str | Path) -> mc.ModelConfig:
+def postprocessing_config(spec: ServingSpec, tokenizer_dir: str | Path, live_version: int | None = None) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=RepoNames(spec.model_name).postprocessing, backend="python",
                          max_batch_size=spec.max_batch_size)
+    _pin(cfg, live_version)
     cfg.dynamic_batching.SetInParent()
     _add_tensors(cfg.input, T.POST_INPUTS)
     _add_tensors(cfg.output, T.POST_OUTPUTS)
@@ -160,10 +179,13 @@ def postprocessing_config(spec: ServingSpec, tokenizer_dir: str | Path) -> mc.Mo
     return cfg
 
 
-def ensemble_config(spec: ServingSpec) -> mc.ModelConfig:
+def ensemble_config(spec: ServingSpec, live_version: int | None = None) -> mc.ModelConfig:
+    """Steps call version -1 (the one each model's policy has loaded), as upstream: during a switch the
+    old ensemble then reaches the new composing models instead of an unloaded version."""
     names = RepoNames(spec.model_name)
     step_model = {"pre": names.preprocessing, "engine": names.engine, "post": names.postprocessing}
     cfg = mc.ModelConfig(name=names.ensemble, platform="ensemble", max_batch_size=spec.max_batch_size)
+    _pin(cfg, live_version)
     _add_tensors(cfg.input, [row[:4] for row in T.ENSEMBLE_INPUTS])
     _add_tensors(cfg.output, [row[:4] for row in T.ENSEMBLE_OUTPUTS])
     steps = {key: cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1)
@@ -182,36 +204,26 @@ def ensemble_config(spec: ServingSpec) -> mc.ModelConfig:
     return cfg
 
 
-def repository_model_configs(spec: ServingSpec, *, repo_dir: str | Path, live_version: int,
-                             draft_spec: ServingSpec | None = None, draft_live_version: int | None = None,
-                             gpu_device_ids: Sequence[int] | None = None,
-                             draft_gpu_device_ids: Sequence[int] | None = None,
-                             include_ensemble: bool = True) -> dict[str, mc.ModelConfig]:
-    """Every model of a trt-engine repository, keyed by Triton model name. Paths follow repo/layout.py:
-    <repo>/<model>-engine/<version>/{engine,tokenizer}."""
+def model_set_configs(spec: ServingSpec, *, repo_dir: str | Path, live_version: int,
+                      gpu_device_ids: Sequence[int] | None = None) -> dict[str, mc.ModelConfig]:
+    """Every model of one trt-engine build, keyed by Triton model name, in the order publish writes them
+    (the engine last: its config names the live version the frontend and `trtpipe models` read). Each
+    model reads files from its own version directory: <repo>/<name>/<version>/{engine,tokenizer}."""
     repo_dir = Path(repo_dir).resolve()
     names = RepoNames(spec.model_name)
-    version_dir = repo_dir / names.engine / str(live_version)
-    configs = {names.engine: engine_model_config(spec, names.engine, live_version, engine_dir=version_dir / "engine",
-                                                 gpu_device_ids=gpu_device_ids)}
-    if spec.draft_model_name:
-        if draft_spec is None or draft_live_version is None:
-            raise ConfigError(f"{spec.model_name} speculates with {spec.draft_model_name} but no draft was given",
-                              where="repository_model_configs",
-                              fix=f"publish {spec.draft_model_name} first and pass its spec and live version")
-        if draft_spec.model_name != spec.draft_model_name:
-            raise ConfigError(f"draft spec is {draft_spec.model_name}, the target names {spec.draft_model_name}",
-                              where="repository_model_configs", fix="pass the draft the target config names")
-        draft = RepoNames(draft_spec.model_name).engine
-        configs[draft] = engine_model_config(
-            draft_spec, draft, draft_live_version,
-            engine_dir=repo_dir / draft / str(draft_live_version) / "engine", gpu_device_ids=draft_gpu_device_ids)
-    if include_ensemble:
-        tokenizer_dir = version_dir / "tokenizer"
-        configs[names.preprocessing] = preprocessing_config(spec, tokenizer_dir)
-        configs[names.postprocessing] = postprocessing_config(spec, tokenizer_dir)
-        configs[names.ensemble] = ensemble_config(spec)
-    return configs
+
+    def version_dir(name: str) -> Path:
+        return repo_dir / name / str(live_version)
+
+    return {
+        names.preprocessing: preprocessing_config(spec, version_dir(names.preprocessing) / "tokenizer", live_version),
+        names.postprocessing: postprocessing_config(spec, version_dir(names.postprocessing) / "tokenizer",
+                                                    live_version),
+        names.ensemble: ensemble_config(spec, live_version),
+        names.engine: engine_model_config(spec, names.engine, live_version,
+                                          engine_dir=version_dir(names.engine) / "engine",
+                                          gpu_device_ids=gpu_device_ids),
+    }
 
 
 def to_pbtxt(msg: mc.ModelConfig) -> str:

@@ -53,6 +53,8 @@ class TrtTools:
 
     python: str = _env_default("TRTPIPE_PYTHON", "python3")
     examples_dir: str = _env_default("TRTPIPE_TRTLLM_EXAMPLES", "/app/examples")
+    # The inflight_batcher_llm templates whose preprocessing/postprocessing model.py publish copies.
+    models_dir: str = _env_default("TRTPIPE_TRTLLM_MODELS", "/app/all_models/inflight_batcher_llm")
     trtllm_build: str = _env_default("TRTPIPE_TRTLLM_BUILD", "trtllm-build")
     tritonserver: str = _env_default("TRTPIPE_TRITONSERVER", "/opt/tritonserver/bin/tritonserver")
     mpirun: str = _env_default("TRTPIPE_MPIRUN", "mpirun")
@@ -64,6 +66,10 @@ class TrtTools:
     @property
     def quantize_script(self) -> str:
         return f"{self.examples_dir}/quantization/quantize.py"
+
+    def upstream_model_py(self, kind: str) -> str:
+        """The image's Python model for `preprocessing` or `postprocessing`."""
+        return f"{self.models_dir}/{kind}/1/model.py"
 
 
 @dataclass(frozen=True)

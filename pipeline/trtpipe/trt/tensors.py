@@ -105,11 +105,17 @@ ENGINE_OUTPUTS = [
 ]
 
 # preprocessing (Python backend, the image's /app/all_models/inflight_batcher_llm/preprocessing/1/model.py).
-# Its initialize() looks up the data type of every output below (and of EMBEDDING_BIAS_*), so none may
-# be left out even for a text-only model.
+# Its initialize() looks up the data type of the text outputs (and of EMBEDDING_BIAS_*), so none may be
+# left out even for a text-only model. The multimodal tensors are declared as the template declares them
+# (a declared output the model never produces costs nothing), so whichever 1.2.x model.py the image
+# ships finds every tensor it asks for.
 PRE_INPUTS = [
     ("QUERY", "TYPE_STRING", [1], set()),
     ("DECODER_QUERY", "TYPE_STRING", [1], {O}),
+    ("IMAGE_BYTES", "TYPE_UINT8", [-1, -1, -1, -1], {O}),
+    ("IMAGE_URL", "TYPE_STRING", [1], {O}),
+    ("IMAGES", "TYPE_STRING", [-1], {O}),
+    ("VIDEO_BYTES", "TYPE_UINT8", [-1, -1, -1, -1], {O}),
     ("REQUEST_OUTPUT_LEN", "TYPE_INT32", [1], set()),
     ("BAD_WORDS_DICT", "TYPE_STRING", [-1], {O}),
     ("STOP_WORDS_DICT", "TYPE_STRING", [-1], {O}),
@@ -132,7 +138,14 @@ PRE_OUTPUTS = [
     ("OUT_PAD_ID", "TYPE_INT32", [1], set()),
     ("OUT_PROMPT_TABLE_EXTRA_IDS", "TYPE_UINT64", [-1], set()),
     ("PIXEL_VALUES", "TYPE_FP16", [-1, -1, -1, -1], set()),
+    ("ASPECT_RATIO_IDS", "TYPE_INT64", [-1], set()),
+    ("ASPECT_RATIO_MASK", "TYPE_INT64", [-1, -1], set()),
+    ("CROSS_ATTENTION_MASK", "TYPE_INT64", [-1, -1, -1], set()),
     ("IMAGE_SIZES", "TYPE_INT64", [-1, 2], set()),
+    ("IS_VIDEO_INPUT", "TYPE_BOOL", [1], set()),
+    ("ATTENTION_MASK", "TYPE_INT64", [-1], set()),
+    ("IMAGE_GRID_THW", "TYPE_INT64", [3], set()),
+    ("VISION_INPUT_ID", "TYPE_INT32", [-1], set()),
 ]
 
 POST_INPUTS = [

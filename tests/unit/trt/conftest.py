@@ -13,7 +13,8 @@ from trtpipe.trt.recipes import TrtTools
 def tools() -> TrtTools:
     # Explicit paths, so a developer's TRTPIPE_* environment cannot change the pinned argv.
     return TrtTools(python="python3", examples_dir="/app/examples", trtllm_build="trtllm-build",
-                    tritonserver="/opt/tritonserver/bin/tritonserver", mpirun="mpirun")
+                    tritonserver="/opt/tritonserver/bin/tritonserver", mpirun="mpirun",
+                    models_dir="/app/all_models/inflight_batcher_llm")
 
 
 @pytest.fixture

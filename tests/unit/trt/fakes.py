@@ -29,3 +29,30 @@ def write_engine_dir(path: Path, *, tp: int = 1, pp: int = 1, ranks: list[int] |
     for r in (range(tp * pp) if ranks is None else ranks):
         (path / f"rank{r}.engine").write_bytes(b"\0" * 16)
     return path
+
+
+def write_upstream_models(root: Path) -> Path:
+    """Stand-ins for the image's inflight_batcher_llm preprocessing/postprocessing model.py files."""
+    for kind in ("preprocessing", "postprocessing"):
+        (root / kind / "1").mkdir(parents=True, exist_ok=True)
+        (root / kind / "1" / "model.py").write_text(f"# stand-in for the image's {kind}/1/model.py\n")
+    return root
+
+
+def publish_fake_build(repo: Path, name: str, key: str, root: Path, **engine_kw):
+    """Publish config `name` from a fake engine dir and checkpoint under `root` (TRTPIPE_TRTLLM_MODELS must
+    point at write_upstream_models' directory)."""
+    from trtpipe.config import load_config
+    from trtpipe.manifest import Manifest, StageRecord
+    from trtpipe.repo.versions import publish_version
+    from trtpipe.spec import ServingSpec
+
+    config = load_config(name)
+    engine = write_engine_dir(root / "engine", **engine_kw)
+    ckpt = root / "ckpt"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    (ckpt / "tokenizer.json").write_text("{}")
+    manifest = Manifest(model_name=name, backend="trt-engine", config=config.model_dump(mode="json"),
+                        stages=[StageRecord("compile", key, False, 1.0,
+                                            {"engine_limits": {"tensorrt_llm_version": "1.2.1"}})])
+    return publish_version(repo, ServingSpec.from_config(config), manifest, engine, ckpt)

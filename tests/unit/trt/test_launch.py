@@ -74,3 +74,44 @@ def test_refusals_name_the_fix():
         triton_launch_argv("/models", 1, Ports(), engine_models=["a", "b"])
     with pytest.raises(ConfigError, match=">= 1"):
         triton_launch_argv("/models", 0, Ports())
+
+
+@pytest.fixture
+def published(tmp_path, monkeypatch):
+    from .fakes import write_upstream_models
+
+    monkeypatch.setenv("TRTPIPE_TRTLLM_MODELS", str(write_upstream_models(tmp_path / "upstream")))
+    return tmp_path / "repo"
+
+
+def test_launch_plan_reads_a_target_and_its_draft_from_the_repository_and_picks_orchestrator_mode(published,
+                                                                                                  tmp_path):
+    from trtpipe.trt.launch import engine_models_in_repo, launch_plan
+
+    from .fakes import publish_fake_build
+
+    publish_fake_build(published, "llama-3.2-1b-draft", "kd", tmp_path / "d")
+    publish_fake_build(published, "llama-8b", "kt", tmp_path / "t")
+    assert engine_models_in_repo(published) == {"llama-3.2-1b-draft-engine": 1, "llama-8b-engine": 1}
+    plan = launch_plan(published, Ports())
+    assert (plan.mode, plan.world_size) == ("orchestrator", 1)
+    assert plan.env == {"TRTLLM_ORCHESTRATOR": "1", "TRTLLM_ORCHESTRATOR_SPAWN_PROCESSES": "1"}
+    assert plan.argv[0] == TS and "--cuda-memory-pool-byte-size=0:0" in plan.argv
+
+
+def test_launch_plan_for_a_tp4_engine_is_one_mpirun_in_leader_mode(published, tmp_path):
+    from trtpipe.trt.launch import launch_plan
+
+    from .fakes import publish_fake_build
+
+    publish_fake_build(published, "llama-70b", "k", tmp_path / "s", tp=4, build={"max_batch_size": 128})
+    plan = launch_plan(published, Ports())
+    assert (plan.mode, plan.world_size, plan.engine_models) == ("leader", 4, ["llama-70b-engine"])
+    assert plan.argv[:2] == ["mpirun", "--allow-run-as-root"] and plan.argv.count(TS) == 4
+
+
+def test_launch_plan_refuses_a_repository_without_engines(tmp_path):
+    from trtpipe.trt.launch import launch_plan
+
+    with pytest.raises(ConfigError, match="no published tensorrtllm model"):
+        launch_plan(tmp_path, Ports())

@@ -13,8 +13,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from trtpipe.errors import ConfigError
 from trtpipe.spec import ServingSpec
 from trtpipe.trt import tensors as T
-from trtpipe.trt.model_configs import (RepoNames, engine_model_config, parse_pbtxt, repository_model_configs,
-                                       to_pbtxt)
+from trtpipe.trt.model_configs import (DRAFT_PARAMETER, RepoNames, engine_model_config, model_set_configs,
+                                       parse_pbtxt, to_pbtxt)
 
 
 @pytest.fixture
@@ -28,9 +28,8 @@ def draft_spec(draft_1b) -> ServingSpec:
 
 
 @pytest.fixture
-def repo(spec, draft_spec, tmp_path):
-    return repository_model_configs(spec, repo_dir=tmp_path / "models", live_version=3, draft_spec=draft_spec,
-                                    draft_live_version=1, gpu_device_ids=[0], draft_gpu_device_ids=[0])
+def repo(spec, tmp_path):
+    return model_set_configs(spec, repo_dir=tmp_path / "models", live_version=3, gpu_device_ids=[0])
 
 
 def _params(cfg: mc.ModelConfig) -> dict[str, str]:
@@ -67,6 +66,12 @@ def test_engine_config_is_decoupled_inflight_batching_on_the_tensorrtllm_backend
         "max_tokens_in_paged_kv_cache": "524288",
         "executor_worker_path": "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker",
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
+        # Read without a try by getGuidedDecodingConfigFromParams(): absent, the model fails to load.
+        "tokenizer_dir": "",
+        "guided_decoding_backend": "",
+        "xgrammar_tokenizer_info_path": "",
+        # The draft's engine model, for launch and the frontend; the C++ backend does not read it.
+        DRAFT_PARAMETER: "llama-3.2-1b-draft-engine",
     }
 
 
@@ -122,38 +127,46 @@ def test_engine_dir_must_be_given_and_absolute(spec):
         engine_model_config(spec, "llama-8b-engine", 1, engine_dir="llama-8b-engine/1/engine")
 
 
-def test_repository_has_target_draft_and_the_text_ensemble(repo, tmp_path):
-    assert list(repo) == ["llama-8b-engine", "llama-3.2-1b-draft-engine", "llama-8b-preprocessing",
-                          "llama-8b-postprocessing", "llama-8b-ensemble"]
+def test_model_set_is_the_engine_and_the_text_ensemble_all_pinned_to_one_version(repo, tmp_path):
+    # Written in this order: the engine last, since its config names the version the frontend serves.
+    assert list(repo) == ["llama-8b-preprocessing", "llama-8b-postprocessing", "llama-8b-ensemble",
+                          "llama-8b-engine"]
     for name, cfg in repo.items():
         assert cfg.name == name
         assert parse_pbtxt(to_pbtxt(cfg)) == cfg
-    draft = repo["llama-3.2-1b-draft-engine"]
+        assert list(cfg.version_policy.specific.versions) == [3], name
+    engine = repo["llama-8b-engine"]
     models = (tmp_path / "models").resolve()
-    assert _params(draft)["gpt_model_path"] == str(models / "llama-3.2-1b-draft-engine" / "1" / "engine")
-    assert list(draft.version_policy.specific.versions) == [1]
-    assert _params(draft)["gpu_device_ids"] == "0" and _params(repo["llama-8b-engine"])["gpu_device_ids"] == "0"
-    assert _params(draft)["max_tokens_in_paged_kv_cache"] == "524288"
-    assert draft.model_transaction_policy.decoupled
+    assert _params(engine)["gpt_model_path"] == str(models / "llama-8b-engine" / "3" / "engine")
+    assert _params(engine)["gpu_device_ids"] == "0"
+    assert _params(engine)[DRAFT_PARAMETER] == "llama-3.2-1b-draft-engine"
 
 
-def test_speculating_target_needs_its_draft(spec, tmp_path):
-    with pytest.raises(ConfigError, match="speculates with llama-3.2-1b-draft"):
-        repository_model_configs(spec, repo_dir=tmp_path, live_version=1)
+def test_a_draft_is_a_plain_engine_that_names_no_draft(draft_spec, tmp_path):
+    cfg = engine_model_config(draft_spec, engine_dir=tmp_path / "e")
+    assert cfg.name == "llama-3.2-1b-draft-engine" and DRAFT_PARAMETER not in _params(cfg)
+    assert _params(cfg)["max_tokens_in_paged_kv_cache"] == "524288"
+    assert cfg.model_transaction_policy.decoupled
 
 
 def test_pre_and_postprocessing_carry_what_the_upstream_python_models_read(repo, tmp_path):
-    tokenizer = str((tmp_path / "models").resolve() / "llama-8b-engine" / "3" / "tokenizer")
+    models = (tmp_path / "models").resolve()
     pre, post = repo["llama-8b-preprocessing"], repo["llama-8b-postprocessing"]
     assert pre.backend == "python" and post.backend == "python"
     # preprocessing/1/model.py indexes these parameters and looks up these outputs' types in initialize().
-    assert _params(pre) == {"tokenizer_dir": tokenizer, "add_special_tokens": "true", "multimodal_model_path": ""}
+    # Each reads the tokenizer copied into its own version directory.
+    assert _params(pre) == {"tokenizer_dir": str(models / "llama-8b-preprocessing" / "3" / "tokenizer"),
+                            "add_special_tokens": "true", "multimodal_model_path": ""}
     pre_outputs = {t.name for t in pre.output}
     assert {"INPUT_ID", "DECODER_INPUT_ID", "REQUEST_INPUT_LEN", "REQUEST_DECODER_INPUT_LEN", "BAD_WORDS_IDS",
             "STOP_WORDS_IDS", "OUT_END_ID", "OUT_PAD_ID", "OUT_PROMPT_TABLE_EXTRA_IDS", "PIXEL_VALUES",
             "IMAGE_SIZES", "EMBEDDING_BIAS", "REQUEST_OUTPUT_LEN"} <= pre_outputs
     assert {"EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS"} <= {t.name for t in pre.input}
-    assert _params(post) == {"tokenizer_dir": tokenizer, "skip_special_tokens": "true"}
+    assert _params(post) == {"tokenizer_dir": str(models / "llama-8b-postprocessing" / "3" / "tokenizer"),
+                             "skip_special_tokens": "true"}
+    # The preprocessing template's multimodal tensors are declared too, as upstream declares them.
+    assert {"IMAGE_URL", "IMAGE_BYTES", "VIDEO_BYTES", "IMAGES"} <= {t.name for t in pre.input}
+    assert {"IS_VIDEO_INPUT", "ATTENTION_MASK", "IMAGE_GRID_THW", "VISION_INPUT_ID"} <= pre_outputs
     assert [t.name for t in post.output] == ["OUTPUT"]
 
 

@@ -32,7 +32,7 @@ def test_without_nvidia_smi_the_refusal_names_the_image_and_docker_command():
         _toolchain(machine=Machine(), which=lambda name: None)
     msg = str(e.value)
     assert "nvidia-smi" in msg and IMAGE in msg
-    assert f"docker run --rm -it --gpus all" in msg and "trtpipe build CONFIG" in msg
+    assert "docker run --rm -it --gpus all" in msg and "trtpipe build CONFIG" in msg
 
 
 def test_without_tensorrt_llm_the_refusal_names_the_image():
@@ -111,3 +111,21 @@ def test_nvidia_smi_output_is_parsed():
 def test_unquantized_model_passes_on_ampere():
     tiny = load_config("tiny-llama")
     assert preflight(tiny, Machine(gpus=[A100]))[0] == "1 GPU(s) >= world size 1"
+
+
+def test_serving_preflight_checks_every_published_engine_against_the_machine(tmp_path, monkeypatch):
+    from trtpipe.trt.preflight import preflight_repository
+
+    from .fakes import publish_fake_build, write_upstream_models
+
+    monkeypatch.setenv("TRTPIPE_TRTLLM_MODELS", str(write_upstream_models(tmp_path / "upstream")))
+    repo = tmp_path / "repo"
+    publish_fake_build(repo, "llama-3.2-1b-draft", "kd", tmp_path / "d")
+    publish_fake_build(repo, "llama-8b", "kt", tmp_path / "t")
+    machine = Machine(gpus=h100s(1), tensorrt_llm="1.2.1", tensorrt="10.14.1.48", nvidia_smi=True)
+    passed = preflight_repository(repo, machine)
+    assert {line.split(":")[0] for line in passed} == {"llama-3.2-1b-draft-engine", "llama-8b-engine"}
+    with pytest.raises(PreflightError, match="FP8, which needs compute capability >= 8.9"):
+        preflight_repository(repo, Machine(gpus=[A100], tensorrt_llm="1.2.1", nvidia_smi=True))
+    with pytest.raises(PreflightError, match="built with tensorrt_llm 1.2.1; this machine has 1.3.0"):
+        preflight_repository(repo, Machine(gpus=h100s(1), tensorrt_llm="1.3.0", nvidia_smi=True))
