@@ -30,11 +30,13 @@ def test_ttft_e2e_itl_and_tpot_match_the_server_delays(closed_loop_result):
         s = point.summary
         assert s.completed == 8 and s.failed == 0
         # The role-only chunk arrives at once; TTFT must wait for the first real content.
-        assert TTFT_MS <= s.ttft.p50 <= TTFT_MS * 1.3 + 15
-        assert E2E_MS <= s.e2el.p50 <= E2E_MS * 1.3
-        assert ITL_MS * 0.7 <= s.itl.p50 <= ITL_MS * 1.3
+        # Lower bounds are tight (the server cannot be faster than its sleeps); upper bounds are loose,
+        # because a loaded 2-core machine delays the event loop but never speeds it up.
+        assert TTFT_MS <= s.ttft.p50 <= TTFT_MS * 2 + 25
+        assert E2E_MS <= s.e2el.p50 <= E2E_MS * 2
+        assert ITL_MS * 0.7 <= s.itl.p50 <= ITL_MS * 2
         assert s.itl.count == 8 * (NUM_TOKENS - 1)
-        assert ITL_MS * 0.9 <= s.tpot.mean <= ITL_MS * 1.3
+        assert ITL_MS * 0.9 <= s.tpot.mean <= ITL_MS * 2
 
 
 def test_output_throughput_is_tokens_over_wall_time(closed_loop_result):
