@@ -1,34 +1,139 @@
-"""A bound on running and on waiting requests: beyond both, an immediate 429 rather than a queue with no end."""
+"""Bounds on running and on waiting requests, and the set of requests in flight.
+
+Beyond both bounds a request gets an immediate 429 with Retry-After rather than a place in a queue with no
+end. Every admitted request holds a `Ticket`: the one handle through which a deadline, a drain or a client
+disconnect ends it (by cancelling its task, which cancels its Triton streams on the way out).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
+from collections import deque
 
 from trtpipe.serve.validation import RequestError
 
 
-class Admission:
-    def __init__(self, max_running: int, max_waiting: int):
-        self.max_running, self.max_waiting = max_running, max_waiting
-        self._slots = asyncio.Semaphore(max_running)
-        self.num_running = 0
-        self.num_waiting = 0
+def overloaded(what: str, retry_after_s: int) -> RequestError:
+    return RequestError(f"the server is at capacity ({what}); retry after {retry_after_s} s",
+                        type="rate_limit_error", code="rate_limit_exceeded", status=429,
+                        headers={"Retry-After": str(retry_after_s)})
 
-    @asynccontextmanager
-    async def slot(self):
-        if self._slots.locked() and self.num_waiting >= self.max_waiting:
-            raise RequestError(f"the server is at capacity ({self.num_running} running, {self.num_waiting} "
-                               "waiting); retry shortly", type="server_overloaded", code="rate_limit_exceeded",
-                               status=429)
-        self.num_waiting += 1
+
+class Admission:
+    """FIFO admission of requests that each need `units` engine slots (their number of choices)."""
+
+    def __init__(self, max_running: int, max_waiting: int, retry_after_s: int = 1):
+        self.max_running, self.max_waiting, self.retry_after_s = max(1, max_running), max(0, max_waiting), retry_after_s
+        self.num_running = 0  # units
+        self._waiters: deque[tuple[int, asyncio.Future]] = deque()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiters)
+
+    def try_acquire(self, units: int) -> asyncio.Future | None:
+        """None: admitted now. A future: queued (FIFO), resolved when admitted; await it with `wait`, or give
+        it up with `abandon`. Raises a 429 RequestError when the queue is full."""
+        units = min(units, self.max_running)
+        if not self._waiters and self.num_running + units <= self.max_running:
+            self.num_running += units
+            return None
+        if len(self._waiters) >= self.max_waiting:
+            raise overloaded(f"{self.num_running} running, {len(self._waiters)} waiting", self.retry_after_s)
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((units, future))
+        return future
+
+    async def wait(self, future: asyncio.Future, units: int) -> None:
         try:
-            await self._slots.acquire()
-        finally:
-            self.num_waiting -= 1
-        self.num_running += 1
+            await future
+        except asyncio.CancelledError:
+            self.abandon(future, units)
+            raise
+
+    def abandon(self, future: asyncio.Future, units: int) -> None:
+        """Leave the queue; if admitted just now, give the slot back."""
+        if future.done() and not future.cancelled():
+            self.release(units)
+            return
+        future.cancel()
+        self._waiters = deque(w for w in self._waiters if w[1] is not future)
+
+    def release(self, units: int) -> None:
+        self.num_running -= min(units, self.max_running)
+        while self._waiters and self.num_running + self._waiters[0][0] <= self.max_running:
+            units, future = self._waiters.popleft()
+            if not future.done():
+                self.num_running += units
+                future.set_result(None)
+
+
+class Ticket:
+    """An admitted (or queued) request: its task, and why it was ended from outside, if it was."""
+
+    __slots__ = ("task", "abort_error", "disconnected", "closed", "_timer")
+
+    def __init__(self, task: asyncio.Task):
+        self.task = task
+        self.abort_error: RequestError | None = None
+        self.disconnected = False
+        self.closed = False  # generation is over: nothing left to end
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def _ended(self) -> bool:
+        return self.closed or self.disconnected or self.abort_error is not None
+
+    def abort(self, error: RequestError) -> None:
+        if not self._ended:
+            self.abort_error = error
+            self.task.cancel()
+
+    def client_gone(self) -> None:
+        if not self._ended:
+            self.disconnected = True
+            self.task.cancel()
+
+    def set_deadline(self, seconds: float | None) -> None:
+        if seconds:
+            self._timer = asyncio.get_running_loop().call_later(
+                seconds, self.abort, RequestError(f"the request did not finish within its deadline of {seconds:g} s",
+                                                  type="timeout_error", code="deadline_exceeded", status=504))
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class Inflight:
+    """Every request being served, so that a drain can wait for them and end the rest."""
+
+    def __init__(self) -> None:
+        self.tickets: set[Ticket] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(self, ticket: Ticket) -> None:
+        self.tickets.add(ticket)
+        self._idle.clear()
+
+    def remove(self, ticket: Ticket) -> None:
+        self.tickets.discard(ticket)
+        ticket.close()
+        if not self.tickets:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
         try:
-            yield
-        finally:
-            self.num_running -= 1
-            self._slots.release()
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    def abort_all(self, error: RequestError) -> int:
+        tickets = list(self.tickets)
+        for t in tickets:
+            t.abort(error)
+        return len(tickets)

@@ -1,276 +1,236 @@
-"""The OpenAI-compatible frontend: FastAPI routes over the registry, the Triton client and the metrics."""
+"""The OpenAI-compatible frontend: FastAPI routes over the registry, the Triton replicas and the metrics.
+
+A generation request goes: auth and body-size guards (middleware.py) -> pydantic parsing -> validation
+(400 naming the parameter, before Triton is called) -> admission (429 beyond the bounds) -> a
+GenerationResponse that owns the request's lifetime (deadline, disconnect, drain) -> choices streamed from
+the engine (speculation.py when the model has a draft) -> chunks.py bytes.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
+import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trtpipe.serve.admission import Admission
-from trtpipe.serve.generate import ChoiceDone, TextDelta, generate_choice, now
-from trtpipe.serve.metrics import FrontendMetrics, inc, observe
-from trtpipe.serve.protocol import (ChatCompletionRequest, CompletionRequest, ErrorDetail, ErrorResponse,
-                                    ModelCard, ModelList, completion_id)
+from trtpipe.serve.frontend import Frontend
+from trtpipe.serve.middleware import ApiKeyAuth, BodyLimit
+from trtpipe.serve.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+                                    CompletionRequest, CompletionResponse, ErrorResponse, ModelCard, ModelList)
 from trtpipe.serve.protocol import now as unix_now
-from trtpipe.serve.registry import ModelRegistry, ServedModel
-from trtpipe.serve.triton_stream import EngineError, TritonEngineClient
-from trtpipe.serve.validation import Generation, RequestError, validate_chat, validate_completion
+from trtpipe.serve.registry import ServedModel
+from trtpipe.serve.responses import as_request_error, error_response
+from trtpipe.serve.speculation import SpeculationConfig
+from trtpipe.serve.validation import RequestError, validate_chat, validate_completion
+
+log = logging.getLogger("trtpipe.serve")
 
 
 @dataclass(frozen=True)
 class FrontendSettings:
     repo: Path
     triton_grpc_url: str = "127.0.0.1:8001"
+    triton_urls: tuple[str, ...] = ()  # replicas; empty: just triton_grpc_url
     chat_template: str | None = None
-    max_running: int = 256
-    max_waiting: int = 512
+    max_running: int = 256  # per model, also capped by the model's spec (max_concurrency)
+    max_waiting: int = 512  # per model, also capped by the model's spec (max_queued)
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    protect_metrics: bool = False
+    request_timeout_s: float | None = 600.0
+    keepalive_s: float | None = 15.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    retry_after_s: int = 1
+    health_interval_s: float = 2.0
+    canary_interval_s: float = 10.0
+    health_timeout_s: float = 10.0
+    speculation: SpeculationConfig = SpeculationConfig()
+    # model -> draft model, beside (or instead of) the drafts named in the models' specs
+    draft_models: tuple[tuple[str, str], ...] = ()
+    default_max_draft_len: int = 4
+
+    @property
+    def replica_urls(self) -> tuple[str, ...]:
+        return self.triton_urls or (self.triton_grpc_url,)
 
 
-def error_response(err: RequestError) -> JSONResponse:
-    body = ErrorResponse(error=ErrorDetail(message=err.message, type=err.type, param=err.param, code=err.code))
-    headers = {"Retry-After": "1"} if err.status == 429 else None
-    return JSONResponse(body.model_dump(), status_code=err.status, headers=headers)
+_ERRORS = {400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse,
+           503: ErrorResponse, 504: ErrorResponse}
 
 
-def _sse(obj: dict) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+def _doc_responses(model) -> dict:
+    responses = {code: {"model": m, "description": "OpenAI error envelope"} for code, m in _ERRORS.items()}
+    responses[200] = {"model": model, "description": "JSON, or with `stream: true` an SSE stream of chunks "
+                      "ending with `data: [DONE]`", "content": {"text/event-stream": {}}}
+    return responses
 
 
 def create_app(settings: FrontendSettings) -> FastAPI:
-    state: dict = {}
+    front = Frontend(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
-        if "client" in state:
-            await state["client"].close()
+        await front.start()
+        try:
+            yield
+        finally:
+            await front.stop()
 
-    app = FastAPI(title="trtpipe", description="OpenAI-compatible frontend over Triton Inference Server",
-                  lifespan=lifespan)
-    registry = ModelRegistry(settings.repo, settings.chat_template)
-    metrics = FrontendMetrics()
-    admission = Admission(settings.max_running, settings.max_waiting)
-
-    def client() -> TritonEngineClient:
-        # Created lazily inside the running event loop (grpc.aio channels bind to it).
-        if "client" not in state:
-            state["client"] = TritonEngineClient(settings.triton_grpc_url)
-        return state["client"]
-
+    app = FastAPI(title="trtpipe", version="1", lifespan=lifespan,
+                  description="OpenAI-compatible frontend over Triton Inference Server (TensorRT-LLM interface)")
+    app.state.frontend = front
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError):
+        front.metrics.error("", err.type, err.status)
         return error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"] if p != "body"]
-        param = ".".join(loc) or None
-        if first["type"] == "json_invalid":
-            return error_response(RequestError("the request body is not valid JSON", param=None))
-        return error_response(RequestError(f"`{param}`: {first['msg']}", param=param))
+        err = validation_error(exc.errors())
+        front.metrics.error("", err.type, err.status)
+        return error_response(err)
 
-    def served(name: str) -> ServedModel:
-        model = registry.get(name)
-        if model is None:
-            raise RequestError(f"The model `{name}` does not exist. Available: {registry.names()}", param="model",
-                               type="invalid_request_error", code="model_not_found", status=404)
-        return model
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(_http_to_request_error(exc))
 
-    @app.get("/health/live")
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        return error_response(as_request_error(exc))  # logged there; never a traceback to the client
+
+    @app.get("/health/live", tags=["health"])
     async def live() -> dict:
         return {"status": "live"}
 
-    @app.get("/health/ready")
+    @app.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
     async def ready() -> Response:
-        models = registry.all()
-        ok = bool(models) and all([await client().is_ready(m.engine_model) for m in models])
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        ok, detail = front.readiness()
+        return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(front.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def card(m: ServedModel) -> ModelCard:
+        draft = front.draft_for(m)
         return ModelCard(id=m.name, created=unix_now(), root=m.name, max_model_len=m.spec.max_seq_len,
                          trtpipe={"version": m.version, "backend": m.manifest.backend,
                                   "engine_key": m.manifest.engine_key, "created_at": m.manifest.created_at,
-                                  "system_fingerprint": m.manifest.fingerprint})
+                                  "system_fingerprint": m.manifest.fingerprint,
+                                  "draft_model": draft[0].name if draft else None,
+                                  "max_tokens": {"default": m.spec.default_max_tokens, "max": m.spec.max_max_tokens}})
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, tags=["openai"])
     async def list_models() -> ModelList:
-        return ModelList(data=[card(m) for m in registry.all()])
+        return ModelList(data=[card(m) for m in front.registry.all()])
 
-    @app.get("/v1/models/{model_id}", response_model=ModelCard)
+    @app.get("/v1/models/{model_id}", response_model=ModelCard, tags=["openai"],
+             responses={404: {"model": ErrorResponse}})
     async def get_model(model_id: str) -> ModelCard:
-        return card(served(model_id))
+        return card(front.served(model_id))
 
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatCompletionRequest, request: Request):
-        model = served(req.model)
-        return await _respond(request, model, validate_chat(req, model), chat=True, stream=req.stream,
-                              include_usage=bool(req.stream_options and req.stream_options.include_usage))
+    @app.post("/v1/chat/completions", tags=["openai"], response_model=None,
+              responses=_doc_responses(ChatCompletionResponse | ChatCompletionChunk))
+    async def chat(req: ChatCompletionRequest, request: Request) -> Response:
+        # Served by GenerationRoutes in front of FastAPI; this route documents it and is the same code.
+        return generation(front, req, chat=True, arrival=_arrival(request.scope))
 
-    @app.post("/v1/completions")
-    async def completions(req: CompletionRequest, request: Request):
-        model = served(req.model)
-        gen = validate_completion(req, model)
-        return await _respond(request, model, gen, chat=False, stream=req.stream,
-                              include_usage=bool(req.stream_options and req.stream_options.include_usage),
-                              echo=gen.prompt_text if req.echo else None)
+    @app.post("/v1/completions", tags=["openai"], response_model=None,
+              responses=_doc_responses(CompletionResponse))
+    async def completions(req: CompletionRequest, request: Request) -> Response:
+        return generation(front, req, chat=False, arrival=_arrival(request.scope))
 
-    async def _events(model: ServedModel, gen: Generation) -> AsyncIterator[TextDelta | ChoiceDone]:
-        """All n choices merged into one stream, with latency metrics taken as the client sees them."""
-        t_start, t_last, first = now(), None, True
-        async with admission.slot():
-            observe([metrics.queue_time], model.name, now() - t_start)
-            inc(metrics.running, model.name)
-            try:
-                async for ev in _merge([generate_choice(client(), model, gen, i) for i in range(gen.n)]):
-                    if isinstance(ev, TextDelta):
-                        t = now()
-                        if first:
-                            observe(metrics.ttft, model.name, t - t_start)
-                            first = False
-                        elif t_last is not None:
-                            observe(metrics.itl, model.name, t - t_last)
-                        t_last = t
-                    else:
-                        inc(metrics.prompt_tokens, model.name, ev.prompt_tokens if ev.index == 0 else 0)
-                        inc(metrics.generation_tokens, model.name, ev.completion_tokens)
-                        metrics.requests.labels(model.name, "ok", ev.finish_reason).inc()
-                        if ev.completion_tokens > 1 and t_last is not None and not first:
-                            observe(metrics.tpot, model.name, (t_last - t_start) / ev.completion_tokens)
-                    yield ev
-                observe(metrics.e2e, model.name, now() - t_start)
-            finally:
-                inc(metrics.running, model.name, -1)
-
-    async def _respond(request: Request, model: ServedModel, gen: Generation, *, chat: bool, stream: bool,
-                       include_usage: bool, echo: str | None = None):
-        rid = completion_id("chatcmpl" if chat else "cmpl")
-        created, fp = unix_now(), model.manifest.fingerprint
-        obj = "chat.completion" if chat else "text_completion"
-        if not stream:
-            texts, done = [""] * gen.n, {}
-            try:
-                async for ev in _events(model, gen):
-                    if isinstance(ev, TextDelta):
-                        texts[ev.index] += ev.text
-                    else:
-                        done[ev.index] = ev
-            except EngineError as e:
-                metrics.errors.labels(model.name, "engine_error").inc()
-                raise RequestError(f"the engine failed the request: {e}", type="server_error",
-                                   status=e.status) from None
-            usage = _usage(done)
-            if chat:
-                choices = [{"index": i, "message": {"role": "assistant", "content": texts[i]},
-                            "logprobs": None, "finish_reason": done[i].finish_reason} for i in range(gen.n)]
-            else:
-                choices = [{"index": i, "text": (echo or "") + texts[i], "logprobs": None,
-                            "finish_reason": done[i].finish_reason} for i in range(gen.n)]
-            return JSONResponse({"id": rid, "object": obj, "created": created, "model": model.name,
-                                 "system_fingerprint": fp, "choices": choices, "usage": usage})
-
-        chunk_obj = "chat.completion.chunk" if chat else "text_completion"
-
-        def chunk(choices: list, usage=None) -> str:
-            body = {"id": rid, "object": chunk_obj, "created": created, "model": model.name,
-                    "system_fingerprint": fp, "choices": choices}
-            if include_usage:
-                body["usage"] = usage
-            return _sse(body)
-
-        async def body() -> AsyncIterator[str]:
-            started: set[int] = set()
-            done: dict[int, ChoiceDone] = {}
-            try:
-                if echo:
-                    for i in range(gen.n):
-                        yield chunk([{"index": i, "text": echo, "logprobs": None, "finish_reason": None}])
-                async for ev in _events(model, gen):
-                    if isinstance(ev, TextDelta):
-                        if chat:
-                            delta = {"content": ev.text}
-                            if ev.index not in started:
-                                # NOTE: the role rides on the first content chunk: no content-less first chunk.
-                                delta = {"role": "assistant", "content": ev.text}
-                            started.add(ev.index)
-                            yield chunk([{"index": ev.index, "delta": delta, "logprobs": None, "finish_reason": None}])
-                        else:
-                            yield chunk([{"index": ev.index, "text": ev.text, "logprobs": None, "finish_reason": None}])
-                    else:
-                        done[ev.index] = ev
-                        if chat:
-                            delta = {} if ev.index in started else {"role": "assistant", "content": ""}
-                            yield chunk([{"index": ev.index, "delta": delta, "logprobs": None,
-                                          "finish_reason": ev.finish_reason}])
-                        else:
-                            yield chunk([{"index": ev.index, "text": "", "logprobs": None,
-                                          "finish_reason": ev.finish_reason}])
-                if include_usage:
-                    yield chunk([], _usage(done))
-            except EngineError as e:
-                metrics.errors.labels(model.name, "engine_error").inc()
-                err = ErrorResponse(error=ErrorDetail(message=f"the engine failed the request: {e}",
-                                                      type="server_error", code=str(e.status)))
-                yield _sse(err.model_dump())
-            except RequestError as e:
-                yield _sse(ErrorResponse(error=ErrorDetail(message=e.message, type=e.type, param=e.param,
-                                                           code=e.code)).model_dump())
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
+    app.add_middleware(GenerationRoutes, front=front)
+    app.add_middleware(ApiKeyAuth, keys=settings.api_keys, protect_metrics=settings.protect_metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
 
-def _usage(done: dict[int, ChoiceDone]) -> dict:
-    prompt = done[0].prompt_tokens if done else 0
-    completion = sum(d.completion_tokens for d in done.values())
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def generation(front: Frontend, req, *, chat: bool, arrival: float) -> Response:
+    front.check_accepting()
+    model = front.served(req.model)
+    gen = validate_chat(req, model) if chat else validate_completion(req, model)
+    return front.respond(model, gen, req, chat=chat, arrival=arrival)
 
 
-async def _merge(streams: list[AsyncIterator]) -> AsyncIterator:
-    """Interleave several async streams; closing the merged stream closes (and so cancels) every input."""
-    if len(streams) == 1:
-        async for item in streams[0]:
-            yield item
-        return
-    queue: asyncio.Queue = asyncio.Queue()
-    end = object()
+class GenerationRoutes:
+    """POST /v1/chat/completions and /v1/completions straight from ASGI, ahead of FastAPI's router.
 
-    async def pump(s):
+    NOTE: the hot path skips FastAPI's routing, dependency solving and the two exception-handling wrappers it
+    puts around `send` (one Python call each per streamed chunk). Parsing, validation and the response are
+    the same functions the FastAPI routes above call, so the OpenAPI document stays accurate."""
+
+    ROUTES = {"/v1/chat/completions": (ChatCompletionRequest, True), "/v1/completions": (CompletionRequest, False)}
+
+    def __init__(self, app, front: Frontend):
+        self.app, self.front = app, front
+
+    async def __call__(self, scope, receive, send):
+        route = self.ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            return await self.app(scope, receive, send)
+        request_model, chat = route
         try:
-            async for item in s:
-                await queue.put(item)
-        except Exception as e:  # noqa: BLE001 - re-raised in the consumer
-            await queue.put(e)
-        finally:
-            await queue.put(end)
+            body = await _read_body(receive)
+            try:
+                req = request_model.model_validate_json(body)
+            except ValidationError as e:
+                raise validation_error(e.errors(include_url=False)) from None
+            response = generation(self.front, req, chat=chat, arrival=_arrival(scope))
+        except Exception as e:  # noqa: BLE001 - every failure is an envelope
+            err = as_request_error(_http_to_request_error(e) if isinstance(e, StarletteHTTPException) else e)
+            self.front.metrics.error("", err.type, err.status)
+            response = error_response(err)
+        await response(scope, receive, send)
 
-    tasks = [asyncio.create_task(pump(s)) for s in streams]
-    try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is end:
-                remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield item
-    finally:
-        for t in tasks:
-            t.cancel()
+
+async def _read_body(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError("the client disconnected while sending the request", status=400)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _http_to_request_error(exc: StarletteHTTPException) -> RequestError:
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
+    return RequestError(str(exc.detail), status=exc.status_code, code=code)
+
+
+def _is_union_tag(part) -> bool:
+    """pydantic names the union member that failed in the location ('str', 'list[int]', ...)."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "list", "dict") or "[" in part)
+
+
+def validation_error(errors: list[dict]) -> RequestError:
+    """pydantic's errors -> one 400 naming the parameter (`messages.0.role`), the rule and the value given."""
+    first = errors[0]
+    if first["type"] in ("json_invalid", "json_type"):
+        return RequestError("the request body is not valid JSON", param=None)
+    loc = [p for p in first["loc"] if p != "body"]
+    union = any(_is_union_tag(p) for p in loc)
+    if union:
+        loc = loc[:next(i for i, p in enumerate(loc) if _is_union_tag(p))]
+    param = ".".join(str(p) for p in loc) or None
+    given = repr(first.get("input"))[:80] if first["type"] != "missing" else None
+    if union:
+        message = f"`{param}` has an invalid type or value" + (f". Given: {given}" if given else "")
+    else:
+        message = (f"`{param}`: " if param else "the request body: ") + first["msg"] + (
+            f". Given: {given}" if given else "")
+    return RequestError(message, param=param)
+
+
+def _arrival(scope) -> float:
+    """When the request reached the app (set by BodyLimit before the body was read and parsed)."""
+    return scope.get("trtpipe.arrival") or time.perf_counter()

@@ -25,20 +25,44 @@ def _repo(repo: Path | None) -> Path:
 @click.option("--http-port", default=8000, show_default=True, help="Triton HTTP port")
 @click.option("--grpc-port", default=8001, show_default=True, help="Triton gRPC port")
 @click.option("--metrics-port", default=8002, show_default=True, help="Triton metrics port")
+@click.option("--triton", "triton_urls", multiple=True, metavar="HOST:PORT",
+              help="an externally started Triton replica (gRPC address); repeatable. Without it, serve starts "
+                   "its own Triton")
 @click.option("--chat-template", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="a Jinja chat template file overriding the checkpoint's")
-@click.option("--max-running", default=256, show_default=True, help="requests generating at once")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="accept this API key (repeatable); also $TRTPIPE_API_KEYS (comma-separated) and --api-key-file")
+@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="a file with one API key per line")
+@click.option("--protect-metrics/--open-metrics", default=False, show_default=True,
+              help="require an API key on /metrics too")
+@click.option("--max-running", default=256, show_default=True, help="requests generating at once, per model")
 @click.option("--max-waiting", default=512, show_default=True, help="requests queued beyond that before 429")
+@click.option("--request-timeout", default=600.0, show_default=True, help="per-request deadline in seconds (504)")
+@click.option("--keepalive", default=15.0, show_default=True, help="SSE keep-alive comment after this many idle s")
+@click.option("--drain-timeout", default=30.0, show_default=True,
+              help="on SIGTERM, seconds for requests in flight to finish before they are ended")
+@click.option("--max-body-bytes", default=4 * 1024 * 1024, show_default=True, help="larger request bodies get 413")
 def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: int, metrics_port: int,
-          chat_template: Path | None, max_running: int, max_waiting: int) -> None:
+          triton_urls: tuple[str, ...], chat_template: Path | None, api_keys: tuple[str, ...],
+          api_key_file: Path | None, protect_metrics: bool, max_running: int, max_waiting: int,
+          request_timeout: float, keepalive: float, drain_timeout: float, max_body_bytes: int) -> None:
     """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
     from trtpipe.serve.launcher import TritonPorts
+    from trtpipe.serve.middleware import load_api_keys
     from trtpipe.serve.server import ServeOptions
     from trtpipe.serve.server import serve as run_serve
 
+    keys = load_api_keys(api_keys, api_key_file)
     opts = ServeOptions(repo=_repo(repo), host=host, port=port,
-                        triton_ports=TritonPorts(http_port, grpc_port, metrics_port),
-                        chat_template=chat_template.read_text() if chat_template else None,
-                        max_running=max_running, max_waiting=max_waiting)
-    console.print(f"starting Triton on {opts.repo} (grpc :{grpc_port}) ...")
-    run_serve(opts, on_ready=lambda url: console.print(f"Triton ready; OpenAI frontend on {url}"))
+                        triton_ports=TritonPorts(http_port, grpc_port, metrics_port), triton_urls=triton_urls,
+                        chat_template=chat_template.read_text() if chat_template else None, api_keys=keys,
+                        protect_metrics=protect_metrics, max_running=max_running, max_waiting=max_waiting,
+                        request_timeout_s=request_timeout or None, keepalive_s=keepalive or None,
+                        drain_timeout_s=drain_timeout, max_body_bytes=max_body_bytes)
+    if triton_urls:
+        console.print(f"using Triton replica(s) {', '.join(triton_urls)}")
+    else:
+        console.print(f"starting Triton on {opts.repo} (grpc :{grpc_port}) ...")
+    auth = f"{len(keys)} API key(s)" if keys else "no API keys (open)"
+    run_serve(opts, on_ready=lambda url: console.print(f"OpenAI frontend on {url} ({auth})"))

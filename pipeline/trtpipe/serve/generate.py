@@ -1,73 +1,119 @@
 """One choice's text stream: engine token deltas -> detokenized, stop-string-filtered text events.
 
 Both the streaming and the non-streaming paths consume this, so they produce the same text by construction.
+Log-probabilities travel with the text they belong to: a token whose text is still held back (an incomplete
+UTF-8 character, a possible stop-string prefix) has its entry sent with the next text that goes out.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
-from typing import AsyncIterator
+import asyncio
+from typing import AsyncIterator, Callable
 
 from trtpipe.serve.registry import ServedModel
 from trtpipe.serve.stop_strings import StopStringMatcher
-from trtpipe.serve.triton_stream import Final, TokenDelta, TritonEngineClient
+from trtpipe.serve.triton_stream import EngineCall, Final, TokenDelta
 from trtpipe.serve.validation import Generation
 
+LogprobEntries = list[tuple[int, float | None]]
 
-@dataclass(frozen=True)
+
 class TextDelta:
-    index: int
-    text: str
+    __slots__ = ("index", "text", "logprobs")
+
+    def __init__(self, index: int, text: str, logprobs: LogprobEntries | None = None):
+        self.index, self.text, self.logprobs = index, text, logprobs
 
 
-@dataclass(frozen=True)
 class ChoiceDone:
-    index: int
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int
-    completion_tokens: int
-    num_draft_tokens: int = 0
-    num_accepted_draft_tokens: int = 0
+    __slots__ = ("index", "finish_reason", "completion_tokens", "num_draft_tokens", "num_accepted_draft_tokens",
+                 "logprobs")
+
+    def __init__(self, index: int, finish_reason: str, completion_tokens: int, num_draft_tokens: int = 0,
+                 num_accepted_draft_tokens: int = 0, logprobs: LogprobEntries | None = None):
+        self.index, self.finish_reason, self.completion_tokens = index, finish_reason, completion_tokens
+        self.num_draft_tokens, self.num_accepted_draft_tokens = num_draft_tokens, num_accepted_draft_tokens
+        self.logprobs = logprobs
 
 
-@dataclass
-class Timings:
-    """Where the user feels latency: first text and the gaps between text deltas."""
-
-    start: float
-    first_text: float | None = None
-    last_text: float | None = None
+Stream = Callable[[EngineCall], AsyncIterator[TokenDelta | Final]]
 
 
-async def generate_choice(client: TritonEngineClient, model: ServedModel, gen: Generation,
-                          index: int = 0) -> AsyncIterator[TextDelta | ChoiceDone]:
-    call = gen.call
-    if index and call.seed is not None:
-        call = replace(call, seed=call.seed + index)  # n choices from one seed must still differ
+async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, index: int
+                          ) -> AsyncIterator[TextDelta | ChoiceDone]:
+    call = gen.choice_call(index)
     detok = model.text.detokenizer()
-    stops = StopStringMatcher(gen.stop_strings)
-    num_out = 0
-    async for event in client.generate(model.engine_model, call):
-        if isinstance(event, TokenDelta):
-            num_out = event.num_output_tokens
-            text, stopped = stops.feed(detok.add(event.token_ids))
+    stops = StopStringMatcher(gen.stop_strings) if gen.stop_strings else None
+    stop_ids = {s[0] for s in call.stop_token_ids if len(s) == 1}
+    pending: LogprobEntries | None = [] if gen.logprobs else None
+    num_out, last_token = 0, None
+    async for event in stream(call):
+        if type(event) is TokenDelta:
+            ids = event.token_ids
+            num_out += len(ids)
+            last_token = ids[-1]
+            if pending is not None:
+                lps = event.log_probs or [None] * len(ids)
+                pending.extend(zip(ids, lps))
+            text = detok.add(ids)
+            if stops is not None:
+                text, stopped = stops.feed(text)
+                if stopped:
+                    # Leaving the loop closes the engine stream, which cancels the rest of the generation.
+                    if text:
+                        yield TextDelta(index, text, pending)
+                        pending = [] if pending is not None else None
+                    yield ChoiceDone(index, "stop", num_out, logprobs=pending)
+                    return
             if text:
-                yield TextDelta(index, text)
-            if stopped:
-                # Leaving the loop closes the engine stream, which cancels the rest of the generation.
-                yield ChoiceDone(index, "stop", len(call.input_ids), num_out)
-                return
-        elif isinstance(event, Final):
-            text, stopped = stops.feed(detok.flush())
-            tail = text if stopped else text + stops.flush()
-            if tail:
-                yield TextDelta(index, tail)
-            reason = "length" if event.num_output_tokens >= call.max_new_tokens and not stopped else "stop"
-            yield ChoiceDone(index, reason, event.num_input_tokens, event.num_output_tokens,
-                             event.num_draft_tokens, event.num_accepted_draft_tokens)
+                yield TextDelta(index, text, pending)
+                if pending is not None:
+                    pending = []
+        elif type(event) is Final:
+            text = detok.flush()
+            stopped = False
+            if stops is not None:
+                text, stopped = stops.feed(text)
+                if not stopped:
+                    text += stops.flush()
+            if text:
+                yield TextDelta(index, text, pending)
+                pending = [] if pending is not None else None
+            length = event.num_output_tokens >= call.max_new_tokens and last_token not in stop_ids
+            yield ChoiceDone(index, "length" if length and not stopped else "stop", event.num_output_tokens,
+                             event.num_draft_tokens, event.num_accepted_draft_tokens, pending)
             return
 
 
-def now() -> float:
-    return time.perf_counter()
+async def merge(streams: list[AsyncIterator]) -> AsyncIterator:
+    """Interleave several async streams; closing the merged stream closes (and so cancels) every input."""
+    if len(streams) == 1:
+        async for item in streams[0]:
+            yield item
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    end = object()
+
+    async def pump(s):
+        try:
+            async for item in s:
+                await queue.put(item)
+        except Exception as e:  # noqa: BLE001 - re-raised in the consumer
+            await queue.put(e)
+        finally:
+            await queue.put(end)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is end:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,56 +1,146 @@
 """Prometheus metrics measured where the user feels them, with vLLM-compatible aliases.
 
-Autoscalers and dashboards written for vLLM (`vllm:num_requests_waiting`, `vllm:time_to_first_token_seconds`,
-...) work unchanged against trtpipe.
+Latencies are taken when bytes are handed to the client connection: TTFT from the request's arrival to its
+first text chunk, inter-chunk latency between text chunks, TPOT per request, E2E, and queue time.
+Each metric is recorded once; `AliasCollector` exposes it a second time under the vLLM name (label
+`model_name` instead of `model`), so dashboards and autoscalers written for vLLM
+(`vllm:num_requests_waiting`, `vllm:time_to_first_token_seconds`, ...) work unchanged. Gauges that mirror
+live state (running, waiting, replica health, speculation state) are read at scrape time, not kept in step.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 # SLO-friendly: fine below 100 ms, where TTFT and inter-token targets live.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
                    1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+
+# trtpipe family -> its vLLM names.
+VLLM_ALIASES = {
+    "trtpipe_time_to_first_token_seconds": ("vllm:time_to_first_token_seconds",),
+    "trtpipe_inter_token_latency_seconds": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    "trtpipe_time_per_output_token_seconds": ("vllm:request_time_per_output_token_seconds",),
+    "trtpipe_e2e_request_latency_seconds": ("vllm:e2e_request_latency_seconds",),
+    "trtpipe_request_queue_time_seconds": ("vllm:request_queue_time_seconds",),
+    "trtpipe_prompt_tokens": ("vllm:prompt_tokens",),
+    "trtpipe_generation_tokens": ("vllm:generation_tokens",),
+    "trtpipe_request_prompt_tokens": ("vllm:request_prompt_tokens",),
+    "trtpipe_request_generation_tokens": ("vllm:request_generation_tokens",),
+    "trtpipe_request_success": ("vllm:request_success",),
+    "trtpipe_spec_decode_num_drafts": ("vllm:spec_decode_num_drafts",),
+    "trtpipe_spec_decode_num_draft_tokens": ("vllm:spec_decode_num_draft_tokens",),
+    "trtpipe_spec_decode_num_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens",),
+    "trtpipe_num_requests_running": ("vllm:num_requests_running",),
+    "trtpipe_num_requests_waiting": ("vllm:num_requests_waiting",),
+}
+
+
+class ModelMetrics:
+    """One model's labelled children, resolved once: the hot path does one `observe`/`inc` per event."""
+
+    def __init__(self, m: "FrontendMetrics", model: str):
+        self.ttft = m.ttft.labels(model)
+        self.itl = m.itl.labels(model)
+        self.tpot = m.tpot.labels(model)
+        self.e2e = m.e2e.labels(model)
+        self.queue_time = m.queue_time.labels(model)
+        self.prompt_tokens = m.prompt_tokens.labels(model)
+        self.generation_tokens = m.generation_tokens.labels(model)
+        self.request_prompt_tokens = m.request_prompt_tokens.labels(model)
+        self.request_generation_tokens = m.request_generation_tokens.labels(model)
+        self.success = {r: m.success.labels(model, r) for r in ("stop", "length", "abort")}
+        self.spec_drafts = m.spec_drafts.labels(model)
+        self.spec_draft_tokens = m.spec_draft_tokens.labels(model)
+        self.spec_accepted_tokens = m.spec_accepted_tokens.labels(model)
 
 
 class FrontendMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         L = ["model"]
-        self.ttft = [Histogram(n, "Time to first token (seconds), measured at the frontend", L,
-                               buckets=LATENCY_BUCKETS, registry=r)
-                     for n in ("trtpipe_time_to_first_token_seconds", "vllm:time_to_first_token_seconds")]
-        self.itl = [Histogram(n, "Gap between streamed text chunks (seconds)", L, buckets=LATENCY_BUCKETS, registry=r)
-                    for n in ("trtpipe_inter_token_latency_seconds", "vllm:inter_token_latency_seconds")]
-        self.tpot = [Histogram(n, "Time per output token after the first (seconds)", L, buckets=LATENCY_BUCKETS,
-                               registry=r)
-                     for n in ("trtpipe_time_per_output_token_seconds", "vllm:time_per_output_token_seconds")]
-        self.e2e = [Histogram(n, "End-to-end request latency (seconds)", L, buckets=LATENCY_BUCKETS, registry=r)
-                    for n in ("trtpipe_e2e_request_latency_seconds", "vllm:e2e_request_latency_seconds")]
-        self.queue_time = Histogram("trtpipe_queue_time_seconds", "Time waiting for a frontend slot", L,
-                                    buckets=LATENCY_BUCKETS, registry=r)
-        self.running = [Gauge(n, "Requests being generated", L, registry=r)
-                        for n in ("trtpipe_num_requests_running", "vllm:num_requests_running")]
-        self.waiting = [Gauge(n, "Requests waiting for a slot", L, registry=r)
-                        for n in ("trtpipe_num_requests_waiting", "vllm:num_requests_waiting")]
-        self.prompt_tokens = [Counter(n, "Prompt tokens processed", L, registry=r)
-                              for n in ("trtpipe_prompt_tokens", "vllm:prompt_tokens")]
-        self.generation_tokens = [Counter(n, "Tokens generated", L, registry=r)
-                                  for n in ("trtpipe_generation_tokens", "vllm:generation_tokens")]
-        self.requests = Counter("trtpipe_requests", "Finished requests by status and finish reason",
-                                ["model", "status", "finish_reason"], registry=r)
-        self.errors = Counter("trtpipe_request_errors", "Failed requests by error type", ["model", "type"],
-                              registry=r)
-        self.spec_drafted = Counter("trtpipe_spec_decode_num_draft_tokens", "Draft tokens proposed", L, registry=r)
-        self.spec_accepted = Counter("trtpipe_spec_decode_num_accepted_tokens", "Draft tokens accepted", L,
-                                     registry=r)
+
+        def hist(name, doc, buckets=LATENCY_BUCKETS):
+            return Histogram(name, doc, L, buckets=buckets, registry=r)
+
+        def counter(name, doc, labels=L):
+            return Counter(name, doc, labels, registry=r)
+
+        self.ttft = hist("trtpipe_time_to_first_token_seconds", "Request arrival to its first text chunk (seconds)")
+        self.itl = hist("trtpipe_inter_token_latency_seconds", "Gap between consecutive text chunks (seconds)")
+        self.tpot = hist("trtpipe_time_per_output_token_seconds",
+                         "Per request: (last chunk - first chunk) / (output tokens - 1) (seconds)")
+        self.e2e = hist("trtpipe_e2e_request_latency_seconds", "Request arrival to its last byte (seconds)")
+        self.queue_time = hist("trtpipe_request_queue_time_seconds", "Time waiting for admission (seconds)")
+        self.prompt_tokens = counter("trtpipe_prompt_tokens", "Prompt tokens of finished requests")
+        self.generation_tokens = counter("trtpipe_generation_tokens", "Tokens generated for requests that finished")
+        self.request_prompt_tokens = hist("trtpipe_request_prompt_tokens", "Prompt tokens per request", TOKEN_BUCKETS)
+        self.request_generation_tokens = hist("trtpipe_request_generation_tokens", "Generated tokens per request",
+                                              TOKEN_BUCKETS)
+        self.success = counter("trtpipe_request_success", "Choices by how they ended: stop, length, or abort "
+                               "(client gone, deadline, drain, error)", ["model", "finished_reason"])
+        self.errors = counter("trtpipe_request_errors", "Requests answered with an error, by type and HTTP status",
+                              ["model", "type", "status"])
+        self.spec_drafts = counter("trtpipe_spec_decode_num_drafts", "Speculation rounds (draft + verify)")
+        self.spec_draft_tokens = counter("trtpipe_spec_decode_num_draft_tokens", "Draft tokens proposed")
+        self.spec_accepted_tokens = counter("trtpipe_spec_decode_num_accepted_tokens", "Draft tokens accepted")
+        self.state = StateCollector()
+        r.register(self.state)
+        r.register(AliasCollector([self.ttft, self.itl, self.tpot, self.e2e, self.queue_time, self.prompt_tokens,
+                                   self.generation_tokens, self.request_prompt_tokens,
+                                   self.request_generation_tokens, self.success, self.spec_drafts,
+                                   self.spec_draft_tokens, self.spec_accepted_tokens, self.state]))
+        self._models: dict[str, ModelMetrics] = {}
+
+    def model(self, name: str) -> ModelMetrics:
+        mm = self._models.get(name)
+        if mm is None:
+            mm = self._models[name] = ModelMetrics(self, name)
+        return mm
+
+    def error(self, model: str, type: str, status: int) -> None:
+        self.errors.labels(model, type, str(status)).inc()
 
 
-def observe(metrics_list, model: str, value: float) -> None:
-    for m in metrics_list:
-        m.labels(model).observe(value)
+Gauges = Iterable[tuple[str, str, dict[str, str], float]]
 
 
-def inc(metrics_list, model: str, value: float = 1.0) -> None:
-    for m in metrics_list:
-        m.labels(model).inc(value)
+class StateCollector:
+    """Gauges read from live state at scrape time: (name, help, labels, value) from registered sources."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Gauges]] = []
+
+    def collect(self):
+        families: dict[str, GaugeMetricFamily] = {}
+        for source in self.sources:
+            for name, doc, labels, value in source():
+                fam = families.get(name)
+                if fam is None:
+                    fam = families[name] = GaugeMetricFamily(name, doc, labels=list(labels))
+                fam.add_metric(list(labels.values()), value)
+        return list(families.values())
+
+
+class AliasCollector:
+    """Re-exposes the families of other collectors under their vLLM names, with `model` -> `model_name`."""
+
+    def __init__(self, collectors: list) -> None:
+        self.collectors = collectors
+
+    def collect(self):
+        out = []
+        for collector in self.collectors:
+            for family in collector.collect():
+                for alias in VLLM_ALIASES.get(family.name, ()):
+                    renamed = Metric(alias, family.documentation, family.type, family.unit)
+                    for s in family.samples:
+                        labels = {("model_name" if k == "model" else k): v for k, v in s.labels.items()}
+                        renamed.add_sample(alias + s.name[len(family.name):], labels, s.value, s.timestamp,
+                                           s.exemplar)
+                    out.append(renamed)
+        return out

@@ -1,80 +1,185 @@
 """OpenAI wire types: requests, responses, stream chunks, and the error envelope.
 
-Pydantic models give request validation and an accurate OpenAPI document for free.
+The request models validate types and ranges (a 400 naming the parameter); cross-field and model-limit checks
+live in validation.py. The response models document the API (OpenAPI) and are what the unit tests validate
+the frontend's hand-built JSON against; the hot path writes the same shapes without building these objects.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(False, description="send a last chunk with the usage of the whole request")
+
+
 class _Request(BaseModel):
-    # Unknown fields are ignored, as OpenAI-compatible servers commonly do (clients send vendor extras).
+    # NOTE: unknown fields are ignored, as vLLM and TGI do: clients send vendor extras through extra_body.
     model_config = ConfigDict(extra="ignore")
 
-    model: str
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    model: str = Field(description="a model id from GET /v1/models")
+    max_tokens: int | None = Field(None, ge=1, description="at most this many tokens; default and cap are per model")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 is greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0, description="extension: 0 disables top-k")
-    min_tokens: int = Field(0, ge=0, description="extension: suppress end-of-sequence before this many tokens")
+    top_k: int | None = Field(None, ge=0, description="extension: sample from the k most likely tokens; 0 = off")
+    min_tokens: int = Field(0, ge=0, description="extension: no end-of-sequence before this many tokens")
     ignore_eos: bool = Field(False, description="extension (vLLM): never stop at end-of-sequence")
     seed: int | None = Field(None, ge=0, lt=2**63)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, description="extension")
-    n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = None
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="extension (vLLM): 1 = off")
+    n: int = Field(1, ge=1, le=16, description="number of choices")
+    stop: str | list[str] | None = Field(None, description="up to 4 strings; the text ends before the first one")
     stream: bool = False
-    stream_options: "StreamOptions | None" = None
-    user: str | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)
+    logit_bias: dict[str, float] | None = Field(None, description="not supported: must be empty")
 
 
-class StreamOptions(BaseModel):
-    include_usage: bool = False
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict] | None = None
+    content: str | list[TextPart] | None = None
+    name: str | None = None
 
-    def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: keep the text ones
-            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
-        return self.content or ""
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
 
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    max_completion_tokens: int | None = Field(None, ge=1, description="takes precedence over max_tokens")
+    logprobs: bool = Field(False, description="log-probabilities of the sampled tokens")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="only 0: the engine returns sampled tokens only")
+    response_format: ResponseFormat | None = Field(None, description="only {\"type\": \"text\"}")
+    tools: list[dict] | None = Field(None, description="not supported")
+    tool_choice: str | dict | None = Field(None, description="not supported beyond \"none\"")
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str] | list[int]
-    echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=5)
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="a string, a list of strings, a list of token ids, or a list of token-id lists")
+    echo: bool = Field(False, description="prepend the prompt to the text")
+    logprobs: int | None = Field(None, ge=0, le=5, description="only 0: the engine returns sampled tokens only")
+    suffix: str | None = Field(None, description="not supported")
+    best_of: int | None = Field(None, ge=1, description="only equal to n")
+
+
+# --- responses -------------------------------------------------------------------------------------------
+
+
+class SpeculationUsage(BaseModel):
+    num_draft_tokens: int = Field(description="tokens proposed by the draft model")
+    num_accepted_tokens: int = Field(description="draft tokens the target model accepted")
+    acceptance_rate: float | None
 
 
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    speculation: SpeculationUsage | None = Field(None, description="extension: draft-target speculation, if used")
 
 
-def completion_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[dict] = Field(default_factory=list)
 
 
-def now() -> int:
-    return int(time.time())
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict | None] | None
+    text_offset: list[int]
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: ChoiceLogprobs | None
+    finish_reason: FinishReason
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str | None
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: FinishReason | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event. The first chunk of a choice carries the role and its first text; none is empty."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str | None
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: FinishReason | None
+
+
+class CompletionResponse(BaseModel):
+    """Non-streamed, and (with finish_reason null until the end) each streamed chunk."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str | None
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
 
 
 class ErrorDetail(BaseModel):
@@ -101,3 +206,14 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+AnyRequest = Union[ChatCompletionRequest, CompletionRequest]
+
+
+def completion_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())

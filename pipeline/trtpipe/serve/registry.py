@@ -37,6 +37,8 @@ class ModelRegistry:
         self.chat_template_override = chat_template_override
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
+        self._names: list[str] = []
+        self._names_key: tuple | None = None
 
     def _config_path(self, name: str) -> Path:
         return self.repo / layout.engine_model_name(name) / "config.pbtxt"
@@ -69,7 +71,16 @@ class ModelRegistry:
             return cached
 
     def names(self) -> list[str]:
-        return layout.published_models(self.repo)
+        """Published models, re-read only when a config.pbtxt in the repository changed (parsing them all is
+        slow enough to matter when readiness and health checks ask every few seconds)."""
+        try:
+            key = tuple(sorted((p.name, (p / "config.pbtxt").stat().st_mtime_ns) for p in self.repo.iterdir()
+                               if p.name.endswith(layout.ENGINE_SUFFIX) and (p / "config.pbtxt").is_file()))
+        except OSError:
+            return []
+        if key != self._names_key:
+            self._names, self._names_key = layout.published_models(self.repo), key
+        return list(self._names)
 
     def all(self) -> list[ServedModel]:
         return [m for m in (self.get(n) for n in self.names()) if m is not None]

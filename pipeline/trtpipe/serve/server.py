@@ -1,14 +1,18 @@
-"""serve(): Triton on the model repository, then the OpenAI frontend in front of it, stopped together.
+"""serve(): Triton on the model repository (or external replicas), then the OpenAI frontend, stopped together.
 
-uvicorn handles Ctrl-C and SIGTERM (it stops accepting, lets in-flight responses finish); Triton is
-stopped after it, so nothing is cut off mid-stream.
+Drain on SIGTERM (or Ctrl-C): readiness turns false and admission stops at once (new requests get 503);
+requests in flight get `drain_timeout_s` to finish; the rest end with an SSE error event and `[DONE]` (or a
+503); then uvicorn stops, then the Triton this command started, and the process exits 0. A second signal
+forces the exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +23,8 @@ from trtpipe.repo import layout
 from trtpipe.serve.app import FrontendSettings, create_app
 from trtpipe.serve.launcher import TritonPorts, TritonServer
 
+log = logging.getLogger("trtpipe.serve")
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -26,35 +32,101 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 9000
     triton_ports: TritonPorts = TritonPorts()
+    triton_urls: tuple[str, ...] = ()  # external Triton replicas (gRPC host:port); empty: start our own
     chat_template: str | None = None
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    protect_metrics: bool = False
     max_running: int = 256
     max_waiting: int = 512
+    request_timeout_s: float | None = 600.0
+    keepalive_s: float | None = 15.0
+    drain_timeout_s: float = 30.0
+    max_body_bytes: int = 4 * 1024 * 1024
     triton_log: Path | None = None
+    triton_args: tuple[str, ...] = ()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains the frontend before uvicorn shuts down."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable, drain_timeout_s: float):
+        super().__init__(config)
+        self._drain, self._drain_timeout_s = drain, drain_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame) -> None:
+        # NOTE: the signal is not recorded in _captured_signals, so uvicorn does not re-raise it: exit code 0.
+        if self._draining or self._loop is None or not self.started:
+            self.should_exit = True
+            self.force_exit = self._draining
+            return
+        self._draining = True
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain_then_exit(sig)))
+
+    async def _drain_then_exit(self, sig: int) -> None:
+        log.warning("signal %s: draining (up to %.0f s for requests in flight)", signal.Signals(sig).name,
+                    self._drain_timeout_s)
+        try:
+            ended = await self._drain(self._drain_timeout_s)
+            if ended:
+                log.warning("drain: ended %d request(s) that did not finish in time", ended)
+        finally:
+            self.should_exit = True
+
+
+def frontend_settings(opts: ServeOptions, triton_urls: tuple[str, ...]) -> FrontendSettings:
+    return FrontendSettings(repo=opts.repo, triton_grpc_url=triton_urls[0], triton_urls=triton_urls,
+                            chat_template=opts.chat_template, max_running=opts.max_running,
+                            max_waiting=opts.max_waiting, api_keys=opts.api_keys, protect_metrics=opts.protect_metrics,
+                            request_timeout_s=opts.request_timeout_s, keepalive_s=opts.keepalive_s,
+                            max_body_bytes=opts.max_body_bytes)
 
 
 def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None) -> None:
-    models = layout.published_models(opts.repo)
-    if not models:
+    if not layout.published_models(opts.repo):
         raise TritonStartError(f"no published model in {opts.repo}",
                                fix="build one first: trtpipe build tiny-llama (or pass --repo)")
-    triton = TritonServer(opts.repo, opts.triton_ports, log_path=opts.triton_log)
-    with triton:
-        settings = FrontendSettings(repo=opts.repo, triton_grpc_url=triton.grpc_url, chat_template=opts.chat_template,
-                                    max_running=opts.max_running, max_waiting=opts.max_waiting,
-                                    api_keys=opts.api_keys)
-        config = uvicorn.Config(create_app(settings), host=opts.host, port=opts.port, log_level="warning",
-                                timeout_graceful_shutdown=30)
-        server = uvicorn.Server(config)
+    with ExitStack() as stack:
+        if opts.triton_urls:
+            urls = tuple(opts.triton_urls)
+        else:
+            triton = stack.enter_context(TritonServer(opts.repo, opts.triton_ports, log_path=opts.triton_log,
+                                                      extra_args=list(opts.triton_args)))
+            stack.enter_context(_recorded(opts.repo, triton))
+            urls = (triton.grpc_url,)
+        app = create_app(frontend_settings(opts, urls))
+        config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning",
+                                timeout_graceful_shutdown=10)
+        server = DrainingServer(config, app.state.frontend.drain, opts.drain_timeout_s)
         on_ready(f"http://{opts.host}:{opts.port}/v1")
         with _signals_end_uvicorn_only():
             server.run()
 
 
 @contextmanager
+def _recorded(repo: Path, triton: TritonServer):
+    """Record our Triton for publish/rollback reloads, unless another live server already holds the record."""
+    from trtpipe.repo.triton_control import clear_server_record, record_server, running_server
+
+    mine = running_server(repo) is None
+    if mine:
+        record_server(repo, triton.http_url, triton.process.pid)
+    try:
+        yield
+    finally:
+        if mine:
+            clear_server_record(repo, triton.process.pid)
+
+
+@contextmanager
 def _signals_end_uvicorn_only():
-    """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; with the default handlers that would
-    kill this process before Triton is stopped. No-op handlers let serve() return and stop Triton cleanly."""
+    """Between uvicorn's exit and Triton's stop, a further SIGINT/SIGTERM must not kill this process before
+    Triton is stopped: no-op handlers outside uvicorn's own (which it installs and restores itself)."""
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield

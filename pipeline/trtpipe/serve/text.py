@@ -1,13 +1,14 @@
 """Text in and out of token ids: the tokenizer, the chat template, and incremental detokenization.
 
 The frontend owns all three so that streamed text equals the non-streamed text byte for byte and usage
-counts are exact: both paths run the same IncrementalDetokenizer over the same ids.
+counts are exact: both paths run the same detokenizer over the same ids.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jinja2.exceptions import TemplateError
@@ -31,6 +32,10 @@ def _token_text(value) -> str | None:
     return value
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 @dataclass
 class ModelText:
     """A served model's tokenizer, chat template and end-of-sequence ids."""
@@ -40,14 +45,14 @@ class ModelText:
     bos_token: str | None
     eos_token: str | None
     eos_token_ids: list[int]
+    # id -> the token's bytes, for byte-level BPE tokenizers whose decode is plain byte concatenation.
+    token_bytes: list[bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def from_dir(cls, directory: Path, chat_template_override: str | None = None) -> "ModelText":
         tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        tok_cfg = json.loads((directory / "tokenizer_config.json").read_text()) \
-            if (directory / "tokenizer_config.json").is_file() else {}
-        gen_cfg = json.loads((directory / "generation_config.json").read_text()) \
-            if (directory / "generation_config.json").is_file() else {}
+        tok_cfg = _read_json(directory / "tokenizer_config.json")
+        gen_cfg = _read_json(directory / "generation_config.json")
         eos = gen_cfg.get("eos_token_id")
         eos_ids = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
         eos_token = _token_text(tok_cfg.get("eos_token"))
@@ -56,21 +61,44 @@ class ModelText:
         template = chat_template_override or tok_cfg.get("chat_template")
         if isinstance(template, list):  # the multi-template form: pick "default"
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
-        return cls(tokenizer, template, _token_text(tok_cfg.get("bos_token")), eos_token, eos_ids)
+        text = cls(tokenizer, template, _token_text(tok_cfg.get("bos_token")), eos_token, eos_ids)
+        text.token_bytes = byte_level_table(tokenizer, json.loads((directory / "tokenizer.json").read_text()))
+        return text
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
         # The chat template already wrote any special tokens as text; do not add more.
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         if not self.chat_template:
-            raise ChatTemplateError("this model has no chat template; use /v1/completions or serve with --chat-template")
-        return _compile(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+            raise ChatTemplateError("this model has no chat template; use /v1/completions or serve with "
+                                    "--chat-template")
+        try:
+            return _compile(self.chat_template).render(
+                messages=messages, add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+        except ChatTemplateError:
+            raise
+        except TemplateError as e:  # includes the sandbox's SecurityError
+            raise ChatTemplateError(f"the chat template failed: {e}") from None
 
-    def detokenizer(self) -> "IncrementalDetokenizer":
+    def detokenizer(self) -> "IncrementalDetokenizer | ByteDetokenizer":
+        if self.token_bytes is not None:
+            return ByteDetokenizer(self.token_bytes)
         return IncrementalDetokenizer(self.tokenizer)
+
+    def token_piece(self, token_id: int) -> bytes:
+        """The bytes one token contributes to the text (for logprobs' `token` and `bytes`)."""
+        if self.token_bytes is not None:
+            return self.token_bytes[token_id]
+        return self.tokenizer.decode([token_id], skip_special_tokens=True).encode()
 
 
 _TEMPLATES: dict[str, object] = {}
@@ -88,13 +116,71 @@ def _compile(source: str):
     return _TEMPLATES[source]
 
 
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable-character map used by byte-level BPE vocabularies."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def byte_level_table(tokenizer: Tokenizer, spec: dict, check_limit: int = 4096) -> list[bytes] | None:
+    """id -> bytes when decoding is byte concatenation (ByteLevel decoder), verified against the tokenizer
+    on up to `check_limit` ids; None otherwise (the window detokenizer is used then)."""
+    decoder = spec.get("decoder") or {}
+    if decoder.get("type") != "ByteLevel" or spec.get("model", {}).get("type") != "BPE":
+        return None
+    char_to_byte = _bytes_to_unicode()
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    table: list[bytes] = [b""] * size
+    added = {t["id"]: t for t in spec.get("added_tokens", [])}
+    for token, i in tokenizer.get_vocab(with_added_tokens=True).items():
+        if i in added:
+            table[i] = b"" if added[i].get("special") else token.encode()
+        elif all(c in char_to_byte for c in token):
+            table[i] = bytes(char_to_byte[c] for c in token)
+        else:
+            return None
+    step = max(1, size // check_limit)
+    for i in range(0, size, step):
+        if table[i].decode("utf-8", "replace") != tokenizer.decode([i], skip_special_tokens=True):
+            return None
+    return table
+
+
+class ByteDetokenizer:
+    """Byte-level BPE: each token is a fixed byte string, so text is an incremental UTF-8 decode of their
+    concatenation. A delta never splits a character (the decoder keeps incomplete sequences), and the cost
+    per token is one table lookup and one small decode."""
+
+    __slots__ = ("_table", "_decoder")
+
+    def __init__(self, table: list[bytes]):
+        self._table = table
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def add(self, new_ids: list[int]) -> str:
+        table = self._table
+        if len(new_ids) == 1:
+            return self._decoder.decode(table[new_ids[0]])
+        return self._decoder.decode(b"".join([table[i] for i in new_ids]))
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", True)
+
+
 class IncrementalDetokenizer:
-    """Turns a growing list of token ids into text deltas that never split a UTF-8 character.
+    """Turns a growing list of token ids into text deltas that never split a UTF-8 character (any tokenizer).
 
     Byte-level tokens can end in the middle of a multi-byte character; decoding then yields U+FFFD. We hold
     such text back until a later token completes it. Decoding a short window (from `prefix_offset`) rather
-    than the whole sequence keeps each step O(window), and starting the window a few tokens early keeps
-    tokenizers that merge across token boundaries (leading spaces) correct.
+    than the whole sequence keeps each step O(window), and starting the window a token early keeps
+    tokenizers that strip or merge across token boundaries (SentencePiece leading spaces) correct.
     """
 
     def __init__(self, tokenizer: Tokenizer):

@@ -1,18 +1,34 @@
-"""One tritonclient.grpc.aio stream per generation request, so cancelling it cancels exactly that request.
+"""One gRPC ModelStreamInfer call per engine request, so cancelling it cancels exactly that request.
 
-The frontend's internal stream is a closed set of events: `TokenDelta` for each engine response and
-`Final` once, both carrying the engine's counters.
+The frontend's internal stream is a closed set of events: `TokenDelta` for each engine response that carries
+tokens, then `Final` once. Requests are built as tritonclient's own protobuf messages (service_pb2) and sent
+over a `grpc.aio` channel with tritonclient's generated stub.
+NOTE: we skip tritonclient.grpc.aio's InferResult/InferInput wrappers on the hot path: parsing raw output
+bytes ourselves costs about a microsecond per response where `as_numpy` costs tens. `to_triton()` keeps
+the tritonclient form for scripts that drive Triton directly (bench/grpc_direct.py).
 """
 
 from __future__ import annotations
 
-import uuid
+import struct
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+import grpc
 import numpy as np
-import tritonclient.grpc.aio as grpcclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+# Reconnect quickly after Triton comes back (gRPC's default backoff grows to two minutes).
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # No bandwidth-delay probing pings: the streams are small and many; the pings only cost CPU.
+    ("grpc.http2.bdp_probe", 0),
+]
+OUTPUT_IDS = "output_ids"
+OUTPUT_LOG_PROBS = "output_log_probs"
+DRAFT_COUNTERS = ("total_draft_tokens", "total_accepted_draft_tokens")
 
 
 @dataclass(frozen=True)
@@ -34,42 +50,69 @@ class EngineCall:
     return_log_probs: bool = False
     draft_input_ids: list[int] | None = None
 
-    def to_triton(self) -> list[grpcclient.InferInput]:
-        def tensor(name: str, array: np.ndarray) -> grpcclient.InferInput:
-            t = grpcclient.InferInput(name, list(array.shape), _TRITON_DTYPES[array.dtype.type])
-            t.set_data_from_numpy(array)
-            return t
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
 
-        def scalar(name: str, value, dtype) -> grpcclient.InferInput:
-            return tensor(name, np.array([[value]], dtype=dtype))
+    @property
+    def has_context_dependent_sampling(self) -> bool:
+        """Penalties and min_tokens depend on which tokens are 'generated': a speculation round resends
+        the generated tokens as prompt, so such requests are not speculated."""
+        return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0
+                or self.min_tokens > 0)
 
-        inputs = [
-            tensor("input_ids", np.array([self.input_ids], dtype=np.int32)),
-            scalar("input_lengths", len(self.input_ids), np.int32),
-            scalar("request_output_len", self.max_new_tokens, np.int32),
-            scalar("streaming", True, np.bool_),
-            scalar("exclude_input_in_output", True, np.bool_),
-            scalar("temperature", self.temperature, np.float32),
-            scalar("runtime_top_k", self.top_k, np.int32),
-            scalar("runtime_top_p", self.top_p, np.float32),
-            scalar("min_tokens", self.min_tokens, np.int32),
-            scalar("presence_penalty", self.presence_penalty, np.float32),
-            scalar("frequency_penalty", self.frequency_penalty, np.float32),
-            scalar("repetition_penalty", self.repetition_penalty, np.float32),
-            scalar("return_log_probs", self.return_log_probs, np.bool_),
+    def tensors(self) -> list[tuple[str, str, list[int], bytes]]:
+        """(name, datatype, shape, raw little-endian bytes); optional inputs only when not the default."""
+        out = [
+            ("input_ids", "INT32", [1, len(self.input_ids)], struct.pack(f"<{len(self.input_ids)}i", *self.input_ids)),
+            ("input_lengths", "INT32", [1, 1], struct.pack("<i", len(self.input_ids))),
+            ("request_output_len", "INT32", [1, 1], struct.pack("<i", self.max_new_tokens)),
+            ("streaming", "BOOL", [1, 1], b"\x01"),
+            ("exclude_input_in_output", "BOOL", [1, 1], b"\x01"),
+            ("temperature", "FP32", [1, 1], struct.pack("<f", self.temperature)),
         ]
-        if self.end_id is not None:
-            inputs.append(scalar("end_id", self.end_id, np.int32))
-        if self.seed is not None:
-            inputs.append(scalar("seed", self.seed, np.uint64))
+        optional = (("runtime_top_k", "INT32", "<i", self.top_k, 0), ("runtime_top_p", "FP32", "<f", self.top_p, 1.0),
+                    ("min_tokens", "INT32", "<i", self.min_tokens, 0),
+                    ("presence_penalty", "FP32", "<f", self.presence_penalty, 0.0),
+                    ("frequency_penalty", "FP32", "<f", self.frequency_penalty, 0.0),
+                    ("repetition_penalty", "FP32", "<f", self.repetition_penalty, 1.0),
+                    ("return_log_probs", "BOOL", "<?", self.return_log_probs, False),
+                    ("end_id", "INT32", "<i", self.end_id, None), ("seed", "UINT64", "<Q", self.seed, None))
+        for name, dtype, fmt, value, default in optional:
+            if value != default:
+                out.append((name, dtype, [1, 1], struct.pack(fmt, value)))
         if self.stop_token_ids:
-            inputs.append(tensor("stop_words_list", _stop_words_list(self.stop_token_ids)))
+            words = _stop_words_list(self.stop_token_ids)
+            out.append(("stop_words_list", "INT32", list(words.shape), words.tobytes()))
         if self.draft_input_ids:
-            inputs.append(tensor("draft_input_ids", np.array([self.draft_input_ids], dtype=np.int32)))
+            n = len(self.draft_input_ids)
+            out.append(("draft_input_ids", "INT32", [1, n], struct.pack(f"<{n}i", *self.draft_input_ids)))
+        return out
+
+    def to_request(self, model: str, request_id: str, outputs: tuple[str, ...]) -> service_pb2.ModelInferRequest:
+        req = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+        for name, dtype, shape, raw in self.tensors():
+            tensor = req.inputs.add()
+            tensor.name, tensor.datatype = name, dtype
+            tensor.shape.extend(shape)
+            req.raw_input_contents.append(raw)
+        for name in outputs:
+            req.outputs.add().name = name
+        return req
+
+    def to_triton(self) -> list:
+        """The same inputs as tritonclient InferInput objects (for scripts using tritonclient directly)."""
+        import tritonclient.grpc as grpcclient
+
+        inputs = []
+        for name, dtype, shape, raw in self.tensors():
+            t = grpcclient.InferInput(name, shape, dtype)
+            t.set_data_from_numpy(np.frombuffer(raw, dtype=_NP_DTYPES[dtype]).reshape(shape))
+            inputs.append(t)
         return inputs
 
 
-_TRITON_DTYPES = {np.int32: "INT32", np.float32: "FP32", np.bool_: "BOOL", np.uint64: "UINT64"}
+_NP_DTYPES = {"INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_, "UINT64": np.uint64}
 
 
 def _stop_words_list(seqs: list[list[int]]) -> np.ndarray:
@@ -80,19 +123,20 @@ def _stop_words_list(seqs: list[list[int]]) -> np.ndarray:
     return np.array([[flat, offsets]], dtype=np.int32)
 
 
-@dataclass(frozen=True)
 class TokenDelta:
-    token_ids: list[int]
-    log_probs: list[float] | None
-    num_output_tokens: int
+    """New tokens of one engine response (streaming: only this step's tokens)."""
+
+    __slots__ = ("token_ids", "log_probs")
+
+    def __init__(self, token_ids: list[int], log_probs: list[float] | None):
+        self.token_ids, self.log_probs = token_ids, log_probs
 
 
 @dataclass(frozen=True)
 class Final:
-    num_input_tokens: int
     num_output_tokens: int
-    num_draft_tokens: int
-    num_accepted_draft_tokens: int
+    num_draft_tokens: int = 0
+    num_accepted_draft_tokens: int = 0
 
 
 class EngineError(Exception):
@@ -103,61 +147,109 @@ class EngineError(Exception):
         self.status = status
 
 
+class EngineUnavailable(EngineError):
+    """The replica does not serve the model right now (not loaded, loading, unloading): another replica may."""
+
+    def __init__(self, message: str):
+        super().__init__(message, status=503)
+
+
+class EngineUnreachable(EngineUnavailable):
+    """The replica cannot be reached at all."""
+
+
+_UNAVAILABLE_HINTS = ("unknown model", "is not ready", "unavailable", "not found", "being unloaded")
+
+
+def _error_from_message(message: str) -> EngineError:
+    if any(h in message.lower() for h in _UNAVAILABLE_HINTS):
+        return EngineUnavailable(message)
+    return EngineError(message)
+
+
+def _error_from_rpc(e: grpc.aio.AioRpcError) -> EngineError:
+    code = e.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return EngineUnreachable(f"Triton is unreachable: {e.details()}")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return EngineUnavailable(f"Triton does not serve the model: {e.details()}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return EngineError("Triton did not answer in time", status=504)
+    return EngineError(f"Triton failed the request ({code.name}): {e.details()}")
+
+
 class TritonEngineClient:
+    """One Triton replica. The channel is created lazily inside the running event loop (grpc.aio binds to it)."""
+
     def __init__(self, url: str):
         self.url = url
-        self.client = grpcclient.InferenceServerClient(url)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub = None
+        self._next_id = 0
+        self.num_responses = 0  # responses received: proof of life for the health checker
 
-    async def is_ready(self, model: str | None = None) -> bool:
+    @property
+    def stub(self):
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self.url, options=CHANNEL_OPTIONS)
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        return self._stub
+
+    async def is_ready(self, timeout_s: float = 2.0) -> bool:
         try:
-            if model:
-                return await self.client.is_model_ready(model)
-            return await self.client.is_server_ready()
-        except InferenceServerException:
+            return (await self.stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout_s)).ready
+        except grpc.aio.AioRpcError:
             return False
 
-    async def generate(self, model: str, call: EngineCall) -> AsyncIterator[TokenDelta | Final]:
-        request_id = uuid.uuid4().hex
-
-        async def one_request():
-            yield {"model_name": model, "inputs": call.to_triton(), "request_id": request_id}
-
-        stream = self.client.stream_infer(one_request())
-        num_out = 0
+    async def is_live(self, timeout_s: float = 2.0) -> bool:
+        """Reachable and running. (Server *readiness* dips while any model loads, e.g. during a publish.)"""
         try:
-            async for result, error in stream:
-                if error is not None:
-                    raise EngineError(str(error), status=_status_for(error))
-                response = result.get_response()
-                ids = result.as_numpy("output_ids")
-                if ids is not None and ids.size:
-                    new = ids.reshape(-1).tolist()
-                    num_out += len(new)
-                    lp = result.as_numpy("output_log_probs")
-                    yield TokenDelta(new, None if lp is None else lp.reshape(-1).tolist(), num_out)
+            return (await self.stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=timeout_s)).live
+        except grpc.aio.AioRpcError:
+            return False
+
+    async def generate(self, model: str, call: EngineCall, outputs: tuple[str, ...] = (OUTPUT_IDS,)
+                       ) -> AsyncIterator[TokenDelta | Final]:
+        self._next_id += 1
+        request = call.to_request(model, f"{id(self):x}-{self._next_id}", outputs)
+        rpc = self.stub.ModelStreamInfer((request,))
+        num_out = draft = accepted = 0
+        try:
+            while True:
+                try:
+                    msg = await rpc.read()
+                except grpc.aio.AioRpcError as e:
+                    raise _error_from_rpc(e) from None
+                if msg is grpc.aio.EOF:
+                    raise EngineError("Triton closed the stream before the final response")
+                if msg.error_message:
+                    raise _error_from_message(msg.error_message)
+                self.num_responses += 1
+                response = msg.infer_response
+                raw = response.raw_output_contents
+                ids = lps = None
+                for i, out in enumerate(response.outputs):
+                    name = out.name
+                    if name == OUTPUT_IDS:
+                        ids = memoryview(raw[i]).cast("i").tolist()
+                    elif name == OUTPUT_LOG_PROBS:
+                        lps = memoryview(raw[i]).cast("f").tolist()
+                    elif name == "total_draft_tokens":
+                        draft = struct.unpack("<i", raw[i])[0]
+                    elif name == "total_accepted_draft_tokens":
+                        accepted = struct.unpack("<i", raw[i])[0]
+                if ids:
+                    num_out += len(ids)
+                    yield TokenDelta(ids, lps)
                 if response.parameters["triton_final_response"].bool_param:
-                    yield Final(_scalar(result, "num_input_tokens", len(call.input_ids)),
-                                num_out,
-                                _scalar(result, "total_draft_tokens", 0),
-                                _scalar(result, "total_accepted_draft_tokens", 0))
+                    yield Final(num_out, draft, accepted)
                     return
         finally:
-            # A no-op after the final response; on an early exit (client gone) it cancels the request.
-            stream.cancel()
+            # A no-op after the final response; on an early exit (client gone, stop string) it cancels the
+            # request in Triton, which the engine sees at its next step.
+            rpc.cancel()
 
     async def close(self) -> None:
-        await self.client.close()
-
-
-def _scalar(result, name: str, default: int) -> int:
-    value = result.as_numpy(name) if result is not None else None
-    return default if value is None or value.size == 0 else int(value.reshape(-1)[0])
-
-
-def _status_for(error: InferenceServerException) -> int:
-    status = (error.status() or "").upper()
-    if "UNAVAILABLE" in status or "NOT_FOUND" in status:
-        return 503
-    if "INVALID_ARG" in status:
-        return 400
-    return 500
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub = None

@@ -6,104 +6,201 @@ parameter, the limit and the value given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trtpipe.serve.registry import ServedModel
 from trtpipe.serve.text import ChatTemplateError
 from trtpipe.serve.triton_stream import EngineCall
 
+MAX_STOP_STRINGS = 4
+
 
 class RequestError(Exception):
-    """A client error: `type` is stable and used both in the error envelope and as a metrics label."""
+    """An error with an OpenAI envelope: `type` is stable and used both in the envelope and as a metrics label."""
 
     def __init__(self, message: str, *, param: str | None = None, type: str = "invalid_request_error",
-                 code: str | None = None, status: int = 400):
+                 code: str | None = None, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message, self.param, self.type, self.code, self.status = message, param, type, code, status
+        self.headers = headers
+
+    def envelope(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 @dataclass(frozen=True)
 class Generation:
-    """A validated request: the engine call plus what the frontend itself applies to the text."""
+    """A validated request: one engine call per prompt, and what the frontend itself applies to the text.
 
-    call: EngineCall
-    prompt_text: str
+    Choice `p * n + j` is the j-th sample for prompt p (OpenAI's order for a list of prompts)."""
+
+    calls: list[EngineCall]
+    prompt_texts: list[str]
     stop_strings: list[str]
     max_tokens: int
     n: int
+    logprobs: bool = False
+    echo: bool = False
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.calls) * self.n
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return sum(len(c.input_ids) for c in self.calls)
+
+    def choice_call(self, index: int) -> EngineCall:
+        call = self.calls[index // self.n]
+        j = index % self.n
+        if j and call.seed is not None:
+            call = replace(call, seed=(call.seed + j) % 2**63)  # n choices from one seed must still differ
+        return call
 
 
-def _max_tokens(req, model: ServedModel) -> int:
-    value = getattr(req, "max_completion_tokens", None) or req.max_tokens
-    if value is None:
-        return model.spec.default_max_tokens
-    if value > model.spec.max_max_tokens:
-        param = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) else "max_tokens"
-        raise RequestError(f"`{param}` must be <= {model.spec.max_max_tokens}. Given: {value}", param=param)
-    return value
+def _max_tokens_param(req) -> tuple[str, int | None]:
+    value = getattr(req, "max_completion_tokens", None)
+    if value is not None:
+        return "max_completion_tokens", value
+    return "max_tokens", req.max_tokens
 
 
 def _stop_strings(stop) -> list[str]:
     stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if len(stops) > 4:
-        raise RequestError(f"`stop` takes at most 4 sequences. Given: {len(stops)}", param="stop")
+    if len(stops) > MAX_STOP_STRINGS:
+        raise RequestError(f"`stop` takes at most {MAX_STOP_STRINGS} sequences. Given: {len(stops)}", param="stop")
+    if any(s == "" for s in stops):
+        raise RequestError("`stop` sequences must not be empty strings", param="stop")
     return stops
 
 
-def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens: int) -> EngineCall:
+def _common_checks(req) -> None:
+    if req.logit_bias:
+        raise RequestError("`logit_bias` is not supported by this server", param="logit_bias")
+    if req.stream_options is not None and not req.stream:
+        raise RequestError("`stream_options` is only allowed when `stream` is true", param="stream_options")
+
+
+def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_value: int | None, param: str,
+                 prompt_param: str, logprobs: bool) -> tuple[EngineCall, int]:
     spec = model.spec
     if not prompt_ids:
-        raise RequestError("the prompt is empty", param="messages" if isinstance(req, ChatCompletionRequest) else "prompt")
-    if len(prompt_ids) > spec.max_input_len or len(prompt_ids) + max_tokens > spec.max_seq_len:
+        raise RequestError("the prompt is empty", param=prompt_param)
+    vocab = model.text.vocab_size
+    bad = [t for t in prompt_ids if not 0 <= t < vocab]
+    if bad:
+        raise RequestError(f"`{prompt_param}` token ids must be in 0..{vocab - 1}. Given: {bad[0]}", param=prompt_param)
+    n_prompt = len(prompt_ids)
+    if max_tokens_value is None:
+        # The configured default, shortened so that a prompt that fits never fails for want of room.
+        max_tokens = max(1, min(spec.default_max_tokens, spec.max_seq_len - n_prompt))
+    else:
+        max_tokens = max_tokens_value
+    if n_prompt > spec.max_input_len or n_prompt + max_tokens > spec.max_seq_len:
         raise RequestError(
             f"This model's maximum context length is {spec.max_seq_len} tokens (at most {spec.max_input_len} of "
-            f"them prompt). You requested {len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the "
-            f"prompt, {max_tokens} for the completion). Shorten the prompt or lower max_tokens.",
-            param="messages" if isinstance(req, ChatCompletionRequest) else "prompt", code="context_length_exceeded")
+            f"them prompt). You requested {n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} "
+            f"for the completion). Shorten the prompt or lower `{param}`.",
+            param=prompt_param, code="context_length_exceeded")
+    if req.min_tokens > max_tokens:
+        raise RequestError(f"`min_tokens` must be <= `{param}` ({max_tokens}). Given: {req.min_tokens}",
+                           param="min_tokens")
     eos = [] if req.ignore_eos else model.text.eos_token_ids
-    temperature = 1.0 if req.temperature is None else req.temperature
-    return EngineCall(
-        input_ids=prompt_ids, max_new_tokens=max_tokens,
+    call = EngineCall(
+        input_ids=list(prompt_ids), max_new_tokens=max_tokens,
         end_id=eos[0] if eos else None,
         # Further end-of-sequence ids (e.g. Llama 3's <|end_of_text|> beside <|eot_id|>) are stop words.
         stop_token_ids=[[e] for e in eos[1:]],
-        temperature=temperature, top_k=req.top_k or 0, top_p=1.0 if req.top_p is None else req.top_p,
-        seed=req.seed, min_tokens=req.min_tokens, presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty, repetition_penalty=req.repetition_penalty,
-    )
+        temperature=1.0 if req.temperature is None else req.temperature, top_k=req.top_k or 0,
+        top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, min_tokens=req.min_tokens,
+        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty, return_log_probs=logprobs)
+    return call, max_tokens
+
+
+def _check_max_tokens(req, model: ServedModel) -> tuple[str, int | None]:
+    param, value = _max_tokens_param(req)
+    if value is not None and value > model.spec.max_max_tokens:
+        raise RequestError(f"`{param}` must be <= {model.spec.max_max_tokens}. Given: {value}", param=param)
+    return param, value
+
+
+def _message_text(i: int, m) -> str:
+    if isinstance(m.content, list):
+        parts = []
+        for j, p in enumerate(m.content):
+            if p.type != "text" or p.text is None:
+                raise RequestError(f"`messages[{i}].content[{j}]`: only text parts are supported. Given type "
+                                   f"{p.type!r}", param=f"messages.{i}.content.{j}.type")
+            parts.append(p.text)
+        return "".join(parts)
+    return m.content or ""
 
 
 def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
-    if req.logprobs or req.top_logprobs:
-        raise RequestError("`logprobs` is not supported by this server yet", param="logprobs")
-    max_tokens = _max_tokens(req, model)
+    _common_checks(req)
+    if req.top_logprobs:
+        raise RequestError(f"`top_logprobs` must be 0: the engine returns the log-probability of the sampled token "
+                           f"only, not of alternatives. Given: {req.top_logprobs}", param="top_logprobs")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise RequestError("`top_logprobs` requires `logprobs` to be true", param="top_logprobs")
+    if req.tools:
+        raise RequestError("`tools` are not supported by this server", param="tools")
+    if req.tool_choice not in (None, "none"):
+        raise RequestError("`tool_choice` is not supported by this server", param="tool_choice")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise RequestError(f"`response_format` must be {{\"type\": \"text\"}}. Given type "
+                           f"{req.response_format.type!r}", param="response_format")
+    param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
+    messages = [{"role": m.role, "content": _message_text(i, m), **({"name": m.name} if m.name else {})}
+                for i, m in enumerate(req.messages)]
     try:
-        prompt = model.text.render_chat([{"role": m.role, "content": m.text()} for m in req.messages])
+        prompt = model.text.render_chat(messages)
     except ChatTemplateError as e:
         raise RequestError(str(e), param="messages") from None
-    ids = model.text.encode(prompt)
-    return Generation(_engine_call(req, model, ids, max_tokens), prompt, stops, max_tokens, req.n)
+    call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs)
+    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs)
+
+
+def _prompts(req: CompletionRequest, model: ServedModel) -> list[tuple[list[int], str]]:
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        return [(model.text.encode(prompt), prompt)]
+    if not prompt:
+        raise RequestError("`prompt` must not be empty", param="prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [(list(prompt), None)]
+    if all(isinstance(p, str) for p in prompt):
+        return [(model.text.encode(p), p) for p in prompt]
+    return [(list(p), None) for p in prompt]
 
 
 def validate_completion(req: CompletionRequest, model: ServedModel) -> Generation:
+    _common_checks(req)
     if req.logprobs:
-        raise RequestError("`logprobs` is not supported by this server yet", param="logprobs")
-    max_tokens = _max_tokens(req, model)
+        raise RequestError(f"`logprobs` must be 0 or null: the engine returns the log-probability of the sampled "
+                           f"token only, not the top alternatives. Given: {req.logprobs}", param="logprobs")
+    if req.suffix:
+        raise RequestError("`suffix` is not supported by this server", param="suffix")
+    if req.best_of is not None and req.best_of != req.n:
+        raise RequestError(f"`best_of` must equal `n` ({req.n}). Given: {req.best_of}", param="best_of")
+    want_logprobs = req.logprobs is not None
+    if req.echo and want_logprobs:
+        raise RequestError("`echo` with `logprobs` needs prompt log-probabilities, which the engine does not return",
+                           param="echo")
+    param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
-    prompt = req.prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
-        vocab = model.text.tokenizer.get_vocab_size()
-        if any(not 0 <= t < vocab for t in prompt):
-            raise RequestError(f"`prompt` token ids must be in 0..{vocab - 1}", param="prompt")
-        ids, text = list(prompt), model.text.tokenizer.decode(prompt, skip_special_tokens=False)
-    elif isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise RequestError("`prompt` as a list of strings takes exactly one string here", param="prompt")
-        text = prompt[0]
-        ids = model.text.encode(text)
-    else:
-        text = prompt
-        ids = model.text.encode(text)
-    return Generation(_engine_call(req, model, ids, max_tokens), text, stops, max_tokens, req.n)
+    prompts = _prompts(req, model)
+    if len(prompts) * req.n > 16:
+        raise RequestError(f"at most 16 choices per request (prompts x `n`). Given: {len(prompts) * req.n}",
+                           param="n")
+    calls, texts, max_tokens = [], [], 0
+    for ids, text in prompts:
+        call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs)
+        calls.append(call)
+        if text is None:  # token ids: echo shows them decoded, special tokens included
+            text = model.text.tokenizer.decode(ids, skip_special_tokens=False) if req.echo else ""
+        texts.append(text)
+    return Generation(calls, texts, stops, max_tokens, req.n, logprobs=want_logprobs, echo=req.echo)

@@ -69,3 +69,38 @@ def test_stop_string_prefix_that_does_not_complete_is_released():
 def test_earliest_of_several_stop_strings_wins():
     m = StopStringMatcher(["world", "lo"])
     assert m.feed("hello world") == ("hel", True)
+
+
+def test_the_byte_table_fast_path_is_used_for_byte_level_bpe(text):
+    assert text.token_bytes is not None
+    assert type(text.detokenizer()).__name__ == "ByteDetokenizer"
+
+
+def test_both_detokenizers_agree_with_the_full_decode_however_the_ids_are_grouped(text):
+    import random
+
+    from trtpipe.serve.text import ByteDetokenizer, IncrementalDetokenizer
+
+    rng = random.Random(0)
+    vocab = text.tokenizer.get_vocab_size()
+    for _ in range(300):
+        ids = [rng.randrange(vocab) for _ in range(rng.randrange(1, 24))]
+        cuts = sorted(rng.sample(range(1, len(ids)), min(3, len(ids) - 1))) if len(ids) > 1 else []
+        groups = [ids[a:b] for a, b in zip([0, *cuts], [*cuts, len(ids)])]
+        for detok in (ByteDetokenizer(text.token_bytes), IncrementalDetokenizer(text.tokenizer)):
+            deltas = [detok.add(g) for g in groups] + [detok.flush()]
+            # Equal joins also prove no delta ended inside a character: a premature U+FFFD would remain.
+            assert "".join(deltas) == text.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_a_chat_template_override_replaces_the_checkpoints(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt2")
+    write_synthetic_checkpoint("tiny-llama", d)
+    custom = ModelText.from_dir(d, "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}>")
+    assert custom.render_chat([{"role": "user", "content": "Hi"}]) == "[user] Hi\n>"
+
+
+def test_raise_exception_in_a_template_is_a_chat_template_error(text):
+    strict = ModelText(text.tokenizer, "{{ raise_exception('roles must alternate') }}", None, None, [])
+    with pytest.raises(ChatTemplateError, match="roles must alternate"):
+        strict.render_chat([{"role": "user", "content": "x"}])

@@ -1,0 +1,92 @@
+"""A client that goes away cancels its Triton requests: the engine's active-request and KV-block gauges
+(Triton's own /metrics) return to idle long before the generation could have finished, streaming or not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.helpers import wait_engine_busy, wait_engine_idle
+
+pytestmark = pytest.mark.e2e
+# 4 choices x 512 tokens: long enough that finishing it takes a measurable while on any machine.
+LONG = {"model": "tiny-llama", "prompt": "Tell me everything about robots.", "max_tokens": 512, "n": 4,
+        "temperature": 0, "ignore_eos": True}
+
+CLIENT = textwrap.dedent("""
+    import sys
+    from openai import OpenAI
+    client = OpenAI(base_url=sys.argv[1], api_key="x", max_retries=0)
+    stream = client.completions.create(model="tiny-llama", prompt="Tell me everything about robots.", n=4,
+                                       max_tokens=512, temperature=0, stream=True, extra_body={"ignore_eos": True})
+    for i, chunk in enumerate(stream):
+        if i == 2:
+            print("STREAMING", flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def full_s(frontend, triton) -> float:
+    """How long LONG takes when nobody cancels it (the yardstick for 'cancelled, not finished')."""
+    wait_engine_idle(triton.ports.metrics)
+    t0 = time.monotonic()
+    out = httpx.post(f"{frontend}/completions", json=LONG, timeout=120).json()
+    assert out["usage"]["completion_tokens"] == 4 * 512
+    return time.monotonic() - t0
+
+
+def test_a_streaming_client_killed_mid_stream_cancels_its_engine_requests(frontend, triton, full_s):
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, frontend], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert client.stdout.readline().strip() == "STREAMING"
+        busy = wait_engine_busy(triton.ports.metrics)
+        assert busy["num_active_requests"] >= 1 and busy["kv_blocks_used"] >= 1
+        client.send_signal(signal.SIGKILL)
+        client.wait(10)
+        t0 = time.monotonic()
+        idle = wait_engine_idle(triton.ports.metrics)
+        elapsed = time.monotonic() - t0
+    finally:
+        client.kill()
+    assert idle["num_active_requests"] == 0 and idle["kv_blocks_used"] == 0, idle
+    assert elapsed < 0.5 * full_s, (elapsed, full_s)  # most of the generation was still ahead
+
+
+def test_a_non_streaming_client_that_disconnects_cancels_its_engine_requests(frontend, triton, full_s):
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{frontend}/completions", json=LONG, timeout=httpx.Timeout(10, read=0.2 * full_s))
+    t0 = time.monotonic()  # the client has hung up
+    idle = wait_engine_idle(triton.ports.metrics)
+    assert idle["num_active_requests"] == 0 and idle["kv_blocks_used"] == 0, idle
+    assert time.monotonic() - t0 < 0.5 * full_s, full_s
+
+
+def test_closing_a_stream_early_cancels_and_frees_the_slot(frontend, triton, full_s):
+    with httpx.stream("POST", f"{frontend}/completions", json={**LONG, "stream": True}, timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break
+    t0 = time.monotonic()
+    idle = wait_engine_idle(triton.ports.metrics)
+    assert idle["num_active_requests"] == 0 and idle["kv_blocks_used"] == 0, idle
+    assert time.monotonic() - t0 < 0.5 * full_s
+    metrics = httpx.get(frontend.removesuffix("/v1") + "/metrics").text
+    assert 'trtpipe_num_requests_running{model="tiny-llama"} 0.0' in metrics
+    assert 'vllm:request_success_total{finished_reason="abort",model_name="tiny-llama"}' in metrics
+
+
+def test_a_stop_string_cancels_the_rest_of_the_generation(frontend, triton):
+    body = {**LONG, "n": 1}
+    full = httpx.post(f"{frontend}/completions", json={**body, "max_tokens": 30}, timeout=60).json()
+    text = full["choices"][0]["text"]
+    out = httpx.post(f"{frontend}/completions", json={**body, "stop": [text[5:8]]}, timeout=60).json()
+    assert out["choices"][0]["finish_reason"] == "stop" and out["usage"]["completion_tokens"] < 30
+    assert wait_engine_idle(triton.ports.metrics)["num_active_requests"] == 0

@@ -1,0 +1,38 @@
+"""`trtpipe serve` options -> ServeOptions (CliRunner; nothing is started)."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from trtpipe.serve import command
+
+
+def test_serve_options_reach_the_server(monkeypatch, tmp_path):
+    got = {}
+    monkeypatch.setattr("trtpipe.serve.server.serve", lambda opts, on_ready: got.setdefault("opts", opts))
+    keys = tmp_path / "keys"
+    keys.write_text("from-file\n")
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages }}")
+    result = CliRunner().invoke(command.serve, [
+        "--repo", str(tmp_path), "--port", "9100", "--triton", "10.0.0.1:8001", "--triton", "10.0.0.2:8001",
+        "--api-key", "secret-1", "--api-key-file", str(keys), "--protect-metrics", "--chat-template", str(template),
+        "--max-running", "8", "--max-waiting", "4", "--request-timeout", "30", "--keepalive", "5",
+        "--drain-timeout", "12", "--max-body-bytes", "1000"], env={"TRTPIPE_API_KEYS": "from-env"})
+    assert result.exit_code == 0, result.output
+    opts = got["opts"]
+    assert opts.triton_urls == ("10.0.0.1:8001", "10.0.0.2:8001") and opts.port == 9100
+    assert opts.api_keys == ("secret-1", "from-env", "from-file") and opts.protect_metrics
+    assert "secret" not in repr(opts) and "secret" not in result.output  # keys are never printed
+    assert opts.chat_template == "{{ messages }}"
+    assert (opts.max_running, opts.max_waiting, opts.request_timeout_s, opts.keepalive_s, opts.drain_timeout_s,
+            opts.max_body_bytes) == (8, 4, 30.0, 5.0, 12.0, 1000)
+
+
+def test_frontend_settings_follow_the_options(tmp_path):
+    from trtpipe.serve.server import ServeOptions, frontend_settings
+
+    opts = ServeOptions(repo=tmp_path, api_keys=("sk-very-secret",), request_timeout_s=9.0)
+    settings = frontend_settings(opts, ("a:1", "b:2"))
+    assert settings.replica_urls == ("a:1", "b:2") and settings.request_timeout_s == 9.0
+    assert settings.api_keys == ("sk-very-secret",) and "sk-very-secret" not in repr(settings)
