@@ -72,7 +72,9 @@ def find_tritonserver() -> TritonInstall:
     libs = root.parent.parent / "nvidia_pytriton.libs"
     venv_bin = str(Path(sys.executable).parent)
     env = {
-        "LD_LIBRARY_PATH": os.pathsep.join(p for p in (str(libs), os.environ.get("LD_LIBRARY_PATH", "")) if p),
+        # The stub links libpython3.X.so: this interpreter's own (pyenv, a venv's base) before the system's.
+        "LD_LIBRARY_PATH": os.pathsep.join(p for p in (str(libs), sysconfig.get_config_var("LIBDIR") or "",
+                                                       os.environ.get("LD_LIBRARY_PATH", "")) if p),
         # The Python-backend stub embeds libpython: it must see the same packages as this process.
         "PATH": os.pathsep.join((venv_bin, os.environ.get("PATH", ""))),
         "PYTHONPATH": os.pathsep.join(p for p in (sysconfig.get_paths()["purelib"], *_editable_roots(),
@@ -110,8 +112,8 @@ class TritonServer:
     """One tritonserver process. Use as a context manager, or start()/stop()."""
 
     def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
-                 extra_args: list[str] = (), exit_timeout_s: int = 5):
-        self.repo, self.ports = Path(repo), ports
+                 extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1"):
+        self.repo, self.ports, self.address = Path(repo), ports, address
         self.log_path = log_path or trtpipe_home() / "logs" / "tritonserver.log"
         self.extra_args, self.exit_timeout_s = list(extra_args), exit_timeout_s
         self.process: subprocess.Popen | None = None
@@ -128,6 +130,9 @@ class TritonServer:
         argv = [str(install.binary), f"--model-repository={self.repo}",
                 f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}",
                 f"--metrics-port={self.ports.metrics}",
+                # Loopback only: the frontend is Triton's client. Expose Triton itself with extra_args.
+                f"--http-address={self.address}", f"--grpc-address={self.address}",
+                f"--metrics-address={self.address}",
                 # explicit control: trtpipe loads new versions and rollbacks through the repository API.
                 "--model-control-mode=explicit", "--load-model=*",
                 f"--exit-timeout-secs={self.exit_timeout_s}", "--log-verbose=0"]
