@@ -6,10 +6,10 @@ given concurrency from this process, and reads the frontend process's CPU time (
 /proc/<pid>/stat) before and after. The frontend's idle CPU (health checks) over the same wall time is
 measured first and subtracted.
 
-It then runs the same load through the frontend's Triton client alone (TritonEngineClient.generate, one
-gRPC stream per request, no HTTP) in a child process: that is the floor any gRPC-fed frontend pays per
-token (grpcio receiving one message per token). `frontend_own_us_per_token` is the difference: HTTP,
-detokenization, chunk formatting and metrics.
+It then runs the same load against a second frontend process whose Triton replicas are replaced by a fake
+engine (tokens paced by the event loop, no gRPC): `frontend_own_us_per_token` is what the frontend's own
+work costs (HTTP, admission, detokenization, chunk formatting, metrics) without grpcio's per-message receive,
+which on a small machine is of the same order as the whole budget (one gRPC message per streamed token).
 
     .venv/bin/python bench/frontend_cpu.py                       # 64 requests x 128 tokens at concurrency 16
     .venv/bin/python bench/frontend_cpu.py --requests 128 --concurrency 64 --max-tokens 64 --repo REPO
@@ -64,30 +64,61 @@ def serve_frontend(repo: str, grpc_url: str, port: int) -> None:
     prof.dump_stats(profile)
 
 
-async def grpc_floor(grpc_url: str, n: int, concurrency: int, max_tokens: int) -> None:
-    """The child process: N engine streams through TritonEngineClient; prints its CPU per token as JSON."""
-    from trtpipe.serve.triton_stream import EngineCall, TokenDelta, TritonEngineClient
+def serve_fake_frontend(repo: str, port: int) -> None:
+    """The same frontend, its replica pool replaced by a fake engine: one token per step of the event loop."""
+    import uvicorn
 
-    client = TritonEngineClient(grpc_url)
-    sem = asyncio.Semaphore(concurrency)
+    from trtpipe.serve import replicas
+    from trtpipe.serve.app import FrontendSettings, create_app
+    from trtpipe.serve.triton_stream import Final, TokenDelta
 
-    async def one(i: int) -> int:
-        call = EngineCall(input_ids=[10 + i % 500, 20, 30, 40 + i % 7], max_new_tokens=max_tokens, temperature=0.0,
-                          min_tokens=max_tokens)
-        async with sem:
-            return sum([len(ev.token_ids) async for ev in client.generate("tiny-llama-engine", call)
-                        if type(ev) is TokenDelta])
+    async def generate(self, model, call, outputs, pin=None):
+        for i in range(call.max_new_tokens):
+            await asyncio.sleep(0.001)
+            yield TokenDelta([300 + i % 200], None)
+        yield Final(call.max_new_tokens)
 
-    await asyncio.gather(*(one(i) for i in range(min(8, n))))
-    c0 = time.process_time()
-    tokens = sum(await asyncio.gather(*(one(i) for i in range(n))))
-    print(json.dumps({"tokens": tokens, "us_per_token": 1e6 * (time.process_time() - c0) / tokens}))
+    async def healthy(self, *args, **kwargs):
+        for r in self.replicas:
+            r.reachable = r.healthy = True
+
+    replicas.ReplicaPool.generate, replicas.ReplicaPool.check = generate, healthy
+    app = create_app(FrontendSettings(repo=Path(repo), triton_grpc_url="127.0.0.1:9"))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def floor_run(grpc_url: str, args) -> float:
-    out = subprocess.run([sys.executable, __file__, "--grpc-floor", grpc_url, str(args.requests),
-                          str(args.concurrency), str(args.max_tokens)], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)["us_per_token"]
+def start_frontend(argv: list[str], url: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, __file__, *argv])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise SystemExit("the frontend did not become ready")
+        time.sleep(0.2)
+
+
+def measure(process: subprocess.Popen, url: str, args) -> dict:
+    """Warm up, measure idle CPU, then --repeat runs of the load: CPU per streamed token of `process`."""
+    asyncio.run(run_load(url, min(8, args.requests), min(8, args.concurrency), 16))
+    idle0, t0 = cpu_seconds(process.pid), time.monotonic()
+    time.sleep(2.0)
+    idle_rate = (cpu_seconds(process.pid) - idle0) / (time.monotonic() - t0)
+    runs = []
+    for _ in range(args.repeat):
+        c0, t0 = cpu_seconds(process.pid), time.monotonic()
+        tokens = asyncio.run(run_load(url, args.requests, args.concurrency, args.max_tokens))
+        cpu, wall = cpu_seconds(process.pid) - c0, time.monotonic() - t0
+        runs.append({"tokens": tokens, "tokens_per_s": tokens / wall,
+                     "us_per_token": 1e6 * (cpu - idle_rate * wall) / max(tokens, 1)})
+    return {"idle_cpu_per_s": round(idle_rate, 4),
+            "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in runs), 1),
+            "us_per_token": round(statistics.median(r["us_per_token"] for r in runs), 1),
+            "us_per_token_runs": [round(r["us_per_token"], 1) for r in runs]}
 
 
 async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> int:
@@ -95,7 +126,8 @@ async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_toke
             "ignore_eos": True, "stream_options": {"include_usage": True}}
     tokens = 0
     async with client.stream("POST", f"{url}/v1/completions", json=body) as r:
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise SystemExit(f"the frontend answered {r.status_code}: {(await r.aread()).decode()[:500]}")
         async for line in r.aiter_lines():
             if line.startswith("data: {"):
                 usage = json.loads(line[6:]).get("usage")
@@ -136,58 +168,34 @@ def main() -> int:
     triton = TritonServer(repo, TritonPorts(free_port(), free_port(), free_port()), log_path=home / "triton.log",
                           exit_timeout_s=2)
     triton.start()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    frontend = subprocess.Popen([sys.executable, __file__, "--serve-frontend", str(repo), triton.grpc_url, str(port)])
+    result = {"requests": args.requests, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+              "repeats": args.repeat}
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        for label, argv in (("real_triton", ["--serve-frontend", str(repo), triton.grpc_url]),
+                            ("fake_engine", ["--serve-fake-frontend", str(repo)])):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            frontend = start_frontend([*argv, str(port)], url)
             try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or frontend.poll() is not None:
-                raise SystemExit("the frontend did not become ready")
-            time.sleep(0.2)
-        asyncio.run(run_load(url, min(8, args.requests), min(8, args.concurrency), 16))  # warm-up
-        idle0, t0 = cpu_seconds(frontend.pid), time.monotonic()
-        time.sleep(2.0)
-        idle_rate = (cpu_seconds(frontend.pid) - idle0) / (time.monotonic() - t0)
-        # Frontend and floor runs interleaved, --repeat times each: this kind of machine is noisy, the median holds.
-        runs, floors = [], []
-        for _ in range(args.repeat):
-            c0, t0 = cpu_seconds(frontend.pid), time.monotonic()
-            tokens = asyncio.run(run_load(url, args.requests, args.concurrency, args.max_tokens))
-            cpu, wall = cpu_seconds(frontend.pid) - c0, time.monotonic() - t0
-            runs.append({"tokens": tokens, "wall_s": wall, "cpu_s": cpu,
-                         "us_per_token": 1e6 * (cpu - idle_rate * wall) / max(tokens, 1)})
-            floors.append(floor_run(triton.grpc_url, args))
-        per_token = statistics.median(r["us_per_token"] for r in runs)
-        floor = statistics.median(floors)
-        print(json.dumps({"requests": args.requests, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
-                          "repeats": args.repeat, "streamed_tokens_per_run": runs[0]["tokens"],
-                          "tokens_per_s": round(statistics.median(r["tokens"] / r["wall_s"] for r in runs), 1),
-                          "idle_cpu_per_s": round(idle_rate, 4),
-                          "frontend_cpu_us_per_token": round(per_token, 1),
-                          "frontend_cpu_us_per_token_runs": [round(r["us_per_token"], 1) for r in runs],
-                          "grpc_client_floor_us_per_token": round(floor, 1),
-                          "grpc_client_floor_runs": [round(f, 1) for f in floors],
-                          "frontend_own_us_per_token": round(per_token - floor, 1)}, indent=2))
+                result[label] = measure(frontend, url, args)
+            finally:
+                frontend.send_signal(signal.SIGTERM)
+                try:
+                    frontend.wait(30)
+                except subprocess.TimeoutExpired:
+                    frontend.kill()
     finally:
-        frontend.send_signal(signal.SIGTERM)
-        try:
-            frontend.wait(30)
-        except subprocess.TimeoutExpired:
-            frontend.kill()
         triton.stop()
+    result["frontend_cpu_us_per_token"] = result["real_triton"]["us_per_token"]
+    result["frontend_own_us_per_token"] = result["fake_engine"]["us_per_token"]
+    print(json.dumps(result, indent=2))
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--serve-frontend":
         serve_frontend(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    elif len(sys.argv) == 6 and sys.argv[1] == "--grpc-floor":
-        asyncio.run(grpc_floor(sys.argv[2], *map(int, sys.argv[3:])))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--serve-fake-frontend":
+        serve_fake_frontend(sys.argv[2], int(sys.argv[3]))
     else:
         sys.exit(main())

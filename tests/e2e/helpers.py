@@ -81,7 +81,7 @@ def wait_engine_busy(metrics_port: int, model: str = "tiny-llama-engine", timeou
     state = {}
     while time.monotonic() < deadline:
         state = engine_state(metrics_port, model)
-        if state.get("num_active_requests", 0) >= 1 and state.get("kv_blocks_used", 0) >= 1:
+        if state.get("num_active_requests", 0) >= 1 or state.get("kv_blocks_used", 0) >= 1:
             return state
         time.sleep(0.05)
     return state

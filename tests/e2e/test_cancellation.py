@@ -21,14 +21,16 @@ LONG = {"model": "tiny-llama", "prompt": "Tell me everything about robots.", "ma
         "temperature": 0, "ignore_eos": True}
 
 CLIENT = textwrap.dedent("""
-    import sys
+    import sys, time
     from openai import OpenAI
     client = OpenAI(base_url=sys.argv[1], api_key="x", max_retries=0)
     stream = client.completions.create(model="tiny-llama", prompt="Tell me everything about robots.", n=4,
                                        max_tokens=512, temperature=0, stream=True, extra_body={"ignore_eos": True})
+    t0 = time.monotonic()
     for i, chunk in enumerate(stream):
         if i == 2:
             print("STREAMING", flush=True)
+    print("END", i, time.monotonic() - t0, flush=True)
 """)
 
 
@@ -47,8 +49,10 @@ def test_a_streaming_client_killed_mid_stream_cancels_its_engine_requests(fronte
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert client.stdout.readline().strip() == "STREAMING"
+        tb = time.monotonic()
         busy = wait_engine_busy(triton.ports.metrics)
-        assert busy["num_active_requests"] >= 1 and busy["kv_blocks_used"] >= 1
+        assert busy.get("num_active_requests", 0) >= 1, (busy, time.monotonic() - tb, client.poll(),
+                                                          client.stdout.read() if client.poll() is not None else "")
         client.send_signal(signal.SIGKILL)
         client.wait(10)
         t0 = time.monotonic()

@@ -86,13 +86,16 @@ def test_sigterm_drains_streams_then_stops_triton_and_exits_0(built_repo, trtpip
     assert code == 0, log_path.read_text()
     assert len(out) == 20
     assert any(out[i][1] > t_term for i in range(1, 20, 2))  # some short ones finished during the drain
-    for i, (lines, _) in out.items():
+    cut = 0
+    for i, (lines, t_end) in out.items():
         assert not isinstance(lines, Exception), (i, lines)
         assert lines[-1] == "data: [DONE]", (i, lines[-3:])
-        if i % 2:  # short: finished normally within the budget
-            assert '"finish_reason":"length"' in lines[-2], lines[-3:]
-        else:  # long: ended by the drain with an error event
+        if i % 2 or '"error"' not in lines[-2]:  # finished normally: before SIGTERM or within the budget
+            assert '"finish_reason":"length"' in lines[-2] and t_end < t_term + 1.5 + 2, lines[-3:]
+        else:  # still running when the budget ran out: ended with an error event
             assert '"code":"server_shutting_down"' in lines[-2], lines[-3:]
+            cut += 1
+    assert cut >= 1
     # Triton stopped with the frontend: its gRPC port is closed.
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{grpc_port}", timeout=2)

@@ -64,7 +64,11 @@ def test_cancelled_stream_frees_the_request_and_its_kv_blocks(triton):
     session = StreamSession(triton.grpc_url)
     session.send(MODEL, inputs(PROMPT * 8, 800, min_tokens=np.array([[800]], dtype=np.int32)))
     session.responses.get(timeout=30)  # generation has started
+    deadline = time.monotonic() + 10  # the engine publishes its gauges at most every 50 ms
     busy = engine_state(triton.ports.metrics)
+    while time.monotonic() < deadline and not busy.get("num_active_requests"):
+        time.sleep(0.05)
+        busy = engine_state(triton.ports.metrics)
     session.close(cancel=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -126,10 +126,9 @@ class Inflight:
 
     async def wait_idle(self, timeout_s: float) -> bool:
         try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
             return True
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return False
 
     def abort_all(self, error: RequestError) -> int:

@@ -1,9 +1,10 @@
-"""The OpenAI-compatible frontend: FastAPI routes over the registry, the Triton replicas and the metrics.
+"""The OpenAI-compatible frontend: FastAPI app over the registry, the Triton replicas and the metrics.
 
-A generation request goes: auth and body-size guards (middleware.py) -> pydantic parsing -> validation
-(400 naming the parameter, before Triton is called) -> admission (429 beyond the bounds) -> a
-GenerationResponse that owns the request's lifetime (deadline, disconnect, drain) -> choices streamed from
-the engine (speculation.py when the model has a draft) -> chunks.py bytes.
+A generation request goes: body-size and API-key guards (middleware.py) -> GenerationRoutes (pydantic
+parsing) -> validation.py (400 naming the parameter, before Triton is called) -> admission (429 beyond the
+bounds) -> a GenerationResponse that owns the request's lifetime (deadline, disconnect, drain, keep-alives)
+-> choices streamed from the engine (speculation.py when the model has a draft) -> chunks.py bytes.
+Everything else (models, health, metrics, OpenAPI) is plain FastAPI; every error is an OpenAI envelope.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class FrontendSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     retry_after_s: int = 1
     health_interval_s: float = 2.0
-    canary_interval_s: float = 10.0
+    canary_interval_s: float = 30.0
     health_timeout_s: float = 10.0
     speculation: SpeculationConfig = SpeculationConfig()
     # model -> draft model, beside (or instead of) the drafts named in the models' specs

@@ -45,8 +45,12 @@ class Frontend:
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        # Load every model's tokenizer, template and limits now, off the event loop (a large tokenizer.json
+        # takes a while to parse); the health loop keeps reloading published changes in a thread too.
+        await asyncio.to_thread(self.registry.all)
         self._health = asyncio.create_task(self.pool.run_health_checks(
-            self._canary_models, s.health_interval_s, s.canary_interval_s, s.health_timeout_s))
+            lambda: asyncio.to_thread(self._canary_models), s.health_interval_s, s.canary_interval_s,
+            s.health_timeout_s))
 
     async def stop(self) -> None:
         if self._health is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from trtpipe.serve.triton_stream import (EngineCall, EngineUnavailable, EngineUnreachable, Final, TokenDelta,
                                          TritonEngineClient)
@@ -115,16 +115,18 @@ class ReplicaPool:
         replica._seen_responses = replica.client.num_responses
         if replica.healthy and (traffic or now - replica._last_canary < canary_interval_s):
             return
+        async def canaries() -> None:
+            for model, token_id in canary_models:
+                call = EngineCall(input_ids=[token_id], max_new_tokens=1, temperature=0.0)
+                async for _ in replica.client.generate(model, call):
+                    pass
+
         try:
-            async with asyncio.timeout(timeout_s):
-                for model, token_id in canary_models:
-                    call = EngineCall(input_ids=[token_id], max_new_tokens=1, temperature=0.0)
-                    async for _ in replica.client.generate(model, call):
-                        pass
+            await asyncio.wait_for(canaries(), timeout_s)  # not asyncio.timeout(): Python 3.10
         except EngineUnreachable as e:
             replica.mark_unreachable(str(e))
             return
-        except TimeoutError:
+        except asyncio.TimeoutError:
             replica.mark_unhealthy(f"the canary generation took over {timeout_s:g} s")
             return
         except Exception as e:  # noqa: BLE001 - any failure of the canary means not ready
@@ -135,10 +137,10 @@ class ReplicaPool:
             log.info("Triton replica %s is healthy", replica.url)
         replica.healthy, replica.last_error = True, None
 
-    async def run_health_checks(self, canary_models: Callable[[], list[tuple[str, int]]], interval_s: float,
-                                canary_interval_s: float, timeout_s: float) -> None:
+    async def run_health_checks(self, canary_models: Callable[[], Awaitable[list[tuple[str, int]]]],
+                                interval_s: float, canary_interval_s: float, timeout_s: float) -> None:
         while True:
-            models = canary_models()
+            models = await canary_models()
             await asyncio.gather(*(self.check(r, models, canary_interval_s, timeout_s) for r in self.replicas))
             await asyncio.sleep(interval_s)
 

@@ -67,9 +67,9 @@ class GenerationResponse(Response):
                 message = await receive()
             else:
                 try:
-                    async with asyncio.timeout(self.keepalive_s):
-                        message = await receive()
-                except TimeoutError:
+                    # wait_for, not asyncio.timeout(): that needs Python 3.11 (we support 3.10).
+                    message = await asyncio.wait_for(receive(), self.keepalive_s)
+                except asyncio.TimeoutError:
                     if self._num_sent == last_seen and not self._sending:
                         if not self._started:
                             await self._start(send)
@@ -109,7 +109,8 @@ class GenerationResponse(Response):
         except asyncio.CancelledError:
             if ticket.abort_error is None and not ticket.disconnected:
                 raise  # the server is cancelling us (forced shutdown)
-            task.uncancel()
+            if hasattr(task, "uncancel"):  # Python 3.11+ counts cancellations; 3.10 has nothing to undo
+                task.uncancel()
             error = ticket.abort_error  # None: the client went away, nobody to answer
         except Exception as e:  # noqa: BLE001 - every failure becomes an error envelope, never a traceback
             error = as_request_error(e)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import codecs
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from jinja2.exceptions import TemplateError
+from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
@@ -104,11 +106,23 @@ class ModelText:
 _TEMPLATES: dict[str, object] = {}
 
 
+def _tojson(value, indent=None, separators=None, sort_keys=False):
+    # As transformers' template filter: unicode kept, not escaped for HTML.
+    return json.dumps(value, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
 def _compile(source: str):
-    """Hugging Face renders chat templates in an immutable sandbox with trim_blocks / lstrip_blocks."""
+    """As Hugging Face renders chat templates: an immutable sandbox with trim_blocks / lstrip_blocks, loop
+    controls, and the `tojson` filter and `raise_exception` / `strftime_now` globals that templates use."""
     if source not in _TEMPLATES:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
         try:
             _TEMPLATES[source] = env.from_string(source)
         except TemplateError as e:

@@ -11,6 +11,7 @@ the tritonclient form for scripts that drive Triton directly (bench/grpc_direct.
 from __future__ import annotations
 
 import struct
+import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -185,6 +186,9 @@ class TritonEngineClient:
         self.url = url
         self._channel: grpc.aio.Channel | None = None
         self._stub = None
+        # Request ids must be unique on the Triton side across every client (the engine refuses a duplicate of a
+        # running id): a random prefix per client, then a counter.
+        self._id_prefix = uuid.uuid4().hex[:16]
         self._next_id = 0
         self.num_responses = 0  # responses received: proof of life for the health checker
 
@@ -211,7 +215,7 @@ class TritonEngineClient:
     async def generate(self, model: str, call: EngineCall, outputs: tuple[str, ...] = (OUTPUT_IDS,)
                        ) -> AsyncIterator[TokenDelta | Final]:
         self._next_id += 1
-        request = call.to_request(model, f"{id(self):x}-{self._next_id}", outputs)
+        request = call.to_request(model, f"{self._id_prefix}-{self._next_id}", outputs)
         rpc = self.stub.ModelStreamInfer((request,))
         num_out = draft = accepted = 0
         try:

@@ -104,3 +104,11 @@ def test_raise_exception_in_a_template_is_a_chat_template_error(text):
     strict = ModelText(text.tokenizer, "{{ raise_exception('roles must alternate') }}", None, None, [])
     with pytest.raises(ChatTemplateError, match="roles must alternate"):
         strict.render_chat([{"role": "user", "content": "x"}])
+
+
+def test_templates_get_the_hugging_face_helpers(text):
+    source = ("{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m | tojson }}{% endfor %}"
+              "{{ strftime_now('%Y') | length }}")
+    rendered = ModelText(text.tokenizer, source, None, None, []).render_chat(
+        [{"role": "user", "content": "héllo"}, {"role": "assistant", "content": "x"}], add_generation_prompt=False)
+    assert rendered == '{"role": "user", "content": "héllo"}4'
