@@ -119,14 +119,16 @@ def test_probes_use_the_frontends_health_endpoints_on_its_port():
 
 
 def _shutdown_seconds() -> int:
-    """What `trtpipe serve` takes after SIGTERM at most: the frontend's graceful shutdown, then Triton's
-    exit timeout plus the 10 s the launcher waits before killing it."""
+    """What `trtpipe serve` takes after SIGTERM at most: the drain budget for in-flight requests, the
+    frontend's graceful shutdown, then Triton's exit timeout plus the 10 s the launcher waits before
+    killing it."""
     serve = ROOT / "pipeline" / "trtpipe" / "serve"  # read, not imported: only the numbers matter here
+    drain = re.search(r'"--drain-timeout", default=(\d+)', (serve / "command.py").read_text())
     graceful = re.search(r"timeout_graceful_shutdown=(\d+)", (serve / "server.py").read_text())
     exit_timeout = re.search(r"exit_timeout_s: int = (\d+)", (serve / "launcher.py").read_text())
     kill_wait = re.search(r"wait\(timeout=self\.exit_timeout_s \+ (\d+)\)", (serve / "launcher.py").read_text())
-    assert graceful and exit_timeout and kill_wait, "serve's shutdown timeouts moved; update this test"
-    return int(graceful.group(1)) + int(exit_timeout.group(1)) + int(kill_wait.group(1))
+    assert drain and graceful and exit_timeout and kill_wait, "serve's shutdown timeouts moved; update this test"
+    return int(drain.group(1)) + int(graceful.group(1)) + int(exit_timeout.group(1)) + int(kill_wait.group(1))
 
 
 def test_termination_grace_covers_the_prestop_drain_and_the_servers_shutdown():
