@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU smoke test of trtpipe's TensorRT-LLM path: the steps that cannot run on a machine without a GPU.
 #
-# Run it from the repository root inside the pinned image (docker/GPU.md explains each step):
+# Run it from the repository root inside the pinned image (README.md, "The GPU path", explains each step):
 #   docker run --rm --gpus all --ipc=host --ulimit memlock=-1 --shm-size=16g -e HF_TOKEN \
 #     -v "$PWD":/workspace -w /workspace nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3 \
 #     bash scripts/gpu-smoke.sh
