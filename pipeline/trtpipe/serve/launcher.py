@@ -112,8 +112,11 @@ class TritonServer:
     """One tritonserver process. Use as a context manager, or start()/stop()."""
 
     def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
-                 extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1"):
-        self.repo, self.ports, self.address = Path(repo), ports, address
+                 extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1",
+                 launch=None):
+        """`launch`: a trt.launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
+        replace ours: one tritonserver, or mpirun with one per rank)."""
+        self.repo, self.ports, self.address, self.launch = Path(repo), ports, address, launch
         self.log_path = log_path or trtpipe_home() / "logs" / "tritonserver.log"
         self.extra_args, self.exit_timeout_s = list(extra_args), exit_timeout_s
         self.process: subprocess.Popen | None = None
@@ -127,6 +130,8 @@ class TritonServer:
         return f"127.0.0.1:{self.ports.grpc}"
 
     def argv(self, install: TritonInstall) -> list[str]:
+        if self.launch is not None:
+            return list(self.launch.argv) + self.extra_args
         argv = [str(install.binary), f"--model-repository={self.repo}",
                 f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}",
                 f"--metrics-port={self.ports.metrics}",
@@ -147,8 +152,9 @@ class TritonServer:
         install = find_tritonserver()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
+        launch_env = self.launch.env if self.launch is not None else {}
         self.process = subprocess.Popen(self.argv(install), stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **install.env}, start_new_session=True,
+                                        env={**os.environ, **install.env, **launch_env}, start_new_session=True,
                                         preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -174,7 +180,8 @@ class TritonServer:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        # The whole process group: with mpirun, every rank's tritonserver.
+        os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=self.exit_timeout_s + 10)
         except subprocess.TimeoutExpired:

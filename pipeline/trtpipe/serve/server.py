@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -96,7 +97,8 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
             urls = tuple(opts.triton_urls)
         else:
             triton = stack.enter_context(TritonServer(opts.repo, opts.triton_ports, log_path=opts.triton_log,
-                                                      extra_args=list(opts.triton_args)))
+                                                      extra_args=list(opts.triton_args),
+                                                      launch=_trt_launch(opts)))
             stack.enter_context(_recorded(opts.repo, triton))
             urls = (triton.grpc_url,)
         app = create_app(frontend_settings(opts, urls))
@@ -106,6 +108,20 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
         on_ready(f"http://{opts.host}:{opts.port}/v1")
         with _signals_end_uvicorn_only():
             server.run()
+
+
+def _trt_launch(opts: ServeOptions):
+    """For TensorRT-LLM engines: check this machine against their builds first (refusing with what to
+    do), then launch as TensorRT-LLM's own script does (mpirun leader mode for tp*pp > 1)."""
+    from trtpipe.trt.launch import engine_models_in_repo, launch_plan
+
+    if not engine_models_in_repo(opts.repo):
+        return None
+    from trtpipe.trt.preflight import preflight_repository
+
+    preflight_repository(opts.repo)
+    tritonserver = shutil.which("tritonserver") or "/opt/tritonserver/bin/tritonserver"
+    return launch_plan(opts.repo, opts.triton_ports, tritonserver=tritonserver, exit_timeout_secs=5)
 
 
 @contextmanager

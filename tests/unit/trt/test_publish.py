@@ -178,3 +178,15 @@ def test_republishing_the_same_engine_changes_nothing(tmp_path, upstream):
     tree = _tree(repo)
     again = _publish(repo, "llama-70b", "k1", _sources(tmp_path / "b", tp=4))
     assert again.unchanged and again.version == 1 and _tree(repo) == tree
+
+
+def test_serve_on_a_trt_repository_without_a_gpu_refuses_before_starting_triton(tmp_path, upstream):
+    """What `trtpipe serve` does with TensorRT-LLM engines on this machine: the preflight compares the
+    machine with the build and refuses with what to do; no tritonserver is started. TensorRT-LLM is not run."""
+    from trtpipe.errors import TrtpipeError
+    from trtpipe.serve.server import ServeOptions, serve
+
+    repo = tmp_path / "repo"
+    _publish(repo, "llama-70b", "k70", _sources(tmp_path / "s70", tp=4))
+    with pytest.raises(TrtpipeError, match=r"(?s)llama-70b needs 4 GPU\(s\).*this machine has 0.*Fix: run on a node with 4 GPUs"):
+        serve(ServeOptions(repo=repo))
