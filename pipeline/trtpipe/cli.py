@@ -10,15 +10,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from trtpipe.cli_options import REPO_OPTION, resolve_repo
+
 console = Console(stderr=True)
-REPO_OPTION = click.option("--repo", type=click.Path(path_type=Path), default=None,
-                           help="Triton model repository [default: $TRTPIPE_HOME/model_repository]")
-
-
-def _repo(repo: Path | None) -> Path:
-    from trtpipe.repo.layout import default_repository
-
-    return (repo or default_repository()).expanduser().resolve()
 
 
 @click.group()
@@ -65,7 +59,7 @@ def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...]
     from trtpipe.config import load_config
 
     if build_every:
-        _build_all(_repo(repo), match, report, not no_publish)
+        _build_all(resolve_repo(repo), match, report, not no_publish)
         return
     if not config_name:
         raise click.UsageError("give a CONFIG_NAME (e.g. tiny-llama) or --all")
@@ -73,7 +67,7 @@ def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...]
     if dry_run:
         from trtpipe.dry_run import describe_build
 
-        click.echo(describe_build(config, _repo(repo)))
+        click.echo(describe_build(config, resolve_repo(repo)))
         return
     table = _BuildTable()
     with Live(table, console=console, refresh_per_second=8, transient=False) as live:
@@ -81,12 +75,12 @@ def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...]
             table.update(stage, status, seconds, key)
             live.refresh()
 
-        result = run_build(config, _repo(repo), force=set(force), publish=not no_publish, gate=gate,
+        result = run_build(config, resolve_repo(repo), force=set(force), publish=not no_publish, gate=gate,
                            progress=progress)
     console.print()
     if result.published:
         word = "unchanged, still live" if result.published.unchanged else "published"
-        console.print(f"{config.name}: version {result.published.version} {word} in {_repo(repo)}")
+        console.print(f"{config.name}: version {result.published.version} {word} in {resolve_repo(repo)}")
 
 
 def _build_all(repo: Path, match: str, report: Path | None, publish: bool) -> None:
@@ -143,7 +137,7 @@ def cache_gc(repo: Path | None, remove_all: bool) -> None:
     from trtpipe.cache import ArtifactCache
     from trtpipe.repo.versions import referenced_stage_keys
 
-    keep = set() if remove_all else referenced_stage_keys(_repo(repo))
+    keep = set() if remove_all else referenced_stage_keys(resolve_repo(repo))
     removed = ArtifactCache().gc(keep)
     console.print(f"removed {len(removed)} artifact(s); kept {len(keep)} referenced key(s)")
 
@@ -157,7 +151,7 @@ def models(repo: Path | None) -> None:
     table = Table()
     for col in ("model", "live", "versions", "backend", "engine key", "built"):
         table.add_column(col)
-    for row in list_versions(_repo(repo)):
+    for row in list_versions(resolve_repo(repo)):
         table.add_row(row["model"], str(row["live"]), ",".join(map(str, row["versions"])), row["backend"],
                       row["engine_key"], row["created_at"])
     Console().print(table)
@@ -171,7 +165,7 @@ def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
     """Make an older version of MODEL live again."""
     from trtpipe.repo.versions import rollback as run_rollback
 
-    version = run_rollback(_repo(repo), model, to_version)
+    version = run_rollback(resolve_repo(repo), model, to_version)
     console.print(f"{model}: version {version} is live")
 
 

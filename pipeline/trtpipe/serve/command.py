@@ -7,15 +7,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from trtpipe.cli_options import REPO_OPTION, resolve_repo
+
 console = Console(stderr=True)
-REPO_OPTION = click.option("--repo", type=click.Path(path_type=Path), default=None,
-                           help="Triton model repository [default: $TRTPIPE_HOME/model_repository]")
-
-
-def _repo(repo: Path | None) -> Path:
-    from trtpipe.repo.layout import default_repository
-
-    return (repo or default_repository()).expanduser().resolve()
 
 
 @click.command()
@@ -54,7 +48,7 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
     from trtpipe.serve.server import serve as run_serve
 
     keys = load_api_keys(api_keys, api_key_file)
-    opts = ServeOptions(repo=_repo(repo), host=host, port=port,
+    opts = ServeOptions(repo=resolve_repo(repo), host=host, port=port,
                         triton_ports=TritonPorts(http_port, grpc_port, metrics_port), triton_urls=triton_urls,
                         chat_template=chat_template.read_text() if chat_template else None, api_keys=keys,
                         protect_metrics=protect_metrics, max_running=max_running, max_waiting=max_waiting,

@@ -1,0 +1,16 @@
+"""Options shared by the click commands (the main CLI and `trtpipe serve`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+REPO_OPTION = click.option("--repo", type=click.Path(path_type=Path), default=None,
+                           help="Triton model repository [default: $TRTPIPE_HOME/model_repository]")
+
+
+def resolve_repo(repo: Path | None) -> Path:
+    from trtpipe.repo.layout import default_repository
+
+    return (repo or default_repository()).expanduser().resolve()
