@@ -43,6 +43,7 @@ from trtpipe.bench.load import run_point
 from trtpipe.bench.metrics import summarize
 from trtpipe.bench.prompts import TokenCounter, make_prompts
 from trtpipe.bench.results import BenchResult, PointResult
+from trtpipe.serve.launcher import wait_http_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grpc_direct import (direct_prompts, direct_result, engine_call, run_direct_point,  # noqa: E402
@@ -104,16 +105,11 @@ class Frontend:
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(self._argv, stdout=log, stderr=subprocess.STDOUT,
                                             preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the frontend exited with code {self.process.returncode} during start-up")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        outcome = wait_http_ok(f"http://127.0.0.1:{self.port}/health/ready", timeout_s, self.process)
+        if outcome == "ready":
+            return
+        if outcome == "exited":
+            raise RuntimeError(f"the frontend exited with code {self.process.returncode} during start-up")
         raise RuntimeError(f"the frontend was not ready after {timeout_s:.0f} s; its log ends:\n{_tail(self.log_path)}")
 
     def stop(self) -> None:

@@ -27,7 +27,7 @@ import tritonclient.grpc.aio as grpcclient
 import trtpipe
 from trtpipe.bench.config import BenchConfig, SweepPoint, parse_int_list
 from trtpipe.bench.errors import BenchError
-from trtpipe.bench.load import ProgressSink, closed_loop, open_loop, poisson_arrival_times
+from trtpipe.bench.load import ProgressSink, drive_point
 from trtpipe.bench.metrics import summarize
 from trtpipe.bench.prompts import TokenCounter, make_prompts
 from trtpipe.bench.results import BenchResult, PointResult, RequestRecord
@@ -132,11 +132,7 @@ async def run_direct_point(client: grpcclient.InferenceServerClient, config: Ben
             progress.request_done(record)
         return record
 
-    if point.mode == "concurrency":
-        records = await closed_loop(send, len(prompts), int(point.value), t0=t0, duration_s=config.duration_s)
-    else:
-        records = await open_loop(send, poisson_arrival_times(len(prompts), point.value, arrival_seed), t0=t0,
-                                  duration_s=config.duration_s, max_concurrency=config.max_concurrency)
+    records = await drive_point(send, len(prompts), point, config, arrival_seed, t0)
     duration_s = perf_counter() - t0
     records.sort(key=lambda r: r.request_id)
     result = PointResult(point=point, summary=summarize(records, duration_s, config.slo, config.slo_attainment),

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 
@@ -57,6 +55,7 @@ def frontend(triton, built_repo) -> str:
     import uvicorn
 
     from trtpipe.serve.app import FrontendSettings, create_app
+    from trtpipe.serve.launcher import wait_http_ok
 
     port = free_port()
     app = create_app(FrontendSettings(repo=built_repo, triton_grpc_url=triton.grpc_url, max_running=64,
@@ -64,15 +63,7 @@ def frontend(triton, built_repo) -> str:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    else:
+    if wait_http_ok(f"http://127.0.0.1:{port}/health/ready", 30, interval_s=0.1) != "ready":
         raise RuntimeError("the frontend did not become ready")
     yield f"http://127.0.0.1:{port}/v1"
     server.should_exit = True

@@ -13,23 +13,17 @@ import subprocess
 import sys
 import time
 
-import httpx
-
 READY_TIMEOUT_S = 180
 
 
 def _wait_ready(base: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"demo: trtpipe serve exited with code {server.returncode} before it was ready (see above)")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    sys.exit(f"demo: the server was not ready after {READY_TIMEOUT_S} s")
+    from trtpipe.serve.launcher import wait_http_ok
+
+    outcome = wait_http_ok(f"{base}/health/ready", READY_TIMEOUT_S, server, interval_s=0.25)
+    if outcome == "exited":
+        sys.exit(f"demo: trtpipe serve exited with code {server.returncode} before it was ready (see above)")
+    if outcome == "timeout":
+        sys.exit(f"demo: the server was not ready after {READY_TIMEOUT_S} s")
 
 
 def main() -> int:

@@ -79,12 +79,7 @@ async def run_point(client: httpx.AsyncClient, config: BenchConfig, model: str, 
             progress.request_done(record)
         return record
 
-    if point.mode == "concurrency":
-        records = await closed_loop(send, len(prompts), int(point.value), t0=t0, duration_s=config.duration_s)
-    else:
-        arrivals_s = poisson_arrival_times(len(prompts), point.value, arrival_seed)
-        records = await open_loop(send, arrivals_s, t0=t0, duration_s=config.duration_s,
-                                  max_concurrency=config.max_concurrency)
+    records = await drive_point(send, len(prompts), point, config, arrival_seed, t0)
     duration_s = perf_counter() - t0
     after = await _scrape(client, config.metrics_url)
 
@@ -95,6 +90,17 @@ async def run_point(client: httpx.AsyncClient, config: BenchConfig, model: str, 
     if progress:
         progress.end_point(result)
     return result
+
+
+async def drive_point(send, num_requests: int, point: SweepPoint, config: BenchConfig,
+                      arrival_seed: int | Sequence[int], t0: float) -> list[RequestRecord]:
+    """Send one sweep point's requests: closed loop at its concurrency, or open loop at its Poisson rate.
+    Any client (the HTTP bench, bench/grpc_direct.py) plugs in through `send(index, scheduled_s)`."""
+    if point.mode == "concurrency":
+        return await closed_loop(send, num_requests, int(point.value), t0=t0, duration_s=config.duration_s)
+    arrivals_s = poisson_arrival_times(num_requests, point.value, arrival_seed)
+    return await open_loop(send, arrivals_s, t0=t0, duration_s=config.duration_s,
+                           max_concurrency=config.max_concurrency)
 
 
 def poisson_arrival_times(num_requests: int, rate: float, seed: int | Sequence[int] = 0) -> np.ndarray:

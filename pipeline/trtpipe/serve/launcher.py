@@ -98,6 +98,22 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = None,
+                 interval_s: float = 0.2) -> str:
+    """Poll GET `url` until it answers 200: "ready", or "exited" if `process` ended first, or "timeout"."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return "exited"
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return "ready"
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    return "timeout"
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM tritonserver if trtpipe itself dies, so no orphan keeps the ports and the memory."""
     try:
@@ -157,15 +173,13 @@ class TritonServer:
                                         env={**os.environ, **install.env, **launch_env}, start_new_session=True,
                                         preexec_fn=_die_with_parent)
         log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise TritonStartError(f"tritonserver exited with code {self.process.returncode} during start-up\n"
-                                       f"--- last lines of {self.log_path} ---\n{self._log_tail()}",
-                                       fix="read the log above (a model that failed to load is named there)")
-            if self.is_ready():
-                return self
-            time.sleep(0.2)
+        outcome = wait_http_ok(f"{self.http_url}/v2/health/ready", timeout_s, self.process)
+        if outcome == "ready":
+            return self
+        if outcome == "exited":
+            raise TritonStartError(f"tritonserver exited with code {self.process.returncode} during start-up\n"
+                                   f"--- last lines of {self.log_path} ---\n{self._log_tail()}",
+                                   fix="read the log above (a model that failed to load is named there)")
         self.stop()
         raise TritonStartError(f"tritonserver was not ready after {timeout_s:.0f} s\n--- last lines of "
                                f"{self.log_path} ---\n{self._log_tail()}",
