@@ -104,6 +104,8 @@ class KVCacheManager:
         Returns the newly allocated block ids (possibly []), or None, changing nothing, if the free
         queue is too short. The caller advances num_computed_tokens past the hit itself.
         """
+        if not computed_blocks and seq.num_computed_tokens + num_new_tokens <= len(seq.block_table) * self.block_size:
+            return []  # the common decode step: the last block still has room
         computed_blocks = computed_blocks or []
         if computed_blocks:
             assert not seq.block_table, "a prefix hit only applies to a sequence holding no blocks"

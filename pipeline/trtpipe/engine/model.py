@@ -12,6 +12,7 @@ H hidden, V vocab.
 from __future__ import annotations
 
 import math
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,8 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -74,19 +76,42 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray) -> 
     # Query heads h*g .. h*g+g-1 share kv head h; fold them into the row axis of one matmul.
     q = q.reshape(S, T, n_kv, g, d).transpose(0, 2, 3, 1, 4).reshape(S, n_kv, g * T, d)  # (S, n_kv, gT, d)
     k_t = k.transpose(0, 2, 3, 1)  # (S, n_kv, d, C)
-    scores = (q @ k_t) * (1.0 / math.sqrt(d))  # (S, n_kv, gT, C)
-    scores = scores.reshape(S, n_kv, g, T, -1) + bias[:, None, None]  # (S, n_kv, g, T, C)
+    scores = (q @ k_t).reshape(S, n_kv, g, T, -1)  # (S, n_kv, g, T, C)
+    scores *= 1.0 / math.sqrt(d)
+    scores += bias[:, None, None]
     probs = softmax(scores).reshape(S, n_kv, g * T, -1)  # (S, n_kv, gT, C)
     out = probs @ v.transpose(0, 2, 1, 3)  # (S, n_kv, gT, d)
     return out.reshape(S, n_kv, g, T, d).transpose(0, 3, 1, 2, 4).reshape(S, T, n_heads * d)  # (S, T, n_heads d)
 
 
+# OpenBLAS's sgemm packs its right-hand operand into panels on every call. For a batch of a few rows that
+# operand is the whole weight matrix and packing it costs more than the multiply; with the weight on the
+# left, (out, in) @ (in, N), the packed operand is the small activation. Above ~16 rows packing the weight
+# pays off again. bench/gemm_forms.py measures both forms on the model's shapes (16 rows: ~1.5-1.9x).
+SMALL_BATCH_ROWS = 16
+
+
+def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (N, in) times w (out, in) transposed -> (N, out)."""
+    if x.shape[0] <= SMALL_BATCH_ROWS:
+        return (w @ x.T).T
+    return x @ w.T
+
+
 def mlp(x: np.ndarray, gate_up: np.ndarray, down: np.ndarray) -> np.ndarray:
     """SwiGLU: down(silu(gate(x)) * up(x))."""
-    gu = x @ gate_up  # (N, 2I)
-    gate, up = np.split(gu, 2, axis=-1)  # (N, I) each
+    gu = linear(x, gate_up)  # (N, 2I)
+    inter = gu.shape[1] // 2
+    gate, up = gu[:, :inter], gu[:, inter:]  # (N, I) each
     # silu(g) = g * sigmoid(g), with sigmoid written through tanh so large |g| cannot overflow exp.
-    return (gate * (0.5 + 0.5 * np.tanh(0.5 * gate)) * up) @ down  # (N, H)
+    # In place on one temporary: every elementwise pass here runs over all N rows.
+    h = np.multiply(gate, 0.5)  # (N, I)
+    np.tanh(h, out=h)
+    h *= 0.5
+    h += 0.5
+    h *= gate
+    h *= up
+    return linear(h, down)  # (N, H)
 
 
 @dataclass(frozen=True)
@@ -115,40 +140,42 @@ class ForwardBatch:
 
     @classmethod
     def build(cls, chunks: list[SeqChunk], block_size: int) -> ForwardBatch:
-        token_ids, positions, logit_rows = [], [], []
-        by_len: dict[int, list[tuple[int, SeqChunk]]] = {}
-        row = 0
-        for chunk in chunks:
-            n = len(chunk.token_ids)
-            token_ids.extend(chunk.token_ids)
-            positions.append(np.arange(chunk.start_pos, chunk.start_pos + n))
-            logit_rows.extend(range(row + n - chunk.num_logits, row + n))
-            by_len.setdefault(n, []).append((row, chunk))
-            row += n
-        pos = np.concatenate(positions)
-        tables = [np.asarray(c.block_table, dtype=np.int64) for c in chunks]
-        lens = [len(c.token_ids) for c in chunks]
-        slot_mapping = np.concatenate(
-            [t[p // block_size] * block_size + p % block_size
-             for t, p in zip(tables, np.split(pos, np.cumsum(lens)[:-1]), strict=True)]
-        )
-        groups = [_attn_group(members, pos, block_size) for members in by_len.values()]
-        return cls(np.asarray(token_ids, dtype=np.int64), pos, slot_mapping, groups,
-                   np.asarray(logit_rows, dtype=np.int64))
+        # Built with whole-array operations: its cost is paid every step for every sequence.
+        B = len(chunks)
+        lens = np.fromiter((len(c.token_ids) for c in chunks), np.int64, B)  # (B,)
+        first_row = np.cumsum(lens) - lens  # (B,)
+        N = int(lens.sum())
+        seq_of_row = np.repeat(np.arange(B), lens)  # (N,)
+        start_pos = np.fromiter((c.start_pos for c in chunks), np.int64, B)  # (B,)
+        pos = start_pos[seq_of_row] + np.arange(N) - first_row[seq_of_row]  # (N,)
+        width = max(len(c.block_table) for c in chunks)
+        tables = np.array([c.block_table + [0] * (width - len(c.block_table)) for c in chunks],
+                          dtype=np.int64)  # (B, max_blocks), padded with block 0
+        slot_mapping = tables[seq_of_row, pos // block_size] * block_size + pos % block_size  # (N,)
+        num_logits = np.fromiter((c.num_logits for c in chunks), np.int64, B)  # (B,)
+        logit_rows = _last_rows(first_row + lens, num_logits)  # (R,) in chunk order
+        groups = [_attn_group(np.flatnonzero(lens == t), int(t), first_row, pos, tables, block_size)
+                  for t in np.unique(lens)]
+        token_ids = np.fromiter(chain.from_iterable(c.token_ids for c in chunks), np.int64, N)
+        return cls(token_ids, pos, slot_mapping, groups, logit_rows)
 
 
-def _attn_group(members: list[tuple[int, SeqChunk]], positions: np.ndarray, block_size: int) -> AttnGroup:
-    t = len(members[0][1].token_ids)
-    rows = np.concatenate([np.arange(r, r + t) for r, _ in members])  # (S*T,)
-    num_blocks = [(c.start_pos + t + block_size - 1) // block_size for _, c in members]
-    tables = np.zeros((len(members), max(num_blocks)), dtype=np.int64)  # (S, max_blocks)
-    for i, (_, c) in enumerate(members):
-        tables[i, : num_blocks[i]] = c.block_table[: num_blocks[i]]
+def _last_rows(ends: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Rows ends[i] - counts[i] .. ends[i] - 1 for every i, concatenated."""
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)  # 0.. within each run
+    return np.repeat(ends - counts, counts) + offsets
+
+
+def _attn_group(members: np.ndarray, t: int, first_row: np.ndarray, positions: np.ndarray, tables: np.ndarray,
+                block_size: int) -> AttnGroup:
+    """The chunks `members` (indices into the batch), all t tokens long."""
+    rows = (first_row[members][:, None] + np.arange(t)).reshape(-1)  # (S*T,)
     pos = positions[rows].reshape(len(members), t)  # (S, T)
-    key_pos = np.arange(tables.shape[1] * block_size)  # (C,)
+    num_blocks = int(pos[:, -1].max()) // block_size + 1
+    key_pos = np.arange(num_blocks * block_size)  # (C,)
     # Causal within the sequence; padded slots sit past every query position, so they are hidden too.
     bias = np.where(key_pos[None, None, :] <= pos[:, :, None], 0.0, -np.inf).astype(np.float32)  # (S, T, C)
-    return AttnGroup(rows, tables, bias)
+    return AttnGroup(rows, tables[members, :num_blocks], bias)
 
 
 def decoder_layer(x: np.ndarray, w: LayerWeights, cfg: LlamaConfig, cos: np.ndarray, sin: np.ndarray,
@@ -157,7 +184,7 @@ def decoder_layer(x: np.ndarray, w: LayerWeights, cfg: LlamaConfig, cos: np.ndar
     n_heads, n_kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     N = x.shape[0]
     h = rms_norm(x, w.attn_norm, cfg.rms_norm_eps)
-    qkv = h @ w.qkv  # (N, (n_heads + 2 n_kv) d)
+    qkv = linear(h, w.qkv)  # (N, (n_heads + 2 n_kv) d)
     if w.qkv_bias is not None:
         qkv += w.qkv_bias
     q = qkv[:, : n_heads * d].reshape(N, n_heads, d)  # (N, n_heads, d)
@@ -175,7 +202,7 @@ def decoder_layer(x: np.ndarray, w: LayerWeights, cfg: LlamaConfig, cos: np.ndar
         ctx_k = k_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
         ctx_v = v_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
         attn[g.rows] = attention(q[g.rows].reshape(S, T, n_heads, d), ctx_k, ctx_v, g.bias).reshape(S * T, -1)
-    o = attn @ w.o  # (N, H)
+    o = linear(attn, w.o)  # (N, H)
     if w.o_bias is not None:
         o += w.o_bias
     x = x + o
@@ -193,7 +220,7 @@ def forward(weights: ModelWeights, cfg: LlamaConfig, inv_freq: np.ndarray,
     for i, layer in enumerate(weights.layers):
         x = decoder_layer(x, layer, cfg, cos, sin, k_cache[i], v_cache[i], batch)
     h = rms_norm(x[batch.logit_rows], weights.final_norm, cfg.rms_norm_eps)  # (R, H)
-    return h @ weights.lm_head  # (R, V)
+    return linear(h, weights.lm_head)  # (R, V)
 
 
 def forward_dense(weights: ModelWeights, cfg: LlamaConfig, token_ids: list[int]) -> np.ndarray:

@@ -5,8 +5,8 @@ Engine format (engine_format 1), one directory:
     weights.safetensors  tensors under our own names (below), stored in weight_dtype
 
 Linear weights keep the HF (out_features, in_features) layout on disk so that per-output-channel
-and along-the-input-dim groups are rows and row slices; `load_weights` transposes them to (in, out)
-once, so the forward is `x @ w`. q/k/v and gate/up are fused at conversion: one matmul each.
+and along-the-input-dim groups are rows and row slices; compute keeps that layout too (model.linear
+picks the matmul form per batch size). q/k/v and gate/up are fused at conversion: one matmul each.
 """
 
 from __future__ import annotations
@@ -222,19 +222,19 @@ def dequantize_int4(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading for compute: everything float32, linears as (in, out).
+# Loading for compute: everything float32, linears kept as (out, in) like the checkpoint (see model.linear).
 
 
 @dataclass
 class LayerWeights:
     attn_norm: np.ndarray  # (H,)
-    qkv: np.ndarray  # (H, (n_heads + 2 n_kv_heads) head_dim)
+    qkv: np.ndarray  # ((n_heads + 2 n_kv_heads) head_dim, H)
     qkv_bias: np.ndarray | None
-    o: np.ndarray  # (n_heads head_dim, H)
+    o: np.ndarray  # (H, n_heads head_dim)
     o_bias: np.ndarray | None
     mlp_norm: np.ndarray  # (H,)
-    gate_up: np.ndarray  # (H, 2 I)
-    down: np.ndarray  # (I, H)
+    gate_up: np.ndarray  # (2 I, H)
+    down: np.ndarray  # (H, I)
 
 
 @dataclass
@@ -242,7 +242,7 @@ class ModelWeights:
     embed_tokens: np.ndarray  # (V, H)
     layers: list[LayerWeights]
     final_norm: np.ndarray  # (H,)
-    lm_head: np.ndarray  # (H, V); a transposed view of embed_tokens when tied
+    lm_head: np.ndarray  # (V, H); embed_tokens itself when tied
 
 
 def _linear(t: dict[str, np.ndarray], name: str, quantization: dict[str, Any] | None) -> np.ndarray:
@@ -254,7 +254,7 @@ def _linear(t: dict[str, np.ndarray], name: str, quantization: dict[str, Any] | 
         w = dequantize_int4(t[name + ".qweight"], t[name + ".scales"])
     else:
         raise UnsupportedModelError(f"engine weights have no tensor {name!r} (quantization={quantization!r})")
-    return np.ascontiguousarray(w.T)  # (out, in) -> (in, out)
+    return np.ascontiguousarray(w)  # (out, in)
 
 
 def build_model_weights(cfg: LlamaConfig, t: dict[str, np.ndarray]) -> ModelWeights:
@@ -277,7 +277,7 @@ def build_model_weights(cfg: LlamaConfig, t: dict[str, np.ndarray]) -> ModelWeig
             down=_linear(t, p + "down_proj", quantization),
         ))
     embed = f32("embed_tokens")
-    lm_head = embed.T if cfg.tie_word_embeddings else np.ascontiguousarray(f32("lm_head").T)
+    lm_head = embed if cfg.tie_word_embeddings else f32("lm_head")
     return ModelWeights(embed_tokens=embed, layers=layers, final_norm=f32("final_norm"), lm_head=lm_head)
 
 
