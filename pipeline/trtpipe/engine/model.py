@@ -59,8 +59,10 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)  # (N, heads, d)
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
+def softmax(x: np.ndarray, axis: int = -1, *, in_place: bool = False) -> np.ndarray:
+    e = x if in_place else x.copy()
+    e -= x.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
 
@@ -79,7 +81,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray) -> 
     scores = (q @ k_t).reshape(S, n_kv, g, T, -1)  # (S, n_kv, g, T, C)
     scores *= 1.0 / math.sqrt(d)
     scores += bias[:, None, None]
-    probs = softmax(scores).reshape(S, n_kv, g * T, -1)  # (S, n_kv, gT, C)
+    probs = softmax(scores, in_place=True).reshape(S, n_kv, g * T, -1)  # (S, n_kv, gT, C)
     out = probs @ v.transpose(0, 2, 1, 3)  # (S, n_kv, gT, d)
     return out.reshape(S, n_kv, g, T, d).transpose(0, 3, 1, 2, 4).reshape(S, T, n_heads * d)  # (S, T, n_heads d)
 
@@ -201,7 +203,9 @@ def decoder_layer(x: np.ndarray, w: LayerWeights, cfg: LlamaConfig, cos: np.ndar
         S, T = g.bias.shape[:2]
         ctx_k = k_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
         ctx_v = v_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
-        attn[g.rows] = attention(q[g.rows].reshape(S, T, n_heads, d), ctx_k, ctx_v, g.bias).reshape(S * T, -1)
+        # One group holding every row in order (a pure decode step) needs no row gather or scatter.
+        rows = slice(None) if len(batch.groups) == 1 else g.rows
+        attn[rows] = attention(q[rows].reshape(S, T, n_heads, d), ctx_k, ctx_v, g.bias).reshape(S * T, -1)
     o = linear(attn, w.o)  # (N, H)
     if w.o_bias is not None:
         o += w.o_bias
