@@ -11,6 +11,12 @@ engine (tokens paced by the event loop, no gRPC): `frontend_own_us_per_token` is
 work costs (HTTP, admission, detokenization, chunk formatting, metrics) without grpcio's per-message receive,
 which on a small machine is of the same order as the whole budget (one gRPC message per streamed token).
 
+Last, `grpc_floor`: the same load from a bare grpc.aio client (tritonclient's protobuf messages, ModelStreamInfer
+called as the frontend calls it, no HTTP, no frontend) in a process of its own: the CPU that receiving one
+gRPC message per token costs any Python client, before the frontend does anything
+(`grpc_floor_classic_transport`: the same with grpcio's classic client transport,
+GRPC_EXPERIMENTS=-event_engine_client).
+
     .venv/bin/python bench/frontend_cpu.py                       # 64 requests x 128 tokens at concurrency 16
     .venv/bin/python bench/frontend_cpu.py --requests 128 --concurrency 64 --max-tokens 64 --repo REPO
 """
@@ -87,6 +93,61 @@ def serve_fake_frontend(repo: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def grpc_floor(grpc_url: str, requests: int, concurrency: int, max_tokens: int, repeat: int) -> None:
+    """The child process: the same load straight to Triton over a bare grpc.aio stub (tritonclient's generated
+    service_pb2_grpc, the transport settings of trtpipe.serve.triton_stream), no HTTP, no frontend. Prints its own
+    CPU per received token as JSON: what one gRPC message per token costs a Python client before any of the
+    frontend's work."""
+    import grpc
+
+    from trtpipe.serve.triton_stream import EngineCall, stream_infer_callable
+
+    async def load(n: int, m: int) -> int:
+        channel = grpc.aio.insecure_channel(grpc_url)
+        stream_infer = stream_infer_callable(channel)  # as the frontend calls ModelStreamInfer
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> int:
+            call = EngineCall(input_ids=[10 + (i * 7 + k) % 500 for k in range(16)], max_new_tokens=m,
+                              temperature=0.0, min_tokens=m)
+            tokens = 0
+            async with sem:
+                rpc = stream_infer(call.to_request("tiny-llama-engine", f"floor-{time.time_ns()}-{i}", ("output_ids",)))
+                async for msg in rpc:
+                    if msg.error_message:
+                        raise SystemExit(f"Triton failed a request: {msg.error_message}")
+                    tokens += len(msg.infer_response.raw_output_contents[0]) // 4 if \
+                        msg.infer_response.raw_output_contents else 0
+                    if msg.infer_response.parameters["triton_final_response"].bool_param:
+                        break
+            return tokens
+
+        try:
+            return sum(await asyncio.gather(*(one(i) for i in range(n))))
+        finally:
+            await channel.close()
+
+    asyncio.run(load(min(8, requests), 16))
+    runs = []
+    for _ in range(repeat):
+        c0 = time.process_time()
+        tokens = asyncio.run(load(requests, max_tokens))
+        runs.append(1e6 * (time.process_time() - c0) / max(tokens, 1))
+    print(json.dumps({"us_per_token": round(statistics.median(runs), 1),
+                      "us_per_token_runs": [round(r, 1) for r in runs]}))
+
+
+def measure_grpc_floor(grpc_url: str, args, grpc_experiments: str | None) -> dict:
+    """`grpc_experiments`: None keeps this environment's grpcio settings (the frontend's); a string replaces them."""
+    env = dict(os.environ)
+    if grpc_experiments is not None:
+        env["GRPC_EXPERIMENTS"] = grpc_experiments
+    out = subprocess.run([sys.executable, __file__, "--grpc-floor", grpc_url, str(args.requests),
+                          str(args.concurrency), str(args.max_tokens), str(args.repeat)],
+                         env=env, capture_output=True, text=True, check=True)
+    return {"GRPC_EXPERIMENTS": env.get("GRPC_EXPERIMENTS", ""), **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
 def start_frontend(argv: list[str], url: str) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, __file__, *argv])
     deadline = time.monotonic() + 60
@@ -152,6 +213,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3, help="measurements of each kind (the median is reported)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "frontend-cpu.json",
+                    help="where the JSON goes (also printed)")
     args = ap.parse_args()
 
     from trtpipe.serve.launcher import TritonPorts, TritonServer
@@ -184,11 +247,20 @@ def main() -> int:
                     frontend.wait(30)
                 except subprocess.TimeoutExpired:
                     frontend.kill()
+        result["grpc_floor"] = measure_grpc_floor(triton.grpc_url, args, None)
+        # grpcio's classic client transport (no EventEngine client): less CPU per message, but messages come in
+        # bursts more often (tokens held back), so the frontend keeps grpcio's default; measured for the record.
+        result["grpc_floor_classic_transport"] = measure_grpc_floor(triton.grpc_url, args, "-event_engine_client")
     finally:
         triton.stop()
     result["frontend_cpu_us_per_token"] = result["real_triton"]["us_per_token"]
     result["frontend_own_us_per_token"] = result["fake_engine"]["us_per_token"]
-    print(json.dumps(result, indent=2))
+    result["grpc_floor_us_per_token"] = result["grpc_floor"]["us_per_token"]
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
     return 0
 
 
@@ -197,5 +269,7 @@ if __name__ == "__main__":
         serve_frontend(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) == 4 and sys.argv[1] == "--serve-fake-frontend":
         serve_fake_frontend(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 7 and sys.argv[1] == "--grpc-floor":
+        grpc_floor(sys.argv[2], *map(int, sys.argv[3:7]))
     else:
         sys.exit(main())

@@ -97,13 +97,17 @@ async def _stream(client, config, body, record: RequestRecord, reply: _Reply, t0
         if response.status_code != 200:
             record.error = _http_error(response.status_code, await response.aread())
             return
+        done = False
         async for line in response.aiter_lines():
-            now = perf_counter() - t0
-            if not line.startswith("data:"):
+            # After [DONE], read on to the end of the body, as the openai client does: an HTTP/1.1 response
+            # left unread closes its connection, and every next request would pay for a new one.
+            if done or not line.startswith("data:"):
                 continue  # blank separators, `event:` and `:` keep-alive comments
+            now = perf_counter() - t0
             payload = line[len("data:"):].strip()
             if payload == "[DONE]":
-                return
+                done = True
+                continue
             try:
                 chunk = json.loads(payload)
             except json.JSONDecodeError:

@@ -84,8 +84,8 @@ def create_app(settings: FrontendSettings) -> FastAPI:
         finally:
             await front.stop()
 
-    app = FastAPI(title="trtpipe", version="1", lifespan=lifespan,
-                  description="OpenAI-compatible frontend over Triton Inference Server (TensorRT-LLM interface)")
+    app = FrontendApp(title="trtpipe", version="1", lifespan=lifespan,
+                      description="OpenAI-compatible frontend over Triton Inference Server (TensorRT-LLM interface)")
     app.state.frontend = front
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError):
@@ -148,10 +148,29 @@ def create_app(settings: FrontendSettings) -> FastAPI:
     async def completions(req: CompletionRequest, request: Request) -> Response:
         return generation(front, req, chat=False, arrival=_arrival(request.scope))
 
-    app.add_middleware(GenerationRoutes, front=front)
     app.add_middleware(ApiKeyAuth, keys=settings.api_keys, protect_metrics=settings.protect_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # The same guards, in the same order, in front of the generation routes (see FrontendApp).
+    app.generation = BodyLimit(ApiKeyAuth(GenerationRoutes(super(FrontendApp, app).__call__, front),
+                                          keys=settings.api_keys, protect_metrics=settings.protect_metrics),
+                               max_bytes=settings.max_body_bytes)
     return app
+
+
+class FrontendApp(FastAPI):
+    """FastAPI, except that the two generation routes go straight to BodyLimit -> ApiKeyAuth -> GenerationRoutes.
+
+    NOTE: FastAPI's stack (telemetry, its body limit, ServerErrorMiddleware, ExceptionMiddleware) wraps `send`
+    once per layer, so each streamed chunk paid several coroutine calls, and each resumption of the request's
+    task resumed every layer. GenerationRoutes turns every failure into an error envelope itself, so nothing
+    those layers do is needed there."""
+
+    generation = None  # set by create_app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] in GenerationRoutes.ROUTES and scope["method"] == "POST":
+            return await self.generation(scope, receive, send)
+        return await super().__call__(scope, receive, send)
 
 
 def generation(front: Frontend, req, *, chat: bool, arrival: float) -> Response:

@@ -224,9 +224,7 @@ class Frontend:
                         done[ev.index] = ev
                         yield writer.finish(ev)
                 usage = finished(done)
-                if include_usage:
-                    yield writer.usage(usage)
-                yield DONE
+                yield writer.usage(usage) + DONE if include_usage else DONE
             finally:
                 release()
 

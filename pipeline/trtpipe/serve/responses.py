@@ -91,15 +91,25 @@ class GenerationResponse(Response):
         try:
             if self.stream:
                 chunks = self.produce()
+                last = False
                 async for chunk in chunks:
                     if not self._started:
                         await self._start(send)
+                    # The chunk ending in [DONE] also ends the body, in the same write: a client that reads on
+                    # after [DONE] to reuse the connection (the openai client does) does not wait for one more
+                    # write, and the terminating chunk costs no send of its own.
+                    last = chunk.endswith(DONE)
+                    if last:
+                        ticket.close()
                     self._sending = True
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                     self._sending = False
                     self._num_sent += 1
-                ticket.close()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    if last:
+                        break
+                if not last:
+                    ticket.close()
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 body = await self.produce()
                 ticket.close()
