@@ -213,6 +213,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3, help="measurements of each kind (the median is reported)")
+    ap.add_argument("--stream-interval", type=int, default=1,
+                    help="build tiny-llama with serving.stream_interval=N (tokens per engine response after the first)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "frontend-cpu.json",
                     help="where the JSON goes (also printed)")
     args = ap.parse_args()
@@ -227,12 +229,12 @@ def main() -> int:
         from trtpipe.config import load_config
 
         repo = home / "model_repository"
-        build(load_config("tiny-llama"), repo)
+        build(load_config("tiny-llama", [f"serving.stream_interval={args.stream_interval}"]), repo)
     triton = TritonServer(repo, TritonPorts(free_port(), free_port(), free_port()), log_path=home / "triton.log",
                           exit_timeout_s=2)
     triton.start()
     result = {"requests": args.requests, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
-              "repeats": args.repeat}
+              "repeats": args.repeat, "stream_interval": args.stream_interval if args.repo is None else "as published"}
     try:
         for label, argv in (("real_triton", ["--serve-frontend", str(repo), triton.grpc_url]),
                             ("fake_engine", ["--serve-fake-frontend", str(repo)])):

@@ -99,6 +99,10 @@ class Serving(_Strict):
     max_queue_delay_microseconds: int = Field(0, ge=0)
     max_queue_size: int = Field(0, ge=0)
     instance_count: int = Field(1, ge=1)
+    # Tokens per streamed response after the first (vLLM's --stream-interval). 1 sends every token as it is made;
+    # N > 1 sends the first token at once and then every N tokens, so the gRPC and HTTP work per token falls
+    # about N-fold under load at the price of burstier inter-token gaps. Reference backend only.
+    stream_interval: int = Field(1, ge=1)
 
 
 class Frontend(_Strict):
@@ -142,6 +146,9 @@ class BuildConfig(_Strict):
                     f"the reference backend supports {', '.join(REFERENCE_QUANT_FORMATS)}")
             if self.parallelism.world_size != 1:
                 raise ValueError("the reference backend runs on one CPU process: set parallelism tp: 1, pp: 1")
+        elif self.serving.stream_interval != 1:
+            raise ValueError("serving.stream_interval applies to the reference backend only: the tensorrtllm "
+                             "backend streams every token; remove it or set it to 1")
         if self.frontend.max_max_tokens > self.engine.max_seq_len - 1:
             raise ValueError(f"frontend.max_max_tokens ({self.frontend.max_max_tokens}) must be < "
                              f"engine.max_seq_len ({self.engine.max_seq_len})")

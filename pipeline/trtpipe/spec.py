@@ -36,6 +36,7 @@ class ServingSpec:
     max_queued: int
     max_draft_len: int = 0
     draft_model_name: str | None = None
+    stream_interval: int = 1
 
     @property
     def engine_model(self) -> str:
@@ -58,6 +59,7 @@ class ServingSpec:
             max_concurrency=f.max_concurrency, max_queued=f.max_queued,
             max_draft_len=config.speculation.max_draft_len if config.speculation else 0,
             draft_model_name=config.speculation.draft if config.speculation else None,
+            stream_interval=s.stream_interval,
         )
 
     def write(self, path: Path) -> None:

@@ -61,3 +61,17 @@ def test_unknown_config_name_lists_the_known_ones():
 def test_bad_set_syntax_says_how_to_write_it():
     with pytest.raises(ConfigError, match="write e.g. --set engine.max_batch_size=8"):
         load_config("tiny-llama", ["engine.max_batch_size"])
+
+
+def test_stream_interval_reaches_the_serving_spec():
+    from trtpipe.spec import ServingSpec
+
+    assert ServingSpec.from_config(load_config("tiny-llama")).stream_interval == 1
+    config = load_config("tiny-llama", ["serving.stream_interval=4"])
+    assert ServingSpec.from_config(config).stream_interval == 4
+
+
+def test_stream_interval_is_refused_for_the_tensorrtllm_backend():
+    with pytest.raises(ConfigError) as err:
+        load_config("llama-8b", ["serving.stream_interval=4"])
+    assert "serving.stream_interval applies to the reference backend only" in str(err.value)

@@ -58,7 +58,7 @@ class TritonPythonModel:
         self.engine = Engine.from_dir(engine_dir, limits)
         self._gauges = self._make_metrics(args["model_name"])
         self._last_publish, self._last_stats = 0.0, None
-        self.loop = EngineLoop(self.engine, on_step=self._publish_stats)
+        self.loop = EngineLoop(self.engine, on_step=self._publish_stats, stream_interval=spec.stream_interval)
         self.loop.start()
 
     def _make_metrics(self, model_name):

@@ -31,12 +31,15 @@ class _Active:
     sender: ResponseSender
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
+    num_streamed: int = 0  # of token_ids, how many have gone out (streaming)
 
 
 class EngineLoop:
-    def __init__(self, engine: Engine, on_step: Callable[[dict], None] = lambda stats: None):
+    def __init__(self, engine: Engine, on_step: Callable[[dict], None] = lambda stats: None,
+                 stream_interval: int = 1):
         self.engine = engine
         self.on_step = on_step
+        self.stream_interval = stream_interval  # tokens per streamed response after the first (see config.Serving)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._active: dict[str, _Active] = {}
         self._stopping = threading.Event()
@@ -136,9 +139,13 @@ class EngineLoop:
         opts = active.opts
         kv = {"reused": out.num_reused_prompt_tokens // self.engine.limits.tokens_per_block}
         if opts.streaming:
-            if out.new_token_ids or out.finished:
-                lp = out.new_log_probs if opts.return_log_probs else None
-                active.sender.send(encode_output(out, out.new_token_ids, lp, kv), final=out.finished)
+            pending = len(active.token_ids) - active.num_streamed
+            # The first tokens go out at once (TTFT), later ones every stream_interval tokens, the rest at the end.
+            if out.finished or (pending and (active.num_streamed == 0 or pending >= self.stream_interval)):
+                ids = active.token_ids[active.num_streamed:]
+                lp = active.log_probs[active.num_streamed:] if opts.return_log_probs else None
+                active.num_streamed = len(active.token_ids)
+                active.sender.send(encode_output(out, ids, lp, kv), final=out.finished)
         elif out.finished:
             ids = active.token_ids if opts.exclude_input_in_output else active.request.prompt_token_ids + active.token_ids
             lp = active.log_probs if opts.return_log_probs else None
