@@ -553,8 +553,8 @@ def write_report(res: dict, out: Path) -> None:
                      / prof[c]["ms_per_step"] for group, files in PROFILE_GROUPS.items()} for c in (1, 16, 64)}
     lines += ["", "Self time by group (share of a step): " + "; ".join(
         f"{c} request{'s' * (c > 1)}: " + ", ".join(f"{g} {share[c][g]:.0%}" for g in PROFILE_GROUPS)
-        for c in (1, 16, 64)) + ". model.py's `mlp`, `decoder_layer` and `forward` own the matmuls "
-        "(gate/up/down, qkv/o, lm_head) and the KV gather."]
+        for c in (1, 16, 64)) + ". model.py's `linear` owns the weight matmuls (qkv/o, gate_up/down, lm_head); "
+        "`decoder_layer` the KV gather; `attention` and `softmax` the attention math."]
     lines += ["", "![throughput](engine-throughput.png)", ""]
     (out / "engine-targets.md").write_text("\n".join(lines))
 

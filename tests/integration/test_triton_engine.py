@@ -78,3 +78,26 @@ def test_cancelled_stream_frees_the_request_and_its_kv_blocks(triton):
         time.sleep(0.1)
     assert busy["num_active_requests"] >= 1 and busy["kv_blocks_used"] >= 1
     assert state["num_active_requests"] == 0 and state["kv_blocks_used"] == 0
+
+
+def test_a_request_naming_its_outputs_gets_exactly_those_and_the_model_stays_up(triton):
+    # The frontend names `outputs`; the Python 3.12 stub crashed pruning the others itself (model.py's _Sender).
+    import tritonclient.grpc as grpcclient
+
+    for _ in range(2):  # a second request proves the stub survived the first
+        session = StreamSession(triton.grpc_url)
+        got = []
+        try:
+            session.client.async_stream_infer(MODEL, inputs(PROMPT, 3), request_id=f"named-{_}",
+                                              outputs=[grpcclient.InferRequestedOutput("output_ids")])
+            while True:
+                result, error = session.responses.get(timeout=60)
+                assert error is None, error
+                response = result.get_response()
+                got.append({o.name for o in response.outputs})
+                if response.parameters["triton_final_response"].bool_param:
+                    break
+        finally:
+            session.close()
+        assert got and all(names <= {"output_ids"} for names in got)
+        assert {"output_ids"} in got

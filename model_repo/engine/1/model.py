@@ -27,6 +27,10 @@ class _Sender:
     def __init__(self, request):
         self._request = request
         self._sender = request.get_response_sender()
+        # Only the outputs the client asked for (all of them when it named none). The stub would otherwise prune
+        # the rest itself on the engine thread, dropping their numpy arrays without the GIL: the Python 3.12 stub
+        # segfaults there (a request naming `outputs`, as the frontend's does).
+        self._wanted = set(request.requested_output_names())
 
     def send(self, tensors, *, error=None, final=False):
         flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
@@ -36,7 +40,8 @@ class _Sender:
             self._sender.send(flags=flags)
             return
         else:
-            response = pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in tensors.items()])
+            response = pb_utils.InferenceResponse(
+                [pb_utils.Tensor(k, v) for k, v in tensors.items() if k in self._wanted])
         self._sender.send(response, flags=flags)
 
     def is_cancelled(self):
