@@ -38,18 +38,13 @@ from pathlib import Path
 
 import httpx
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_load import process_cpu_s  # noqa: E402
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def serve_frontend(repo: str, grpc_url: str, port: int) -> None:
@@ -166,14 +161,14 @@ def start_frontend(argv: list[str], url: str) -> subprocess.Popen:
 def measure(process: subprocess.Popen, url: str, args) -> dict:
     """Warm up, measure idle CPU, then --repeat runs of the load: CPU per streamed token of `process`."""
     asyncio.run(run_load(url, min(8, args.requests), min(8, args.concurrency), 16))
-    idle0, t0 = cpu_seconds(process.pid), time.monotonic()
+    idle0, t0 = process_cpu_s(process.pid), time.monotonic()
     time.sleep(2.0)
-    idle_rate = (cpu_seconds(process.pid) - idle0) / (time.monotonic() - t0)
+    idle_rate = (process_cpu_s(process.pid) - idle0) / (time.monotonic() - t0)
     runs = []
     for _ in range(args.repeat):
-        c0, t0 = cpu_seconds(process.pid), time.monotonic()
+        c0, t0 = process_cpu_s(process.pid), time.monotonic()
         tokens = asyncio.run(run_load(url, args.requests, args.concurrency, args.max_tokens))
-        cpu, wall = cpu_seconds(process.pid) - c0, time.monotonic() - t0
+        cpu, wall = process_cpu_s(process.pid) - c0, time.monotonic() - t0
         runs.append({"tokens": tokens, "tokens_per_s": tokens / wall,
                      "us_per_token": 1e6 * (cpu - idle_rate * wall) / max(tokens, 1)})
     return {"idle_cpu_per_s": round(idle_rate, 4),

@@ -21,9 +21,10 @@ def _machine_busy_s() -> tuple[float, float]:
     return (sum(v) - idle) / TICKS, sum(v) / TICKS
 
 
-def _own_cpu_s() -> float:
-    fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime, every thread of this process
+def process_cpu_s(pid: int | str = "self") -> float:
+    """CPU seconds (user + system, every thread) a process has used so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def idle_fraction(window_s: float = 0.5) -> float:
@@ -46,10 +47,10 @@ class ForeignLoad:
     """with ForeignLoad() as load: ...; load.cores = CPU cores other processes kept busy meanwhile."""
 
     def __enter__(self) -> ForeignLoad:
-        self._busy0, self._own0, self._t0 = _machine_busy_s()[0], _own_cpu_s(), time.monotonic()
+        self._busy0, self._own0, self._t0 = _machine_busy_s()[0], process_cpu_s(), time.monotonic()
         self.cores = 0.0
         return self
 
     def __exit__(self, *exc) -> None:
-        foreign = (_machine_busy_s()[0] - self._busy0) - (_own_cpu_s() - self._own0)
+        foreign = (_machine_busy_s()[0] - self._busy0) - (process_cpu_s() - self._own0)
         self.cores = max(0.0, foreign) / max(time.monotonic() - self._t0, 1e-9)
