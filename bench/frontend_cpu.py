@@ -17,6 +17,12 @@ gRPC message per token costs any Python client, before the frontend does anythin
 (`grpc_floor_classic_transport`: the same with grpcio's classic client transport,
 GRPC_EXPERIMENTS=-event_engine_client).
 
+Two more floors, over Triton's HTTP generate_stream endpoint (SSE, one HTTP/1.1 connection per request, which
+Triton 2.51 cancels when the connection closes): `http_floor`, a bare asyncio socket client in Python (no HTTP
+library, chunked SSE parsed by hand, json.loads per event), and `curl_floor`, curl (compiled C) processes each
+streaming --requests/--concurrency requests, whose CPU less that of the same processes doing as many empty
+requests is the cost of receiving one message per token with no Python at all.
+
     .venv/bin/python bench/frontend_cpu.py                       # 64 requests x 128 tokens at concurrency 16
     .venv/bin/python bench/frontend_cpu.py --requests 128 --concurrency 64 --max-tokens 64 --repo REPO
 """
@@ -27,6 +33,8 @@ import argparse
 import asyncio
 import json
 import os
+import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -122,14 +130,115 @@ def grpc_floor(grpc_url: str, requests: int, concurrency: int, max_tokens: int, 
         finally:
             await channel.close()
 
-    asyncio.run(load(min(8, requests), 16))
+    print_cpu_per_token(lambda n, m: asyncio.run(load(n, m)), requests, max_tokens, repeat)
+
+
+def generate_body(i: int, max_tokens: int) -> bytes:
+    """A generate_stream request: the same inputs as the frontend's (16 prompt tokens, exactly max_tokens out)."""
+    ids = [10 + (i * 7 + k) % 500 for k in range(16)]
+    return json.dumps({"input_ids": ids, "input_lengths": [16], "request_output_len": [max_tokens],
+                       "min_tokens": [max_tokens], "streaming": [True], "exclude_input_in_output": [True],
+                       "temperature": [0.0]}).encode()
+
+
+def http_floor(http_url: str, requests: int, concurrency: int, max_tokens: int, repeat: int) -> None:
+    """The child process: the load over Triton's generate_stream with a bare asyncio Protocol per request."""
+    host, port = http_url.removeprefix("http://").split(":")
+    path = b"/v2/models/tiny-llama-engine/generate_stream"
+
+    class SseStream(asyncio.Protocol):
+        def __init__(self, body: bytes):
+            self.body, self.buf, self.in_body = body, b"", False
+            self.events: asyncio.Queue = asyncio.Queue()
+
+        def connection_made(self, transport):
+            transport.write(b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
+                            b"content-length: %d\r\n\r\n%s" % (path, host.encode(), len(self.body), self.body))
+
+        def data_received(self, data: bytes):
+            buf = self.buf + data
+            if not self.in_body:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    self.buf = buf
+                    return
+                self.in_body, buf = True, buf[end + 4:]
+            pos = 0
+            while (eol := buf.find(b"\r\n", pos)) >= 0:  # chunked encoding: size line, data, CRLF
+                size = int(buf[pos:eol], 16)
+                if size == 0:
+                    self.events.put_nowait(None)
+                    break
+                if len(buf) < eol + 4 + size:
+                    break
+                self.events.put_nowait(buf[eol + 2:eol + 2 + size])
+                pos = eol + 4 + size
+            self.buf = buf[pos:]
+
+        def connection_lost(self, exc):
+            self.events.put_nowait(None)
+
+    async def load(n: int, m: int) -> int:
+        loop, sem = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> int:
+            async with sem:
+                transport, stream = await loop.create_connection(lambda: SseStream(generate_body(i, m)), host, port)
+                tokens = 0
+                while (event := await stream.events.get()) is not None:
+                    ids = json.loads(event[6:])["output_ids"]  # b"data: {...}\n\n"
+                    tokens += len(ids) if isinstance(ids, list) else 1
+                transport.close()
+                return tokens
+
+        return sum(await asyncio.gather(*(one(i) for i in range(n))))
+
+    print_cpu_per_token(lambda n, m: asyncio.run(load(n, m)), requests, max_tokens, repeat)
+
+
+def print_cpu_per_token(load, requests: int, max_tokens: int, repeat: int) -> None:
+    load(min(8, requests), 16)
     runs = []
     for _ in range(repeat):
         c0 = time.process_time()
-        tokens = asyncio.run(load(requests, max_tokens))
+        tokens = load(requests, max_tokens)
         runs.append(1e6 * (time.process_time() - c0) / max(tokens, 1))
     print(json.dumps({"us_per_token": round(statistics.median(runs), 1),
                       "us_per_token_runs": [round(r, 1) for r in runs]}))
+
+
+def measure_http_floor(http_url: str, args) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--http-floor", http_url, str(args.requests),
+                          str(args.concurrency), str(args.max_tokens), str(args.repeat)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_curl_floor(http_url: str, args) -> dict | None:
+    """curl processes, each sending requests/concurrency requests on one kept-alive connection; their CPU (from
+    getrusage of children) less that of the same processes sending as many empty requests."""
+    curl = shutil.which("curl")
+    if curl is None:
+        return None
+    per_process = max(1, args.requests // args.concurrency)
+    url = f"{http_url}/v2/models/tiny-llama-engine/generate_stream"
+
+    def children_cpu(argvs: list[list[str]]) -> float:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL) for a in argvs]
+        if any(p.wait() != 0 for p in procs):
+            raise SystemExit("curl failed against Triton's generate_stream")
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+    runs = []
+    for _ in range(args.repeat):
+        streams = [[curl, "-sSfN", "-d", generate_body(i, args.max_tokens).decode(), *[url] * per_process]
+                   for i in range(args.concurrency)]
+        empty = [[curl, "-sSf", *[f"{http_url}/v2/health/ready"] * per_process] for _ in range(args.concurrency)]
+        cpu = children_cpu(streams) - children_cpu(empty)
+        runs.append(1e6 * cpu / (args.concurrency * per_process * args.max_tokens))
+    return {"us_per_token": round(statistics.median(runs), 1), "us_per_token_runs": [round(r, 1) for r in runs]}
 
 
 def measure_grpc_floor(grpc_url: str, args, grpc_experiments: str | None) -> dict:
@@ -248,11 +357,14 @@ def main() -> int:
         # grpcio's classic client transport (no EventEngine client): less CPU per message, but messages come in
         # bursts more often (tokens held back), so the frontend keeps grpcio's default; measured for the record.
         result["grpc_floor_classic_transport"] = measure_grpc_floor(triton.grpc_url, args, "-event_engine_client")
+        result["http_floor"] = measure_http_floor(triton.http_url, args)
+        result["curl_floor"] = measure_curl_floor(triton.http_url, args)
     finally:
         triton.stop()
     result["frontend_cpu_us_per_token"] = result["real_triton"]["us_per_token"]
     result["frontend_own_us_per_token"] = result["fake_engine"]["us_per_token"]
     result["grpc_floor_us_per_token"] = result["grpc_floor"]["us_per_token"]
+    result["curl_floor_us_per_token"] = (result["curl_floor"] or {}).get("us_per_token")
     text = json.dumps(result, indent=2)
     print(text)
     if args.out is not None:
@@ -266,6 +378,8 @@ if __name__ == "__main__":
         serve_frontend(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) == 4 and sys.argv[1] == "--serve-fake-frontend":
         serve_fake_frontend(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 7 and sys.argv[1] == "--http-floor":
+        http_floor(sys.argv[2], *map(int, sys.argv[3:7]))
     elif len(sys.argv) == 7 and sys.argv[1] == "--grpc-floor":
         grpc_floor(sys.argv[2], *map(int, sys.argv[3:7]))
     else:

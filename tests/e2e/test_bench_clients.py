@@ -60,5 +60,6 @@ async def test_paired_ttft_runs_every_kind_once_per_iteration():
     assert result.p50_ms("httpx") == pytest.approx(21.0)
     assert result.added_ms("httpx", "tritonclient") == pytest.approx(2.0)
     assert result.added_ms("lean-http", "lean-grpc") == pytest.approx(0.5)
+    assert result.added_ms("lean-http", "tritonclient") == pytest.approx(1.0)
     assert result.paired_added_ms("httpx", "tritonclient") == pytest.approx(2.0)
     assert result.to_json()["num_samples"] == {k: 3 for k in KINDS}
