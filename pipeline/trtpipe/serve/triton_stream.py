@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from itertools import accumulate
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -95,8 +96,7 @@ class EngineCall:
             if value != default:
                 out.append((name, dtype, [1, 1], struct.pack(fmt, value)))
         if self.stop_token_ids:
-            words = _stop_words_list(self.stop_token_ids)
-            out.append(("stop_words_list", "INT32", list(words.shape), words.tobytes()))
+            out.append(("stop_words_list", "INT32", *_stop_words_list(self.stop_token_ids)))
         if self.draft_input_ids:
             n = len(self.draft_input_ids)
             out.append(("draft_input_ids", "INT32", [1, n], struct.pack(f"<{n}i", *self.draft_input_ids)))
@@ -128,12 +128,12 @@ class EngineCall:
 _NP_DTYPES = {"INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_, "UINT64": np.uint64}
 
 
-def _stop_words_list(seqs: list[list[int]]) -> np.ndarray:
-    """TensorRT-LLM's [1, 2, L] layout: concatenated ids, then end offsets padded with -1."""
+def _stop_words_list(seqs: list[list[int]]) -> tuple[list[int], bytes]:
+    """TensorRT-LLM's [1, 2, L] layout: concatenated ids, then end offsets padded with -1 (shape, raw bytes)."""
     flat = [t for s in seqs for t in s]
-    offsets = list(np.cumsum([len(s) for s in seqs]))
+    offsets = list(accumulate(len(s) for s in seqs))
     offsets += [-1] * (len(flat) - len(offsets))
-    return np.array([[flat, offsets]], dtype=np.int32)
+    return [1, 2, len(flat)], struct.pack(f"<{2 * len(flat)}i", *flat, *offsets)
 
 
 class TokenDelta:

@@ -1,0 +1,30 @@
+"""The tensors the frontend sends to a `<model>-engine` (tensorrt_llm names and layouts)."""
+
+import struct
+
+import numpy as np
+
+from trtpipe.serve.triton_stream import EngineCall
+
+
+def tensors_by_name(call: EngineCall) -> dict:
+    return {name: (dtype, shape, raw) for name, dtype, shape, raw in call.tensors()}
+
+
+def test_stop_words_list_is_ids_then_end_offsets_padded_with_minus_one():
+    dtype, shape, raw = tensors_by_name(EngineCall(input_ids=[1, 2], max_new_tokens=4,
+                                                   stop_token_ids=[[5], [7, 8]]))["stop_words_list"]
+    assert (dtype, shape) == ("INT32", [1, 2, 3])
+    assert np.frombuffer(raw, dtype="<i4").reshape(shape).tolist() == [[[5, 7, 8], [1, 3, -1]]]
+
+
+def test_defaults_are_left_out_and_set_values_sent_little_endian():
+    plain = tensors_by_name(EngineCall(input_ids=[3, 4, 5], max_new_tokens=7))
+    assert set(plain) == {"input_ids", "input_lengths", "request_output_len", "streaming",
+                          "exclude_input_in_output", "temperature"}
+    assert plain["input_ids"] == ("INT32", [1, 3], struct.pack("<3i", 3, 4, 5))
+    assert plain["request_output_len"][2] == struct.pack("<i", 7)
+    tuned = tensors_by_name(EngineCall(input_ids=[3], max_new_tokens=1, top_k=5, seed=2**40, end_id=2))
+    assert tuned["runtime_top_k"] == ("INT32", [1, 1], struct.pack("<i", 5))
+    assert tuned["seed"] == ("UINT64", [1, 1], struct.pack("<Q", 2**40))
+    assert tuned["end_id"] == ("INT32", [1, 1], struct.pack("<i", 2))
