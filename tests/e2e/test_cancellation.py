@@ -16,15 +16,17 @@ import pytest
 from tests.e2e.helpers import wait_engine_busy, wait_engine_idle
 
 pytestmark = pytest.mark.e2e
-# 4 choices x 512 tokens: long enough that finishing it takes a measurable while on any machine.
-LONG = {"model": "tiny-llama", "prompt": "Tell me everything about robots.", "max_tokens": 512, "n": 4,
+# 16 choices x 512 tokens: long enough that finishing it takes several seconds. It must outlast one scrape of
+# Triton's /metrics, which on a 2-core machine with the engine saturating both cores sometimes takes 0.5-2.5 s:
+# with 4 choices (2.3 s) the first scrape could return only after the generation had ended.
+LONG = {"model": "tiny-llama", "prompt": "Tell me everything about robots.", "max_tokens": 512, "n": 16,
         "temperature": 0, "ignore_eos": True}
 
 CLIENT = textwrap.dedent("""
     import sys, time
     from openai import OpenAI
     client = OpenAI(base_url=sys.argv[1], api_key="x", max_retries=0)
-    stream = client.completions.create(model="tiny-llama", prompt="Tell me everything about robots.", n=4,
+    stream = client.completions.create(model="tiny-llama", prompt="Tell me everything about robots.", n=16,
                                        max_tokens=512, temperature=0, stream=True, extra_body={"ignore_eos": True})
     t0 = time.monotonic()
     for i, chunk in enumerate(stream):
@@ -40,7 +42,7 @@ def full_s(frontend, triton) -> float:
     wait_engine_idle(triton.ports.metrics)
     t0 = time.monotonic()
     out = httpx.post(f"{frontend}/completions", json=LONG, timeout=120).json()
-    assert out["usage"]["completion_tokens"] == 4 * 512
+    assert out["usage"]["completion_tokens"] == 16 * 512
     return time.monotonic() - t0
 
 
