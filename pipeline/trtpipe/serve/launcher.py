@@ -114,6 +114,26 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = 
     return "timeout"
 
 
+THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def engine_thread_env(threads: int | None, environ=os.environ, cpus: int | None = None) -> dict[str, str]:
+    """BLAS threads for the reference engine inside Triton. `threads` (--engine-threads) when given; else
+    whatever the environment already sets; else every usable core but one.
+
+    NOTE: on a small machine numpy's OpenBLAS otherwise takes every core (its workers spin between calls),
+    and everything else on the box waits for a core: on 2 cores, scrapes of Triton's /metrics stalled for
+    0.5-2.5 s under load and the frontend's TTFT at concurrency 4-64 rose by tens to hundreds of ms. Like
+    vLLM's CPU backend (VLLM_CPU_NUM_OF_RESERVED_CPU), one core is left to the frontend, Triton's own threads
+    and the OS, at some of the engine's throughput (bench/results/tiny-llama-frontend-vs-grpc.md)."""
+    if threads is None:
+        if any(name in environ for name in THREAD_ENV):
+            return {}
+        cpus = cpus or len(os.sched_getaffinity(0))
+        threads = max(1, cpus - 1)
+    return {name: str(threads) for name in THREAD_ENV}
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM tritonserver if trtpipe itself dies, so no orphan keeps the ports and the memory."""
     try:
@@ -129,10 +149,12 @@ class TritonServer:
 
     def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
                  extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1",
-                 launch=None):
+                 launch=None, engine_threads: int | None = None):
         """`launch`: a trt.launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
-        replace ours: one tritonserver, or mpirun with one per rank)."""
+        replace ours: one tritonserver, or mpirun with one per rank). `engine_threads`: see engine_thread_env
+        (the reference engine only; a launch plan's engines run on the GPU)."""
         self.repo, self.ports, self.address, self.launch = Path(repo), ports, address, launch
+        self.engine_threads = engine_threads
         self.log_path = log_path or trtpipe_home() / "logs" / "tritonserver.log"
         self.extra_args, self.exit_timeout_s = list(extra_args), exit_timeout_s
         self.process: subprocess.Popen | None = None
@@ -168,7 +190,7 @@ class TritonServer:
         install = find_tritonserver()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
-        launch_env = self.launch.env if self.launch is not None else {}
+        launch_env = self.launch.env if self.launch is not None else engine_thread_env(self.engine_threads)
         self.process = subprocess.Popen(self.argv(install), stdout=log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **install.env, **launch_env}, start_new_session=True,
                                         preexec_fn=_die_with_parent)

@@ -45,6 +45,7 @@ class ServeOptions:
     max_body_bytes: int = 4 * 1024 * 1024
     triton_log: Path | None = None
     triton_args: tuple[str, ...] = ()
+    engine_threads: int | None = None  # reference engine BLAS threads; None: all cores but one
 
 
 class DrainingServer(uvicorn.Server):
@@ -98,7 +99,7 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
         else:
             triton = stack.enter_context(TritonServer(opts.repo, opts.triton_ports, log_path=opts.triton_log,
                                                       extra_args=list(opts.triton_args),
-                                                      launch=_trt_launch(opts)))
+                                                      launch=_trt_launch(opts), engine_threads=opts.engine_threads))
             stack.enter_context(_recorded(opts.repo, triton))
             urls = (triton.grpc_url,)
         app = create_app(frontend_settings(opts, urls))

@@ -18,7 +18,8 @@ def test_serve_options_reach_the_server(monkeypatch, tmp_path):
         "--repo", str(tmp_path), "--port", "9100", "--triton", "10.0.0.1:8001", "--triton", "10.0.0.2:8001",
         "--api-key", "secret-1", "--api-key-file", str(keys), "--protect-metrics", "--chat-template", str(template),
         "--max-running", "8", "--max-waiting", "4", "--request-timeout", "30", "--keepalive", "5",
-        "--drain-timeout", "12", "--max-body-bytes", "1000"], env={"TRTPIPE_API_KEYS": "from-env"})
+        "--drain-timeout", "12", "--max-body-bytes", "1000", "--engine-threads", "3"],
+        env={"TRTPIPE_API_KEYS": "from-env"})
     assert result.exit_code == 0, result.output
     opts = got["opts"]
     assert opts.triton_urls == ("10.0.0.1:8001", "10.0.0.2:8001") and opts.port == 9100
@@ -26,7 +27,12 @@ def test_serve_options_reach_the_server(monkeypatch, tmp_path):
     assert "secret" not in repr(opts) and "secret" not in result.output  # keys are never printed
     assert opts.chat_template == "{{ messages }}"
     assert (opts.max_running, opts.max_waiting, opts.request_timeout_s, opts.keepalive_s, opts.drain_timeout_s,
-            opts.max_body_bytes) == (8, 4, 30.0, 5.0, 12.0, 1000)
+            opts.max_body_bytes, opts.engine_threads) == (8, 4, 30.0, 5.0, 12.0, 1000, 3)
+
+
+def test_engine_threads_must_be_positive(tmp_path):
+    result = CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--engine-threads", "0"])
+    assert result.exit_code == 2 and "--engine-threads" in result.output
 
 
 def test_frontend_settings_follow_the_options(tmp_path):
