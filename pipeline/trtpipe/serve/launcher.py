@@ -129,7 +129,7 @@ def engine_thread_env(threads: int | None, environ=os.environ, cpus: int | None 
     if threads is None:
         if any(name in environ for name in THREAD_ENV):
             return {}
-        cpus = cpus or len(os.sched_getaffinity(0))
+        cpus = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         threads = max(1, cpus - 1)
     return {name: str(threads) for name in THREAD_ENV}
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import struct
 import uuid
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import AsyncIterator
 
 import grpc
