@@ -122,10 +122,11 @@ def engine_thread_env(threads: int | None, environ=os.environ, cpus: int | None 
     whatever the environment already sets; else every usable core but one.
 
     NOTE: on a small machine numpy's OpenBLAS otherwise takes every core (its workers spin between calls),
-    and everything else on the box waits for a core: on 2 cores, scrapes of Triton's /metrics stalled for
-    0.5-2.5 s under load and the frontend's TTFT at concurrency 4-64 rose by tens to hundreds of ms. Like
-    vLLM's CPU backend (VLLM_CPU_NUM_OF_RESERVED_CPU), one core is left to the frontend, Triton's own threads
-    and the OS, at some of the engine's throughput (bench/results/tiny-llama-frontend-vs-grpc.md)."""
+    and everything else on the box waits for a core: on 2 cores, scrapes of Triton's /metrics stalled for up
+    to 2.7 s under load (bench/triton_metrics_latency.py) and the frontend's TTFT at concurrency 4-64 rose by
+    tens to hundreds of ms. Like vLLM's CPU backend (VLLM_CPU_NUM_OF_RESERVED_CPU), one core is left to the
+    frontend, Triton's own threads and the OS, at some of the engine's throughput
+    (bench/results/tiny-llama-frontend-vs-grpc.md)."""
     if threads is None:
         if any(name in environ for name in THREAD_ENV):
             return {}
