@@ -162,6 +162,9 @@ def http_floor(http_url: str, requests: int, concurrency: int, max_tokens: int, 
                 if end < 0:
                     self.buf = buf
                     return
+                if not buf.startswith(b"HTTP/1.1 200"):
+                    self.events.put_nowait(RuntimeError(f"Triton answered {buf[:end + 200]!r}"))
+                    return
                 self.in_body, buf = True, buf[end + 4:]
             pos = 0
             while (eol := buf.find(b"\r\n", pos)) >= 0:  # chunked encoding: size line, data, CRLF
@@ -186,6 +189,8 @@ def http_floor(http_url: str, requests: int, concurrency: int, max_tokens: int, 
                 transport, stream = await loop.create_connection(lambda: SseStream(generate_body(i, m)), host, port)
                 tokens = 0
                 while (event := await stream.events.get()) is not None:
+                    if isinstance(event, Exception):
+                        raise SystemExit(f"generate_stream failed: {event}")
                     ids = json.loads(event[6:])["output_ids"]  # b"data: {...}\n\n"
                     tokens += len(ids) if isinstance(ids, list) else 1
                 transport.close()
@@ -202,6 +207,8 @@ def print_cpu_per_token(load, requests: int, max_tokens: int, repeat: int) -> No
     for _ in range(repeat):
         c0 = time.process_time()
         tokens = load(requests, max_tokens)
+        if tokens != requests * max_tokens:
+            raise SystemExit(f"expected {requests * max_tokens} tokens, received {tokens}")
         runs.append(1e6 * (time.process_time() - c0) / max(tokens, 1))
     print(json.dumps({"us_per_token": round(statistics.median(runs), 1),
                       "us_per_token_runs": [round(r, 1) for r in runs]}))
