@@ -66,7 +66,9 @@ def scrape_while_busy(triton, args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from trtpipe.serve.launcher import usable_cpus
+
+    cpus = usable_cpus()
     ap.add_argument("--threads", default=f"{cpus},{max(1, cpus - 1)}",
                     help="comma-separated engine thread counts (default: all cores, then all but one)")
     ap.add_argument("--rounds", type=int, default=3, help="generations per thread count")

@@ -117,6 +117,11 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = 
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def engine_thread_env(threads: int | None, environ=os.environ, cpus: int | None = None) -> dict[str, str]:
     """BLAS threads for the reference engine inside Triton. `threads` (--engine-threads) when given; else
     whatever the environment already sets; else every usable core but one.
@@ -130,7 +135,7 @@ def engine_thread_env(threads: int | None, environ=os.environ, cpus: int | None 
     if threads is None:
         if any(name in environ for name in THREAD_ENV):
             return {}
-        cpus = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        cpus = cpus or usable_cpus()
         threads = max(1, cpus - 1)
     return {name: str(threads) for name in THREAD_ENV}
 
