@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from trtpipe.backends import get_backend
 from trtpipe.cache import Artifact, ArtifactCache, cache_key
-from trtpipe.config import BuildConfig, load_config
+from trtpipe.config import BuildConfig, load_draft
 from trtpipe.errors import ConfigError, StageError
 from trtpipe.gate import run_gate
 from trtpipe.manifest import Manifest, StageRecord
 from trtpipe.preflight import check_free_space
 from trtpipe.repo import layout
 from trtpipe.repo.versions import PublishedVersion, publish_version
-from trtpipe.spec import ServingSpec
-from trtpipe.stages import STAGES
 from trtpipe.stages.base import Stage
 
 # (stage, status, seconds, key) where status is "running", "cached", "built", "skipped" or "failed".
@@ -36,28 +35,37 @@ class BuildResult:
 
 
 def _is_passthrough(stage: Stage, config: BuildConfig) -> bool:
-    from trtpipe.stages.quantize import is_passthrough
+    return stage.passthrough(config) is not None
 
-    return stage.run is None or (stage.name == "quantize" and is_passthrough(config))
+
+def stage_key(stage: Stage, config: BuildConfig, artifacts: dict[str, Artifact]) -> str:
+    """The cache key of `stage` given its inputs: decided before it runs (the dry run prints this one)."""
+    return cache_key({"stage": stage.name, "version": stage.version, **stage.key_inputs(config, artifacts)})
 
 
 def run_stages(config: BuildConfig, cache: ArtifactCache, force: set[str] = frozenset(),
-               progress: ProgressFn = lambda *a: None) -> tuple[dict[str, Artifact], list[StageRecord]]:
-    unknown = force - {s.name for s in STAGES}
+               progress: ProgressFn = lambda *a: None,
+               inputs: dict[str, Artifact] | None = None,
+               until: str | None = None) -> tuple[dict[str, Artifact], list[StageRecord]]:
+    """Run the backend's stages in order (up to and including `until`, when given). `inputs`: artifacts from
+    outside the chain (a draft's checkpoint for a backend that speculates inside its engine), visible to
+    every stage's key and recipe."""
+    stages = get_backend(config.backend).stages
+    unknown = force - {s.name for s in stages}
     if unknown:
         raise ConfigError(f"--force names unknown stage(s) {sorted(unknown)}",
-                          fix=f"use one of: {', '.join(s.name for s in STAGES)}")
-    artifacts: dict[str, Artifact] = {}
+                          fix=f"use one of: {', '.join(s.name for s in stages)}")
+    artifacts: dict[str, Artifact] = dict(inputs or {})
     records: list[StageRecord] = []
     previous: Artifact | None = None
-    for stage in STAGES:
+    for stage in stages:
         if _is_passthrough(stage, config):
             # Nothing to compute: the next stage reads the previous artifact under this stage's name.
             artifacts[stage.name] = previous
             records.append(StageRecord(stage.name, previous.key, True, 0.0, {"passthrough": True}))
             progress(stage.name, "skipped", 0.0, previous.key)
             continue
-        key = cache_key({"stage": stage.name, "version": stage.version, **stage.key_inputs(config, artifacts)})
+        key = stage_key(stage, config, artifacts)
         if stage.name in force:
             existing = cache.get(stage.name, key)
             if existing is not None:
@@ -73,6 +81,8 @@ def run_stages(config: BuildConfig, cache: ArtifactCache, force: set[str] = froz
         progress(stage.name, "cached" if cached else "built", seconds, key)
         records.append(StageRecord(stage.name, key, cached, round(seconds, 3), artifact.meta))
         artifacts[stage.name] = previous = artifact
+        if stage.name == until:
+            break
     return artifacts, records
 
 
@@ -94,30 +104,33 @@ def _live_manifest(repo: Path, model: str) -> Manifest | None:
 def build(config: BuildConfig, repo: Path, *, cache: ArtifactCache | None = None, force: set[str] = frozenset(),
           publish: bool = True, gate: bool = False, progress: ProgressFn = lambda *a: None) -> BuildResult:
     cache = cache or ArtifactCache()
+    backend = get_backend(config.backend)
     check_free_space(cache.root, config)
-    if config.backend == "trt-engine":
-        # Without TensorRT-LLM and a GPU, stop before any work, naming the image and the command to use.
-        from trtpipe.trt.preflight import preflight_build
-
-        preflight_build(config)
-    if config.speculation:
+    # Without the backend's toolchain (TensorRT-LLM, a GPU), stop before any work, naming what to use.
+    backend.preflight_build(config)
+    draft = load_draft(config)
+    extra: dict[str, Artifact] = {}
+    if draft is not None and backend.draft_is_a_model:
         # The draft is its own published model (`<draft>-engine`); the target's spec names it.
-        draft = load_config(config.speculation.draft)
-        if draft.speculation:
-            raise ConfigError(f"the draft config {draft.name!r} has a speculation section itself",
-                              where="speculation.draft", fix="use a draft config without speculation")
-        draft_result = build(draft, repo, cache=cache, force=force, publish=publish, gate=gate,
-                             progress=lambda stage, *rest: progress(f"draft {stage}", *rest))
-    artifacts, records = run_stages(config, cache, force, progress)
-    if config.speculation:
-        _check_same_tokenizer(config, artifacts["fetch"], draft_result.checkpoint)
+        draft_checkpoint = build(draft, repo, cache=cache, force=force, publish=publish, gate=gate,
+                                 progress=lambda stage, *rest: progress(f"draft {stage}", *rest)).checkpoint
+    elif draft is not None:
+        # The engine speculates itself: the draft's checkpoint becomes part of the target's engine directory.
+        fetched, draft_records = run_stages(draft, cache, force, lambda s, *r: progress(f"draft {s}", *r),
+                                            until="fetch")
+        draft_checkpoint = extra["draft"] = fetched["fetch"]
+    artifacts, records = run_stages(config, cache, force, progress, inputs=extra)
+    if "draft" in extra:
+        records = [StageRecord(f"draft {r.stage}", r.key, r.cached, r.seconds, r.meta) for r in draft_records] + records
+    if draft is not None and config.speculation.method == "draft-target":
+        _check_same_tokenizer(config, artifacts["fetch"], draft_checkpoint)
     manifest = Manifest(model_name=config.name, backend=config.backend, config=config.model_dump(mode="json"),
                         stages=records)
     live = _live_manifest(repo, config.name)
     if gate and (live is None or live.engine_key != manifest.engine_key):
         progress("gate", "running", 0.0, "")
         t0 = time.perf_counter()
-        result = run_gate(config, artifacts["compile"].path, artifacts["fetch"].path,
+        result = run_gate(config, artifacts[backend.engine_stage].path, artifacts["fetch"].path,
                           artifacts["quantize"].key, live)
         manifest.gate = result.to_dict()
         progress("gate", "skipped" if result.skipped else ("passed" if result.passed else "failed"),
@@ -131,14 +144,15 @@ def build(config: BuildConfig, repo: Path, *, cache: ArtifactCache | None = None
         progress("publish", "running", 0.0, "")
         t0 = time.perf_counter()
         try:
-            published = publish_version(repo, ServingSpec.from_config(config), manifest,
-                                        engine_dir=artifacts["compile"].path, checkpoint_dir=artifacts["fetch"].path)
+            published = publish_version(repo, backend.serving_spec(config), manifest,
+                                        engine_dir=artifacts[backend.engine_stage].path,
+                                        checkpoint_dir=artifacts["fetch"].path)
         except Exception:
             progress("publish", "failed", time.perf_counter() - t0, "")
             raise
         status = "unchanged" if published.unchanged else "published"
         progress("publish", status, time.perf_counter() - t0, f"v{published.version}")
-    return BuildResult(manifest, artifacts["compile"], artifacts["fetch"], published)
+    return BuildResult(manifest, artifacts[backend.engine_stage], artifacts["fetch"], published)
 
 
 __all__ = ["build", "run_stages", "BuildResult", "StageError"]

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trtpipe.backends.registry import backend_names, get_backend
 from trtpipe.errors import ConfigError
 
-Backend = Literal["reference", "trt-engine"]
 Dtype = Literal["float32", "float16", "bfloat16"]
-QuantFormat = Literal["fp8", "int4_awq", "w4a8_awq", "int8_sq", "int8_wo", "int4_wo"]
-# The reference engine implements weight-only quantization only; the others need TensorRT-LLM.
-REFERENCE_QUANT_FORMATS = ("int8_wo", "int4_wo")
+# Every format some backend accepts; which backend accepts which is each backend's `quant_formats` table.
+QuantFormat = Literal["fp8", "nvfp4", "int4_awq", "w4a8_awq", "int8_sq", "int8_wo", "int4_wo"]
+SpeculationMethod = Literal["draft-target", "eagle3", "ngram"]
 SchedulerPolicy = Literal["guaranteed_no_evict", "max_utilization"]
 
 
@@ -65,6 +65,8 @@ class Quantization(_Strict):
 class Parallelism(_Strict):
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)
+    # Mixture-of-experts expert parallelism (trtllm-pytorch: moe_expert_parallel_size); None = the backend's default.
+    ep: int | None = Field(None, ge=1)
 
     @property
     def world_size(self) -> int:
@@ -87,8 +89,23 @@ class EngineLimits(_Strict):
 
 
 class Speculation(_Strict):
-    draft: str = Field(description="name of the draft model's build config, e.g. tiny-llama-draft")
+    """draft-target: a separate draft model proposes, the target verifies. eagle3: an EAGLE-3 head (its own
+    checkpoint, named by a build config like a draft) proposes inside the engine. ngram: prompt lookup, no
+    draft. Which methods a backend serves, and whether the draft is its own published model or part of the
+    engine, is the backend's (backends/base.py)."""
+
+    method: SpeculationMethod = "draft-target"
+    draft: str | None = Field(None, description="build config of the draft model or EAGLE-3 head, e.g. tiny-llama-draft")
     max_draft_len: int = Field(4, ge=1, le=16)
+    max_matching_ngram_size: int = Field(2, ge=1, description="ngram: the longest prompt n-gram matched")
+
+    @model_validator(mode="after")
+    def _draft_given(self) -> "Speculation":
+        if self.method != "ngram" and not self.draft:
+            raise ValueError(f"speculation method {self.method} needs `draft`: the build config of the draft model")
+        if self.method == "ngram" and self.draft:
+            raise ValueError("ngram speculation uses no draft model: remove speculation.draft")
+        return self
 
 
 class Serving(_Strict):
@@ -103,6 +120,16 @@ class Serving(_Strict):
     # N > 1 sends the first token at once and then every N tokens, so the gRPC and HTTP work per token falls
     # about N-fold under load at the price of burstier inter-token gaps. Reference backend only.
     stream_interval: int = Field(1, ge=1)
+
+
+class LlmApi(_Strict):
+    """Settings only the TensorRT-LLM LLM API has (backend trtllm-pytorch); written into its LlmArgs YAML."""
+
+    cuda_graphs: bool = True
+    # Largest batch captured as a CUDA graph; None = engine.max_batch_size.
+    cuda_graph_max_batch_size: int | None = Field(None, ge=1)
+    cuda_graph_padding: bool = True
+    guided_decoding_backend: Literal["xgrammar", "llguidance"] | None = None
 
 
 class Frontend(_Strict):
@@ -126,7 +153,7 @@ class Gate(_Strict):
 class BuildConfig(_Strict):
     name: str
     description: str = ""
-    backend: Backend = "reference"
+    backend: str = "reference"
     source: Source
     dtype: Dtype = "bfloat16"
     quantization: Quantization | None = None
@@ -136,19 +163,19 @@ class BuildConfig(_Strict):
     serving: Serving = Serving()
     frontend: Frontend = Frontend()
     gate: Gate = Gate()
+    llm_api: LlmApi = LlmApi()
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in backend_names():
+            raise ValueError(f"unknown backend {value!r}; use one of: {', '.join(backend_names())}")
+        return value
 
     @model_validator(mode="after")
     def _backend_rules(self) -> "BuildConfig":
-        if self.backend == "reference":
-            if self.quantization and self.quantization.format not in REFERENCE_QUANT_FORMATS:
-                raise ValueError(
-                    f"quantization.format {self.quantization.format!r} needs backend trt-engine; "
-                    f"the reference backend supports {', '.join(REFERENCE_QUANT_FORMATS)}")
-            if self.parallelism.world_size != 1:
-                raise ValueError("the reference backend runs on one CPU process: set parallelism tp: 1, pp: 1")
-        elif self.serving.stream_interval != 1:
-            raise ValueError("serving.stream_interval applies to the reference backend only: the tensorrtllm "
-                             "backend streams every token; remove it or set it to 1")
+        # What a backend accepts is the backend's own rule (backends/base.py check_config).
+        get_backend(self.backend).check_config(self)
         if self.frontend.max_max_tokens > self.engine.max_seq_len - 1:
             raise ValueError(f"frontend.max_max_tokens ({self.frontend.max_max_tokens}) must be < "
                              f"engine.max_seq_len ({self.engine.max_seq_len})")
@@ -249,3 +276,14 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> BuildConfig:
         return BuildConfig.model_validate(data)
     except ValidationError as e:
         raise _format_validation(path, e) from None
+
+
+def load_draft(config: BuildConfig) -> BuildConfig | None:
+    """The build config of `config`'s draft (a draft model or an EAGLE-3 head), or None."""
+    if config.speculation is None or config.speculation.draft is None:
+        return None
+    draft = load_config(config.speculation.draft)
+    if draft.speculation:
+        raise ConfigError(f"the draft config {draft.name!r} has a speculation section itself",
+                          where="speculation.draft", fix="use a draft config without speculation")
+    return draft

@@ -4,7 +4,8 @@ Golden prompts: greedy output is recorded in the manifest; when the weights are 
 version (same quantize-stage key), the new output must equal the live version's, token for token — a
 rebuild that changes only limits or serving settings must not change what the model says.
 Load test: a batch of requests through the engine in-process, output tokens/s against a threshold.
-The reference engine runs here; a trt-engine gate needs a GPU and is recorded as skipped.
+Which gate runs is the backend's (backends/base.py run_gate): the reference backend runs `engine_gate` here, in
+process; the GPU backends record theirs as skipped (they need a GPU host).
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ def weights_key(manifest: Manifest) -> str | None:
 
 def run_gate(config: BuildConfig, engine_dir: Path, checkpoint_dir: Path, new_weights_key: str,
              live: Manifest | None) -> GateResult:
-    if config.backend != "reference":
-        return GateResult(passed=True, skipped=True, failures=["trt-engine gates run on a GPU host (not here)"])
+    from trtpipe.backends import get_backend
+
+    return get_backend(config.backend).run_gate(config, engine_dir, checkpoint_dir, new_weights_key, live)
+
+
+def engine_gate(config: BuildConfig, engine_dir: Path, checkpoint_dir: Path, new_weights_key: str,
+                live: Manifest | None) -> GateResult:
+    """The gate run in-process on trtpipe's reference engine."""
     from trtpipe.engine import Engine, EngineLimits, SamplingParams
 
     g = config.gate

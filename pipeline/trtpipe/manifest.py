@@ -51,7 +51,9 @@ class Manifest:
 
     @property
     def engine_key(self) -> str:
-        return next(s.key for s in self.stages if s.stage == "compile")
+        """The key of the last stage: the servable artifact the version publishes (every backend's chain
+        ends with it; a pass-through record carries its input's key)."""
+        return self.stages[-1].key
 
     @property
     def fingerprint(self) -> str:

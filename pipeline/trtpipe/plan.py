@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from trtpipe.config import BuildConfig, load_config
+from trtpipe.config import BuildConfig, load_config, load_draft
 from trtpipe.errors import ConfigError
 from trtpipe.trt.gpus import GIB, GpuSpec, get_gpu
 
@@ -81,7 +81,14 @@ class ModelArch:
 _LLAMA_31_8B = ModelArch(4096, 14336, 32, 32, 8, 128256, 128)
 _LLAMA_32_1B = ModelArch(2048, 8192, 16, 32, 8, 128256, 64, tie_word_embeddings=True)
 _LLAMA_31_70B = ModelArch(8192, 28672, 80, 64, 8, 128256, 128)
+# An EAGLE-3 head for Llama 3.1 8B: one decoder layer over the target's hidden size with its own embedding and
+# LM head (an upper bound: its LM head covers a reduced draft vocabulary). Not read from a config.json here.
+_EAGLE3_LLAMA_31_8B = ModelArch(4096, 14336, 1, 32, 8, 128256, 128)
+# TinyLlama 1.1B Chat v1.0's config.json (the GPU smoke-test model).
+_TINYLLAMA_11B = ModelArch(2048, 5632, 22, 32, 4, 32000, 64)
 KNOWN_ARCHITECTURES = {
+    "TinyLlama/TinyLlama-1.1B-Chat-v1.0": _TINYLLAMA_11B,
+    "yuhuili/EAGLE3-LLaMA3.1-Instruct-8B": _EAGLE3_LLAMA_31_8B,
     "meta-llama/Llama-3.1-8B-Instruct": _LLAMA_31_8B, "meta-llama/Llama-3.1-8B": _LLAMA_31_8B,
     "meta-llama/Llama-3.2-1B-Instruct": _LLAMA_32_1B, "meta-llama/Llama-3.2-1B": _LLAMA_32_1B,
     "meta-llama/Llama-3.1-70B-Instruct": _LLAMA_31_70B, "meta-llama/Llama-3.1-70B": _LLAMA_31_70B,
@@ -118,7 +125,8 @@ def linear_bytes_per_param(config: BuildConfig) -> float:
     if q is None:
         return DTYPE_BYTES[config.dtype]
     per_group_scales = 2 / q.group_size  # one fp16 scale per group
-    return {"fp8": 1.0, "int8_sq": 1.0, "int8_wo": 1.0, "int4_wo": 0.5,
+    return {"fp8": 1.0, "nvfp4": 0.5 + 1 / 16,  # one fp8 scale per 16 weights
+            "int8_sq": 1.0, "int8_wo": 1.0, "int4_wo": 0.5,
             "int4_awq": 0.5 + per_group_scales, "w4a8_awq": 0.5 + per_group_scales}[q.format]
 
 
@@ -269,7 +277,7 @@ def make_plan(config: BuildConfig, gpu: GpuSpec, *, input_len: int, output_len: 
                           f"(max_input_len {e.max_input_len}, max_seq_len {e.max_seq_len})",
                           where=f"{config.name}: engine", fix="plan a shorter workload or raise the engine limits")
     arch = arch_for(config)
-    draft = load_config(config.speculation.draft) if config.speculation else None
+    draft = load_draft(config)
     draft_arch = arch_for(draft) if draft else None
     draft_len = config.speculation.max_draft_len if config.speculation else 0
     seq_tokens, draft_seq_tokens = input_len + output_len + draft_len, input_len + output_len

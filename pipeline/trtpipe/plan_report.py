@@ -50,38 +50,16 @@ def summary_text(plan: Plan) -> str:
 
 
 def _launch_section(plan: Plan) -> str:
+    from trtpipe.backends import get_backend
+
     c = plan.config
-    lines = ["```sh", f"trtpipe build {c.name}          # fetch, convert/quantize, trtllm-build, publish",
+    backend = get_backend(c.backend)
+    lines = ["```sh", f"trtpipe build {c.name}          # " + " -> ".join(s.name for s in backend.stages) + ", publish",
              f"trtpipe serve --host 0.0.0.0   # Triton + the OpenAI frontend on :{FRONTEND_PORT}", "```"]
-    if c.backend != "trt-engine":
-        return "\n".join(lines + ["", "Backend `reference`: the CPU engine; no TensorRT-LLM commands."])
-    from trtpipe.trt.launch import device_ids, triton_launch_argv, triton_launch_env
-    from trtpipe.trt.recipes import IMAGE, Command, TrtTools, build_commands, checkpoint_command
-
-    class _Ports:
-        http, grpc, metrics = 8000, 8001, 8002
-
-    tools = TrtTools(python="python3", examples_dir="/app/examples", trtllm_build="trtllm-build",
-                     tritonserver="/opt/tritonserver/bin/tritonserver", mpirun="mpirun")
-    cmds: list[Command] = []
-    for cfg, role in ((plan.draft, "draft"), (c, "target")):
-        if cfg is None:
-            continue
-        tag = cfg.name.upper().replace("-", "_").replace(".", "_")
-        cmds.append(checkpoint_command(cfg, Path(f"{tag}_HF_DIR"), Path(f"{tag}_CKPT_DIR"), tools))
-        cmds += build_commands(cfg, Path(f"{tag}_CKPT_DIR"), Path(f"{tag}_ENGINE_DIR"), tools, draft=role == "draft")
-    engines = [f"{c.name}-engine"] + ([f"{plan.draft.name}-engine"] if plan.draft else [])
-    argv = triton_launch_argv(TRITON_REPO_IN_CONTAINER, plan.world_size, _Ports(), engine_models=engines,
-                              gpu_count=plan.world_size)
-    env = triton_launch_env(plan.world_size, len(engines))
-    lines += ["", f"What `trtpipe build` and `trtpipe serve` run inside `{IMAGE}`:", "", "```sh"]
-    lines += [cmd.shell() for cmd in cmds]
-    lines.append(Command(argv=argv, env=env).shell())
-    lines.append("```")
-    if plan.draft:
-        lines.append(f"\nOrchestrator mode: both engines are placed by `gpu_device_ids` (target "
-                     f"{device_ids(plan.world_size)}, draft {device_ids(plan.draft.parallelism.world_size)}).")
-    return "\n".join(lines)
+    commands = backend.plan_commands(c, plan.draft, plan.world_size)
+    if not commands:
+        return "\n".join(lines + ["", backend.plan_note()])
+    return "\n".join(lines + commands)
 
 
 def serving_configuration(plan: Plan) -> str:
@@ -89,9 +67,9 @@ def serving_configuration(plan: Plan) -> str:
     q = c.quantization
     source = (f"{c.source.hf}@{c.source.revision}" if c.source.hf
               else c.source.path or f"synthetic:{c.source.synthetic}")
-    framework = ("TensorRT-LLM 1.2.1 engine, Triton `tensorrtllm` backend (in-flight fused batching, paged KV "
-                 "cache)" if c.backend == "trt-engine" else "trtpipe reference engine (CPU, NumPy) on Triton's "
-                 "Python backend")
+    from trtpipe.backends import get_backend
+
+    framework = get_backend(c.backend).framework
     rows = [["Framework", framework], ["Model", source],
             ["Parameters", f"{plan.arch.num_params / 1e9:.2f} B"],
             ["Precision", f"{c.dtype}; weights {q.format if q else c.dtype}; KV cache "

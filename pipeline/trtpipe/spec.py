@@ -37,6 +37,9 @@ class ServingSpec:
     max_draft_len: int = 0
     draft_model_name: str | None = None
     stream_interval: int = 1
+    # Set when the engine itself speculates (the LLM API's speculative_config: "Eagle3", "Draft_Target", "NGram").
+    # The frontend then runs no draft-target speculation of its own for this model (serve/frontend.py).
+    engine_speculation: str | None = None
 
     @property
     def engine_model(self) -> str:

@@ -115,7 +115,7 @@ def test_two_concurrent_builds_of_one_config_publish_exactly_one_version(home):
 KILLABLE_BUILD = """
 import sys, time
 from pathlib import Path
-import trtpipe.stages.compile as compile_stage
+import trtpipe.backends.reference as compile_stage
 from trtpipe.build import build
 from trtpipe.config import load_config
 

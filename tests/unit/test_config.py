@@ -43,7 +43,7 @@ def test_unknown_key_error_names_file_key_and_value(tmp_path):
 
 def test_reference_backend_refuses_gpu_only_quantization_by_name(tmp_path):
     path = write(tmp_path, "q", "name: q\nsource: {synthetic: tiny-llama}\nquantization: {format: fp8}\n")
-    with pytest.raises(ConfigError, match="'fp8' needs backend trt-engine; the reference backend supports int8_wo, int4_wo"):
+    with pytest.raises(ConfigError, match="'fp8' needs backend trt-engine or trtllm-pytorch; the reference backend supports int8_wo, int4_wo"):
         load_config(str(path))
 
 

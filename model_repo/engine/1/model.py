@@ -13,6 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from trtpipe.backend.loop import EngineLoop
 from trtpipe.backend.tensors import BadRequest, decode_request
+from trtpipe.backend.triton_io import TritonSender, read_inputs
 from trtpipe.engine import Engine, EngineLimits
 from trtpipe.spec import ServingSpec
 
@@ -21,31 +22,6 @@ INPUT_NAMES = ("input_ids", "input_lengths", "request_output_len", "end_id", "pa
                "presence_penalty", "frequency_penalty", "stop_words_list", "return_log_probs",
                "return_num_input_tokens", "return_num_output_tokens", "exclude_input_in_output",
                "draft_input_ids", "draft_logits", "stop")
-
-
-class _Sender:
-    def __init__(self, request):
-        self._request = request
-        self._sender = request.get_response_sender()
-        # Only the outputs the client asked for (all of them when it named none). The stub would otherwise prune
-        # the rest itself on the engine thread, dropping their numpy arrays without the GIL: the Python 3.12 stub
-        # segfaults there (a request naming `outputs`, as the frontend's does).
-        self._wanted = set(request.requested_output_names())
-
-    def send(self, tensors, *, error=None, final=False):
-        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
-        if error is not None:
-            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(error))
-        elif tensors is None:
-            self._sender.send(flags=flags)
-            return
-        else:
-            response = pb_utils.InferenceResponse(
-                [pb_utils.Tensor(k, v) for k, v in tensors.items() if k in self._wanted])
-        self._sender.send(response, flags=flags)
-
-    def is_cancelled(self):
-        return self._request.is_cancelled()
 
 
 class TritonPythonModel:
@@ -88,12 +64,8 @@ class TritonPythonModel:
 
     def execute(self, requests):
         for request in requests:
-            sender = _Sender(request)
-            tensors = {}
-            for name in INPUT_NAMES:
-                t = pb_utils.get_input_tensor_by_name(request, name)
-                if t is not None:
-                    tensors[name] = t.as_numpy()
+            sender = TritonSender(request, pb_utils)
+            tensors = read_inputs(request, INPUT_NAMES, pb_utils)
             stop = tensors.get("stop")
             if stop is not None and bool(stop.reshape(-1)[0]):
                 self.loop.stop_request(request.request_id(), sender)

@@ -25,7 +25,9 @@ class ResponseSender(Protocol):
 
 
 @dataclass
-class _Active:
+class ActiveRequest:
+    """One running request as the adapter sees it: what was asked, where responses go, what has gone out."""
+
     request: EngineRequest
     opts: RequestOptions
     sender: ResponseSender
@@ -41,7 +43,7 @@ class EngineLoop:
         self.on_step = on_step
         self.stream_interval = stream_interval  # tokens per streamed response after the first (see config.Serving)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._active: dict[str, _Active] = {}
+        self._active: dict[str, ActiveRequest] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trtpipe-engine-loop", daemon=True)
 
@@ -50,7 +52,7 @@ class EngineLoop:
         self._thread.start()
 
     def submit(self, request: EngineRequest, opts: RequestOptions, sender: ResponseSender) -> None:
-        self._commands.put(("add", _Active(request, opts, sender)))
+        self._commands.put(("add", ActiveRequest(request, opts, sender)))
 
     def stop_request(self, request_id: str, sender: ResponseSender) -> None:
         """TensorRT-LLM's `stop` input: end the request with this id, answer with one empty final response."""
@@ -100,7 +102,7 @@ class EngineLoop:
 
     def _apply(self, cmd: tuple) -> None:
         if cmd[0] == "add":
-            active: _Active = cmd[1]
+            active: ActiveRequest = cmd[1]
             rid = active.request.request_id
             if rid in self._active:
                 active.sender.send(None, error=f"request id {rid!r} is already running", final=True)
@@ -131,28 +133,34 @@ class EngineLoop:
         active = self._active.get(out.request_id)
         if active is None:
             return
-        active.token_ids.extend(out.new_token_ids)
-        if out.new_log_probs:
-            active.log_probs.extend(out.new_log_probs)
         if out.finished:
             del self._active[out.request_id]
-        opts = active.opts
-        kv = {"reused": out.num_reused_prompt_tokens // self.engine.limits.tokens_per_block}
-        if opts.streaming:
-            pending = len(active.token_ids) - active.num_streamed
-            # The first tokens go out at once (TTFT), later ones every stream_interval tokens, the rest at the end.
-            if out.finished or (pending and (active.num_streamed == 0 or pending >= self.stream_interval)):
-                ids = active.token_ids[active.num_streamed:]
-                lp = active.log_probs[active.num_streamed:] if opts.return_log_probs else None
-                active.num_streamed = len(active.token_ids)
-                active.sender.send(encode_output(out, ids, lp, kv), final=out.finished)
-        elif out.finished:
-            ids = active.token_ids if opts.exclude_input_in_output else active.request.prompt_token_ids + active.token_ids
-            lp = active.log_probs if opts.return_log_probs else None
-            active.sender.send(encode_output(out, ids, lp, kv), final=True)
+        deliver(active, out, self.stream_interval, out.num_reused_prompt_tokens // self.engine.limits.tokens_per_block)
 
     def _fail_all(self, message: str) -> None:
         for rid in list(self._active):
             active = self._active.pop(rid)
             self.engine.abort(rid)
             active.sender.send(None, error=message, final=True)
+
+
+def deliver(active: ActiveRequest, out: RequestOutput, stream_interval: int, reused_blocks: int = 0) -> None:
+    """Send one engine output to the request's client, as the tensorrt_llm model does: streaming sends only
+    new tokens (the first at once for TTFT, later ones every stream_interval tokens, the rest with the final
+    flag); non-streaming sends everything once, at the end. Shared by every Python engine model."""
+    active.token_ids.extend(out.new_token_ids)
+    if out.new_log_probs:
+        active.log_probs.extend(out.new_log_probs)
+    opts = active.opts
+    kv = {"reused": reused_blocks}
+    if opts.streaming:
+        pending = len(active.token_ids) - active.num_streamed
+        if out.finished or (pending and (active.num_streamed == 0 or pending >= stream_interval)):
+            ids = active.token_ids[active.num_streamed:]
+            lp = active.log_probs[active.num_streamed:] if opts.return_log_probs else None
+            active.num_streamed = len(active.token_ids)
+            active.sender.send(encode_output(out, ids, lp, kv), final=out.finished)
+    elif out.finished:
+        ids = active.token_ids if opts.exclude_input_in_output else active.request.prompt_token_ids + active.token_ids
+        lp = active.log_probs if opts.return_log_probs else None
+        active.sender.send(encode_output(out, ids, lp, kv), final=True)

@@ -2,6 +2,8 @@
 
 A new version is staged beside the live one and renamed into place; then config.pbtxt, which names the
 live version, is replaced atomically. A failure before that last step leaves the live version serving.
+What a version holds beyond engine/, tokenizer/, spec.json and manifest.json (a Python model, companion
+models such as preprocessing/ensemble) and which configs it writes is the backend's (backends/base.py).
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from trtpipe.backends import get_backend
 from trtpipe.errors import PublishError
 from trtpipe.manifest import Manifest
 from trtpipe.repo import layout
+from trtpipe.repo.model_config import to_pbtxt
 from trtpipe.repo.triton_control import reload_models
-from trtpipe.repo.model_config import reference_engine_config, to_pbtxt
 from trtpipe.spec import ServingSpec
 from trtpipe.stages.base import link_or_copy_tree
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json",
                    "tokenizer.model")
-ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "engine" / "1" / "model.py"
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,20 @@ def _lock(repo: Path) -> FileLock:
 
 
 def _write_config(model_dir: Path, spec: ServingSpec, live: int) -> None:
-    if spec.backend == "reference":
-        text = to_pbtxt(reference_engine_config(spec, model_dir.name, live))
-        layout.write_atomically(model_dir / "config.pbtxt", text)
-    else:
-        from trtpipe.trt.publish import companion_names, write_model_set_configs
-
-        # The whole set (preprocessing, postprocessing, ensemble, then the engine) moves to `live`; the
-        # tensorrtllm backend opens engine_dir exactly as given, an absolute path into the version. The
-        # caller reloads the engine model, as for the reference backend; the companions are reloaded here.
-        write_model_set_configs(model_dir.parent, spec, live)
-        reload_models(model_dir.parent, companion_names(spec))
+    """Point every model of the set at version `live`, the engine's config last (it makes the version live).
+    The caller reloads the engine model; the companions are reloaded here."""
+    repo = model_dir.parent
+    backend = get_backend(spec.backend)
+    configs = backend.model_configs(repo, spec, live)
+    missing = [name for name in configs if not (repo / name / str(live)).is_dir()]
+    if missing:
+        raise PublishError(f"version {live} of {', '.join(missing)} is missing", where=str(repo),
+                           fix=f"publish {spec.model_name} again (its model set is incomplete); nothing was changed")
+    for name, cfg in configs.items():
+        layout.write_atomically(repo / name / "config.pbtxt", to_pbtxt(cfg))
+    companions = backend.companion_names(spec)
+    if companions:
+        reload_models(repo, companions)
 
 
 def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_dir: Path, checkpoint_dir: Path,
@@ -61,22 +66,20 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
             live_manifest = model_dir / str(live) / "manifest.json"
             if live_manifest.is_file() and Manifest.read(live_manifest).engine_key == manifest.engine_key:
                 return PublishedVersion(spec.model_name, live, model_dir / str(live), unchanged=True)
-        if spec.backend != "reference":
-            from trtpipe.trt import publish as trt_publish
-
-            trt_publish.check_can_publish(repo, spec)  # before anything is written
+        backend = get_backend(spec.backend)
+        backend.check_can_publish(repo, spec)  # before anything is written
         version = max(layout.versions(model_dir), default=0) + 1
         for abandoned in model_dir.glob(".staging-*"):  # left by a publish that was killed
             shutil.rmtree(abandoned, ignore_errors=True)
         staging = model_dir / f".staging-{version}"
-        companions: list[Path] = []  # trt-engine: the -preprocessing/-postprocessing/-ensemble versions
+        companions: list[Path] = []  # e.g. the -preprocessing/-postprocessing/-ensemble versions
         try:
             staging.mkdir(parents=True)
-            if spec.backend == "reference":
-                if not ADAPTER.is_file():
-                    raise PublishError(f"the Triton adapter {ADAPTER} is missing", where="publish",
+            for name, source in backend.engine_version_files().items():
+                if not source.is_file():
+                    raise PublishError(f"the Triton adapter {source} is missing", where="publish",
                                        fix="install trtpipe from a source checkout: pip install -e .")
-                shutil.copy2(ADAPTER, staging / "model.py")
+                shutil.copy2(source, staging / name)
             link_or_copy_tree(engine_dir, staging / "engine")
             (staging / "tokenizer").mkdir()
             for name in TOKENIZER_FILES:
@@ -85,8 +88,7 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
             spec.write(staging / "spec.json")
             manifest.version = version
             manifest.write(staging / "manifest.json")
-            if spec.backend != "reference":
-                companions = trt_publish.stage_companions(repo, spec, version, staging / "tokenizer")
+            companions = backend.stage_companions(repo, spec, version, staging / "tokenizer")
             staging.rename(model_dir / str(version))
         except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
@@ -97,8 +99,7 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
         _write_config(model_dir, spec, version)
         reload_models(repo, [model_dir.name])
         _prune(model_dir, keep)
-        if spec.backend != "reference":
-            trt_publish.prune_companions(repo, spec)
+        _prune_companions(repo, model_dir, backend.companion_names(spec))
         return PublishedVersion(spec.model_name, version, model_dir / str(version))
 
 
@@ -107,6 +108,15 @@ def _prune(model_dir: Path, keep: int) -> None:
     old = [v for v in layout.versions(model_dir) if v != live]
     for v in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(model_dir / str(v), ignore_errors=True)
+
+
+def _prune_companions(repo: Path, model_dir: Path, names: list[str]) -> None:
+    """Keep exactly the versions `<model>-engine` keeps, so every rollback target has its whole set."""
+    kept = set(layout.versions(model_dir))
+    for name in names:
+        for v in layout.versions(repo / name):
+            if v not in kept:
+                shutil.rmtree(repo / name / str(v), ignore_errors=True)
 
 
 def rollback(repo: Path, model: str, to_version: int | None = None) -> int:

@@ -1,5 +1,2 @@
-"""The build stages, in order. Publishing is not a cached stage: it writes a new repository version."""
-
-from trtpipe.stages import compile, convert, fetch, quantize
-
-STAGES = (fetch.STAGE, convert.STAGE, quantize.STAGE, compile.STAGE)
+"""Stages and their steps. Which stages a build runs, in which order and with which recipe, is the backend's
+(backends/<name>.py `stages`); shared here: the Stage type, the step types, fetch, and running a tool."""

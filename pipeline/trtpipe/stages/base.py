@@ -10,22 +10,33 @@ from typing import Any, Callable
 
 from trtpipe.cache import Artifact, sha256_file
 from trtpipe.config import BuildConfig
+from trtpipe.stages.steps import Step, run_steps
 
 Inputs = dict[str, Artifact]
 
 
+def _never(config: BuildConfig) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Stage:
-    """`key_inputs` lists everything that determines the output; `run` writes it into out_dir.
+    """`key_inputs` lists everything that determines the output; `plan` lists the steps that write it into
+    an output directory (the build runs them, the dry run prints them).
 
-    Bump `version` whenever the code of `run` changes what it writes: old cache entries then miss.
-    A stage whose `run` is None passes its single input through unchanged (e.g. no quantization).
+    Bump `version` whenever a recipe changes what it writes: old cache entries then miss.
+    `passthrough(config)` gives the reason a stage has nothing to do for a config (e.g. no quantization), or
+    None; the next stage then reads the previous artifact under this stage's name.
     """
 
     name: str
     version: int
     key_inputs: Callable[[BuildConfig, Inputs], dict[str, Any]]
-    run: Callable[[BuildConfig, Inputs, Path], dict[str, Any]] | None
+    plan: Callable[[BuildConfig, Inputs, Path], list[Step]]
+    passthrough: Callable[[BuildConfig], str | None] = _never
+
+    def run(self, config: BuildConfig, inputs: Inputs, out_dir: Path) -> dict[str, Any]:
+        return run_steps(self.plan(config, inputs, out_dir))
 
 
 def file_hashes(directory: Path) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 from trtpipe.config import BuildConfig
 from trtpipe.errors import StageError
 from trtpipe.stages.base import Inputs, Stage, file_hashes
+from trtpipe.stages.steps import InProcess, Step
 from trtpipe.stages.synthetic import write_synthetic_checkpoint
 
 SYNTHETIC_GENERATOR_VERSION = 1
@@ -131,5 +132,31 @@ def _fetch_from_hub(config: BuildConfig, out_dir: Path) -> tuple[dict[str, Any],
     return source, {name: v["sha256"] for name, v in sorted(verified.items())}
 
 
+def describe_fetch(config: BuildConfig) -> str:
+    """What fetch does for this source, in the words the dry run prints (no network: a branch or tag is
+    named, not resolved)."""
+    import os
+
+    src = config.source
+    if src.synthetic:
+        lines = [f"in-process: generate the synthetic checkpoint {src.synthetic!r} (seeded random weights, "
+                 "trained byte-level BPE tokenizer)"]
+    elif src.path:
+        lines = [f"copy the files of {Path(src.path).expanduser().resolve()} (top level)"]
+    else:
+        pinned = "a commit sha, used as is" if _SHA.match(src.revision) else "a branch or tag, <resolved at build time>"
+        lines = [f"download {src.hf}@{src.revision} ({pinned}) with huggingface_hub into its cache "
+                 "($HF_HUB_CACHE), then link the files here and check each against the hub's sha256",
+                 "files: " + " ".join(ALLOW_PATTERNS + (PICKLE_PATTERNS if src.allow_pickle else [])),
+                 f"token: HF_TOKEN from the environment ({'set' if os.environ.get('HF_TOKEN') else 'not set'}; "
+                 "never printed or stored)"]
+    lines.append("refuses a config.json with auto_map (custom code)" + (" unless allowed" if src.allow_custom_code else ""))
+    return "\n".join(lines)
+
+
+def _plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    return [InProcess(describe_fetch(config), lambda: _run(config, inputs, out_dir))]
+
+
 # v2: hub downloads are verified against the hub's hashes and limited to the repo root's checkpoint files.
-STAGE = Stage(name="fetch", version=2, key_inputs=_key_inputs, run=_run)
+STAGE = Stage(name="fetch", version=2, key_inputs=_key_inputs, plan=_plan)

@@ -158,6 +158,10 @@ def preflight(config: BuildConfig, machine: Machine, *, built: dict[str, Any] | 
                       "set CUDA_VISIBLE_DEVICES to identical GPUs")
     cc = gpus[0].compute_capability
     q = config.quantization
+    if q and q.format == "nvfp4" and cc < (10, 0):
+        raise _refuse(f"{config.name} uses NVFP4, which needs compute capability >= 10.0 (Blackwell); "
+                      f"{gpus[0].name} is {cc[0]}.{cc[1]}", "serve it on B200/GB200, or build a variant with "
+                                                            "format fp8 (Ada/Hopper) or int4_awq")
     if q and (q.format in ("fp8", "w4a8_awq") or q.kv_cache_dtype == "fp8") and cc < (8, 9):
         raise _refuse(f"{config.name} uses FP8, which needs compute capability >= 8.9; {gpus[0].name} is "
                       f"{cc[0]}.{cc[1]}", "serve it on Ada/Hopper (L40S, H100, H200), or build a variant with "
@@ -189,15 +193,15 @@ def preflight(config: BuildConfig, machine: Machine, *, built: dict[str, Any] | 
 
 
 def _required_bytes(config: BuildConfig, gpu: GpuInfo) -> int:
-    from trtpipe.config import load_config
+    from trtpipe.config import load_draft
     from trtpipe.plan import arch_for, engine_memory
 
     mem = engine_memory(config, arch_for(config))
     draft_len = config.speculation.max_draft_len if config.speculation else 0
     need = mem.weight_bytes + mem.reserve_bytes + (config.engine.max_seq_len + draft_len) * mem.kv_bytes_per_token
-    if config.speculation:
-        # The draft engine shares GPU 0 with the target's rank 0.
-        draft = load_config(config.speculation.draft)
+    draft = load_draft(config)
+    if draft is not None:
+        # The draft (an engine, or the LLM API's draft model / EAGLE-3 head) shares GPU 0 with rank 0.
         d = engine_memory(draft, arch_for(draft))
         need += d.weight_bytes + d.reserve_bytes + draft.engine.max_seq_len * d.kv_bytes_per_token
     return need
@@ -233,3 +237,59 @@ def preflight_repository(repo_dir: Path, machine: Machine | None = None) -> list
             "tensorrt_llm": (compile_meta.get("engine_limits") or {}).get("tensorrt_llm_version")}
         passed += [f"{name}: {check}" for check in preflight(config, machine, built=built)]
     return passed
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    import re
+
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+
+def check_llm_api_toolchain(config: BuildConfig, *, machine: Machine | None = None,
+                            find_spec: Callable[[str], Any] | None = None,
+                            is_file: Callable[[str], bool] = lambda p: Path(p).is_file(), tools=None) -> Machine:
+    """backend trtllm-pytorch: refuse, naming the image, unless a GPU, TensorRT-LLM >= 1.2 (its PyTorch
+    backend reads the LlmArgs YAML) and, for a quantized config, ModelOpt and its hf_ptq.py are here."""
+    from trtpipe.trt import llm_api
+
+    tools = tools or llm_api.LlmApiTools()
+    machine = machine or detect_machine()
+    find_spec = find_spec or util.find_spec
+    image, want = llm_api.IMAGE, llm_api.TOOLCHAIN
+    docker = DOCKER_RUN.replace(IMAGE, image)
+    missing = []
+    if not machine.nvidia_smi:
+        missing.append("nvidia-smi (no NVIDIA driver or GPU visible)")
+    elif not machine.gpus:
+        missing.append("a GPU (nvidia-smi lists none)")
+    if find_spec("tensorrt_llm") is None:
+        missing.append("the tensorrt_llm Python package")
+    if missing:
+        raise _refuse("the TensorRT-LLM LLM API is not here: missing " + "; ".join(missing),
+                      f"run trtpipe inside {image} (TensorRT-LLM {want['tensorrt_llm']}), e.g. `{docker} trtpipe "
+                      "build CONFIG`, or build docker/Dockerfile; the reference backend needs none of this")
+    if machine.tensorrt_llm and _version_tuple(machine.tensorrt_llm) < _version_tuple(want["min_tensorrt_llm"]):
+        raise _refuse(f"TensorRT-LLM {machine.tensorrt_llm} is installed; backend trtllm-pytorch needs >= "
+                      f"{want['min_tensorrt_llm']} (the PyTorch backend and its LlmArgs YAML)",
+                      f"use {image} (TensorRT-LLM {want['tensorrt_llm']}): `{docker}`, or backend: trt-engine "
+                      "for this TensorRT-LLM")
+    if config.quantization is not None:
+        if machine.modelopt is None:
+            raise _refuse("nvidia-modelopt is not installed; quantizing to a Hugging Face checkpoint needs it",
+                          f"pip install 'nvidia-modelopt[torch]{want['modelopt']}' inside {image}")
+        if not is_file(tools.hf_ptq_script):
+            raise _refuse(f"ModelOpt's {tools.hf_ptq_script} is not here",
+                          "git clone https://github.com/NVIDIA/TensorRT-Model-Optimizer at the tag of the installed "
+                          "nvidia-modelopt and set TRTPIPE_MODELOPT_EXAMPLES to its examples/ directory, or use a "
+                          "pre-quantized checkpoint (e.g. nvidia/Llama-3.1-8B-Instruct-FP8) without a quantization "
+                          "section")
+    return machine
+
+
+def check_loaded_llm_api(version: str) -> None:
+    """In the Triton model, before LLM(...): the TensorRT-LLM that will read the YAML is new enough."""
+    from trtpipe.trt import llm_api
+
+    if _version_tuple(version) < _version_tuple(llm_api.TOOLCHAIN["min_tensorrt_llm"]):
+        raise _refuse(f"TensorRT-LLM {version} is installed; this model's LLM API arguments need >= "
+                      f"{llm_api.TOOLCHAIN['min_tensorrt_llm']}", f"serve it in {llm_api.IMAGE}")

@@ -16,8 +16,8 @@ TRTPIPE_TRTLLM_MODELS elsewhere). Upstream deletes these templates after TensorR
 the pinned image is their source of truth (reference/trtllm-facts.md §0).
 
 Each version is staged as `.staging-N` (invisible to Triton, which only loads integer directories) and
-renamed when complete; the configs, which decide what is live, are written last and the engine's last
-of all. A failure before that leaves the live set serving.
+renamed when complete; the configs, which decide what is live, are written last by repo/versions.py and the
+engine's last of all. A failure before that leaves the live set serving.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from trtpipe.errors import PublishError
 from trtpipe.repo import layout
 from trtpipe.spec import ServingSpec
-from trtpipe.trt.model_configs import RepoNames, model_set_configs, to_pbtxt
+from trtpipe.trt.model_configs import RepoNames
 from trtpipe.trt.recipes import TrtTools
 
 PYTHON_MODELS = ("preprocessing", "postprocessing")
@@ -108,27 +108,3 @@ def stage_companions(repo: Path, spec: ServingSpec, version: int, tokenizer_dir:
             shutil.rmtree(path, ignore_errors=True)
         raise
     return written
-
-
-def write_model_set_configs(repo: Path, spec: ServingSpec, live: int) -> list[Path]:
-    """Point every model of the set at version `live`; the engine's config.pbtxt is replaced last."""
-    configs = model_set_configs(spec, repo_dir=repo, live_version=live)
-    missing = [name for name in configs if not (repo / name / str(live)).is_dir()]
-    if missing:
-        raise PublishError(f"version {live} of {', '.join(missing)} is missing", where=str(repo),
-                           fix=f"publish {spec.model_name} again (its model set is incomplete); nothing was changed")
-    written = []
-    for name, cfg in configs.items():
-        path = repo / name / "config.pbtxt"
-        layout.write_atomically(path, to_pbtxt(cfg))
-        written.append(path)
-    return written
-
-
-def prune_companions(repo: Path, spec: ServingSpec) -> None:
-    """Keep exactly the versions `<model>-engine` keeps, so every rollback target has its whole set."""
-    kept = set(layout.versions(repo / RepoNames(spec.model_name).engine))
-    for name in companion_names(spec):
-        for v in layout.versions(repo / name):
-            if v not in kept:
-                shutil.rmtree(repo / name / str(v), ignore_errors=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from trtpipe.backends import get_backend
 from trtpipe.build import _is_passthrough, build, run_stages
 from trtpipe.cache import Artifact, ArtifactCache, cache_key
 from trtpipe.cli import cli
 from trtpipe.config import load_config
 from trtpipe.dry_run import describe_build
-from trtpipe.stages import STAGES
 
 MODELS = "/app/all_models/inflight_batcher_llm"
 
@@ -49,7 +49,7 @@ def keys(name: str, overrides: list[str] = ()) -> dict[str, str]:
     config, cache = load_config(name, list(overrides)), ArtifactCache()
     artifacts: dict[str, Artifact] = {}
     previous, out = None, {}
-    for stage in STAGES:
+    for stage in get_backend(config.backend).stages:
         if _is_passthrough(stage, config):
             artifacts[stage.name] = previous
             continue

@@ -1,0 +1,45 @@
+"""The Triton side of a Python engine model: read a request's input tensors, send its responses.
+
+Shared by every trtpipe Python model (model_repo/engine, model_repo/llm_api_engine). Triton's
+`triton_python_backend_utils` is passed in by the model, so the package never imports it and the rest of
+the adapter runs and is tested without Triton.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+
+class TritonSender:
+    def __init__(self, request: Any, pb_utils: Any):
+        self._pb = pb_utils
+        self._request = request
+        self._sender = request.get_response_sender()
+        # Only the outputs the client asked for (all of them when it named none). The stub would otherwise prune
+        # the rest itself on the engine thread, dropping their numpy arrays without the GIL: the Python 3.12 stub
+        # segfaults there (a request naming `outputs`, as the frontend's does).
+        self._wanted = set(request.requested_output_names())
+
+    def send(self, tensors, *, error=None, final=False):
+        pb = self._pb
+        flags = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        if error is not None:
+            response = pb.InferenceResponse(error=pb.TritonError(error))
+        elif tensors is None:
+            self._sender.send(flags=flags)
+            return
+        else:
+            response = pb.InferenceResponse([pb.Tensor(k, v) for k, v in tensors.items() if k in self._wanted])
+        self._sender.send(response, flags=flags)
+
+    def is_cancelled(self):
+        return self._request.is_cancelled()
+
+
+def read_inputs(request: Any, names: Iterable[str], pb_utils: Any) -> dict:
+    tensors = {}
+    for name in names:
+        t = pb_utils.get_input_tensor_by_name(request, name)
+        if t is not None:
+            tensors[name] = t.as_numpy()
+    return tensors

@@ -1,0 +1,128 @@
+"""`backend: reference`: trtpipe's own NumPy engine, on Triton's Python backend, on any CPU.
+
+Stages: fetch -> convert (the packed NumPy engine format) -> quantize (weight-only int8/int4, optional) ->
+compile (the servable engine directory plus a smoke test: it loads and generates). Publishes one model,
+`<model>-engine`, whose Python model (model_repo/engine/1/model.py) is copied into each version.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from trtpipe.backends.base import Backend
+from trtpipe.config import BuildConfig
+from trtpipe.errors import StageError
+from trtpipe.stages import fetch
+from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
+from trtpipe.stages.steps import InProcess, Step
+
+FORMAT_VERSION = 1
+# quantization.format -> the mode of trtpipe.engine.quantize_checkpoint
+QUANT_MODES = {"int8_wo": "int8", "int4_wo": "int4"}
+SMOKE_PROMPT = [1, 2, 3, 4, 5, 6, 7, 8]
+ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "engine" / "1" / "model.py"
+
+
+def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "format": FORMAT_VERSION}
+
+
+def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    from trtpipe.engine import convert_checkpoint
+
+    hf_dir = inputs["fetch"].path
+    return [InProcess(f"in-process: trtpipe.engine.convert_checkpoint({hf_dir}, <tmp>, dtype={config.dtype})",
+                      lambda: {"summary": convert_checkpoint(hf_dir, out_dir, dtype=config.dtype)})]
+
+
+def _quantize_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    q = config.quantization
+    return {"convert": inputs["convert"].key, "format": q.format, "group_size": q.group_size}
+
+
+def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    from trtpipe.engine import quantize_checkpoint
+
+    q, src = config.quantization, inputs["convert"].path
+    mode = QUANT_MODES[q.format]
+    return [InProcess(f"in-process: trtpipe.engine.quantize_checkpoint({src}, <tmp>, {mode!r}, "
+                      f"group_size={q.group_size}); records the logit delta",
+                      lambda: {"quantization_report": quantize_checkpoint(src, out_dir, mode, group_size=q.group_size)})]
+
+
+def _compile_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    return {"quantize": inputs["quantize"].key, "backend": config.backend, "engine": config.engine.model_dump()}
+
+
+def _smoke_gate(engine_dir: Path) -> dict[str, Any]:
+    from trtpipe.engine import Engine, EngineLimits
+
+    engine = Engine.from_dir(engine_dir, EngineLimits(max_batch_size=2, max_seq_len=64, max_num_tokens=64,
+                                                      max_tokens_in_paged_kv_cache=256))
+    vocab = engine.config.vocab_size
+    t0 = time.perf_counter()
+    out = engine.generate([[t % vocab for t in SMOKE_PROMPT]], max_new_tokens=4)
+    seconds = time.perf_counter() - t0
+    if len(out[0]) == 0:
+        raise StageError("the engine loaded but generated nothing", where="compile (smoke gate)",
+                         fix="check the checkpoint; rebuild with --force convert")
+    return {"smoke_gate": {"passed": True, "generated_tokens": len(out[0]), "seconds": round(seconds, 3)}}
+
+
+def _compile_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    src = inputs["quantize"].path
+
+    def link_and_smoke() -> dict[str, Any]:
+        link_or_copy_tree(src, out_dir)
+        return _smoke_gate(out_dir)  # looked up at run time, so a test can replace it
+
+    return [InProcess(f"in-process: link the files of {src} into <tmp>; smoke gate: load the engine and "
+                      "generate 4 tokens", link_and_smoke)]
+
+
+STAGES = (
+    fetch.STAGE,
+    Stage("convert", 1, _convert_key, _convert_plan),
+    Stage("quantize", 1, _quantize_key, _quantize_plan,
+          passthrough=lambda c: None if c.quantization else "no quantization"),
+    Stage("compile", 1, _compile_key, _compile_plan),
+)
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+    framework = "trtpipe reference engine (CPU, NumPy) on Triton's Python backend"
+    quant_formats = {"int8_wo": "int8 weight-only, per group (trtpipe.engine.quantize)",
+                     "int4_wo": "int4 weight-only, per group (trtpipe.engine.quantize)"}
+    speculation_methods = ("draft-target",)
+    max_world_size = 1
+    supports_stream_interval = True
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return STAGES
+
+    def engine_version_files(self) -> dict[str, Path]:
+        return {"model.py": ADAPTER}
+
+    def describe_engine_files(self) -> list[str]:
+        return ["model.py (the Triton adapter, model_repo/engine/1/model.py)"]
+
+    def model_configs(self, repo: Path, spec, live: int) -> dict:
+        from trtpipe.repo.model_config import reference_engine_config
+
+        name = f"{spec.model_name}-engine"
+        return {name: reference_engine_config(spec, name, live)}
+
+    def run_gate(self, config, engine_dir, checkpoint_dir, weights_key, live):
+        from trtpipe.gate import engine_gate
+
+        return engine_gate(config, engine_dir, checkpoint_dir, weights_key, live)
+
+    def plan_note(self) -> str:
+        return "Backend `reference`: the CPU engine; no TensorRT-LLM commands."
+
+
+BACKEND = ReferenceBackend()

@@ -1,0 +1,229 @@
+"""`backend: trt-engine`: TensorRT engines built with TensorRT-LLM's own tools, served by Triton's C++
+`tensorrtllm` backend. Pinned to TensorRT-LLM 1.2.1 in the NGC image (trt/recipes.py TOOLCHAIN); upstream
+removes this path after 1.3.0rc20, so trtpipe owns its recipes and templates.
+
+Stages: fetch -> convert (convert_checkpoint.py, or ModelOpt's quantize.py for calibrated formats, which
+quantizes too) -> quantize (a pass-through here) -> compile (trtllm-build, then the engine directory is
+checked against the config). Publishes the model set `<model>-{engine,preprocessing,postprocessing,ensemble}`
+(trt/publish.py, trt/model_configs.py); a draft is its own build and its own model set.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from pathlib import Path
+from typing import Any
+
+from trtpipe.backends.base import Backend, StagedDir
+from trtpipe.config import BuildConfig
+from trtpipe.stages import fetch
+from trtpipe.stages.base import Inputs, Stage
+from trtpipe.stages.steps import RunCommand, Step, Verify
+
+_PORTS = (8000, 8001, 8002)
+
+
+@functools.lru_cache(maxsize=1)
+def machine_fingerprint() -> dict[str, Any]:
+    """An engine is specific to the GPU architecture and the exact TensorRT(-LLM) it was built with."""
+    from trtpipe.trt.preflight import build_fingerprint, detect_machine
+
+    return build_fingerprint(detect_machine())
+
+
+def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    from trtpipe.trt.recipes import TOOLCHAIN
+
+    return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "toolchain": TOOLCHAIN,
+            "tp": config.parallelism.tp, "pp": config.parallelism.pp,
+            "quantization": config.quantization.model_dump() if config.quantization else None}
+
+
+def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    from trtpipe.trt.recipes import TrtTools, checkpoint_command
+
+    cmd = checkpoint_command(config, inputs["fetch"].path, out_dir, TrtTools())
+    return [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="convert", meta_key="command")]
+
+
+def _compile_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    from trtpipe.trt.recipes import TOOLCHAIN
+
+    return {"quantize": inputs["quantize"].key, "backend": config.backend, "engine": config.engine.model_dump(),
+            "toolchain": TOOLCHAIN, "tp": config.parallelism.tp, "pp": config.parallelism.pp,
+            "max_draft_len": config.speculation.max_draft_len if config.speculation else 0,
+            "machine": machine_fingerprint()}
+
+
+def _verify_lines(config: BuildConfig) -> tuple[str, ...]:
+    from trtpipe.trt.engine_dir import KV_QUANT_ALGO, QUANT_ALGO, expected_limits
+
+    limits = expected_limits(config)
+    q = config.quantization
+    ranks = " ".join(f"rank{r}.engine" for r in range(config.parallelism.world_size))
+    return (f"verify (trt/engine_dir.py): <tmp> holds config.json and exactly {ranks} (none empty); "
+            f"mapping tp={config.parallelism.tp} pp={config.parallelism.pp}",
+            "  build_config " + " ".join(f"{k}={v}" for k, v in limits.items() if k != "max_num_tokens")
+            + f" max_num_tokens>={limits['max_num_tokens']}; paged KV cache; paged context FMHA on"
+            + ("; speculative_decoding_mode draft_tokens_external" if limits["max_draft_len"] else ""),
+            f"  quant_algo {QUANT_ALGO.get(q.format) if q else None}, kv_cache_quant_algo "
+            f"{KV_QUANT_ALGO.get(q.kv_cache_dtype) if q and q.kv_cache_dtype else None}")
+
+
+def _compile_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    from trtpipe.trt.engine_dir import verify_engine_dir
+    from trtpipe.trt.recipes import TrtTools, build_commands
+
+    commands = build_commands(config, inputs["quantize"].path, out_dir, TrtTools())
+    steps: list[Step] = [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.{i}.log", stage="compile")
+                         for i, cmd in enumerate(commands)]
+    steps.append(Verify(_verify_lines(config), lambda: {"engine_limits": verify_engine_dir(out_dir, config),
+                                                        "build_fingerprint": machine_fingerprint()}))
+    return steps
+
+
+STAGES = (
+    fetch.STAGE,
+    Stage("convert", 1, _convert_key, _convert_plan),
+    # TensorRT-LLM quantizes inside the checkpoint tool (convert_checkpoint.py's weight-only flags, or quantize.py).
+    Stage("quantize", 1, lambda c, i: {}, lambda c, i, o: [],
+          passthrough=lambda c: "quantized by convert" if c.quantization else "no quantization"),
+    Stage("compile", 1, _compile_key, _compile_plan),
+)
+
+
+class TensorrtEngineBackend(Backend):
+    name = "trt-engine"
+    framework = ("TensorRT-LLM 1.2.1 engine, Triton `tensorrtllm` backend (in-flight fused batching, paged KV "
+                 "cache)")
+    quant_formats = {"fp8": "ModelOpt quantize.py, calibrated", "int4_awq": "ModelOpt quantize.py, calibrated",
+                     "w4a8_awq": "ModelOpt quantize.py, calibrated", "int8_sq": "ModelOpt quantize.py, calibrated",
+                     "int8_wo": "convert_checkpoint.py weight-only", "int4_wo": "convert_checkpoint.py weight-only"}
+    kv_cache_dtypes = ("fp8", "int8")
+    speculation_methods = ("draft-target",)
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return STAGES
+
+    # --- machine ------------------------------------------------------------------------------------------
+    def preflight_build(self, config: BuildConfig) -> None:
+        from trtpipe.trt.preflight import preflight_build
+
+        preflight_build(config)
+
+    def describe_preflight(self, config: BuildConfig) -> list[str]:
+        from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, TrtTools, uses_modelopt
+
+        tools = TrtTools()
+        need = ["nvidia-smi lists a GPU", f"tensorrt_llm {TOOLCHAIN['tensorrt_llm']} importable", tools.trtllm_build,
+                tools.convert_script, tools.quantize_script]
+        if uses_modelopt(config):
+            need.append(f"nvidia-modelopt {TOOLCHAIN['modelopt']}")
+        return ["toolchain: " + "; ".join(need), f"otherwise the build stops here and names {IMAGE}"]
+
+    def check_serving_machine(self, config: BuildConfig, manifest) -> list[str]:
+        from trtpipe.trt.preflight import detect_machine, preflight
+
+        compile_meta = next((s.meta for s in manifest.stages if s.stage == "compile"), {})
+        built = compile_meta.get("build_fingerprint") or {
+            "tensorrt_llm": (compile_meta.get("engine_limits") or {}).get("tensorrt_llm_version")}
+        return preflight(config, detect_machine(), built=built)
+
+    # --- the model repository -----------------------------------------------------------------------------
+    def check_can_publish(self, repo: Path, spec) -> None:
+        from trtpipe.trt.publish import check_can_publish
+
+        check_can_publish(repo, spec)
+
+    def companion_names(self, spec) -> list[str]:
+        from trtpipe.trt.publish import companion_names
+
+        return companion_names(spec)
+
+    def stage_companions(self, repo: Path, spec, version: int, tokenizer_dir: Path) -> list[Path]:
+        from trtpipe.trt.publish import stage_companions
+
+        return stage_companions(repo, spec, version, tokenizer_dir)
+
+    def describe_companions(self, repo: Path, spec, version: int) -> list[StagedDir]:
+        from trtpipe.trt.publish import upstream_sources
+
+        sources = upstream_sources()
+        staged = []
+        for name in self.companion_names(spec):
+            kind = name[len(spec.model_name) + 1:]
+            here = "" if kind not in sources or sources[kind].is_file() else ", which is in the image, not here"
+            files = [f"model.py (copied from {sources[kind]}{here})", "tokenizer/ (a copy of the engine's)"] \
+                if kind in sources else ["(empty: the ensemble runs no code)"]
+            staged.append(StagedDir(repo / name, files))
+        return staged
+
+    def model_configs(self, repo: Path, spec, live: int) -> dict:
+        from trtpipe.trt.model_configs import model_set_configs
+
+        # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version.
+        return model_set_configs(spec, repo_dir=repo, live_version=live)
+
+    # --- serving and plans --------------------------------------------------------------------------------
+    def describe_launch(self, config: BuildConfig, repo: Path) -> list[str]:
+        from dataclasses import dataclass
+
+        from trtpipe.trt.launch import launch_mode, triton_launch_argv, triton_launch_env
+        from trtpipe.trt.model_configs import RepoNames
+        from trtpipe.trt.recipes import TrtTools
+
+        @dataclass(frozen=True)
+        class Ports:
+            http: int = _PORTS[0]
+            grpc: int = _PORTS[1]
+            metrics: int = _PORTS[2]
+
+        engines = [RepoNames(config.name).engine] + ([RepoNames(config.speculation.draft).engine]
+                                                      if config.speculation else [])
+        world = config.parallelism.world_size
+        mode = launch_mode(world, len(engines))
+        tools = TrtTools()
+        argv = triton_launch_argv(repo, world, Ports(), engine_models=engines, tritonserver=tools.tritonserver,
+                                  mpirun=tools.mpirun, gpu_count=world if mode == "orchestrator" else None)
+        env = " ".join(f"{k}={v}" for k, v in sorted(triton_launch_env(world, len(engines)).items()))
+        return [f"serve (not run by build): Triton for this set, {mode} mode (trt/launch.py), default ports",
+                "   $ " + (env + " " if env else "") + shlex.join(argv)]
+
+    def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
+        from trtpipe.trt.launch import device_ids, triton_launch_argv, triton_launch_env
+        from trtpipe.trt.recipes import IMAGE, Command, TrtTools, build_commands, checkpoint_command
+
+        class _Ports:
+            http, grpc, metrics = _PORTS
+
+        tools = TrtTools(python="python3", examples_dir="/app/examples", trtllm_build="trtllm-build",
+                         tritonserver="/opt/tritonserver/bin/tritonserver", mpirun="mpirun")
+        cmds: list[Command] = []
+        for cfg, role in ((draft, "draft"), (config, "target")):
+            if cfg is None:
+                continue
+            tag = cfg.name.upper().replace("-", "_").replace(".", "_")
+            cmds.append(checkpoint_command(cfg, Path(f"{tag}_HF_DIR"), Path(f"{tag}_CKPT_DIR"), tools))
+            cmds += build_commands(cfg, Path(f"{tag}_CKPT_DIR"), Path(f"{tag}_ENGINE_DIR"), tools,
+                                   draft=role == "draft")
+        engines = [f"{config.name}-engine"] + ([f"{draft.name}-engine"] if draft else [])
+        argv = triton_launch_argv("/models", world_size, _Ports(), engine_models=engines, gpu_count=world_size)
+        env = triton_launch_env(world_size, len(engines))
+        lines = ["", f"What `trtpipe build` and `trtpipe serve` run inside `{IMAGE}`:", "", "```sh"]
+        lines += [cmd.shell() for cmd in cmds]
+        lines.append(Command(argv=argv, env=env).shell())
+        lines.append("```")
+        if draft:
+            lines.append(f"\nOrchestrator mode: both engines are placed by `gpu_device_ids` (target "
+                         f"{device_ids(world_size)}, draft {device_ids(draft.parallelism.world_size)}).")
+        return lines
+
+    def manifest_versions(self) -> dict[str, Any]:
+        from trtpipe.trt.recipes import TOOLCHAIN
+
+        return dict(TOOLCHAIN)
+
+
+BACKEND = TensorrtEngineBackend()

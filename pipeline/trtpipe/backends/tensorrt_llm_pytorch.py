@@ -1,0 +1,211 @@
+"""`backend: trtllm-pytorch`: TensorRT-LLM >= 1.2 with its PyTorch backend, through the LLM API.
+
+There is no convert or engine-build step: the PyTorch backend loads a Hugging Face checkpoint itself.
+Stages: fetch -> quantize (optional: ModelOpt into a quantized Hugging Face checkpoint; FP8, FP8 KV, NVFP4
+on Blackwell, INT4-AWQ) -> configure (the servable directory: `checkpoint/`, `draft/` for a draft model or
+EAGLE-3 head, and `llm_api_options.yaml`, the LlmArgs that trtllm-serve and `LLM(**kwargs)` accept) ->
+publish. Published as one model, `<model>-engine`: trtpipe's own decoupled Python model
+(model_repo/llm_api_engine/1/model.py) driving `tensorrt_llm.LLM` behind the same token-id tensors as the
+reference engine's model, so the frontend, manifests, gates, bench and rollback work unchanged.
+
+Speculation happens inside TensorRT-LLM (speculative_config: Eagle3, Draft_Target or NGram). The draft is
+not its own published model and the spec says `engine_speculation`, with no draft model name, so the
+frontend never also runs its own draft-target loop for this model (serve/frontend.py draft_for).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from trtpipe.backends.base import Backend
+from trtpipe.config import BuildConfig
+from trtpipe.errors import StageError
+from trtpipe.stages import fetch
+from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
+from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
+
+ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
+# quantization -> what ModelOpt's hf_quant_config.json must then say.
+QUANT_ALGO = {"fp8": "FP8", "nvfp4": "NVFP4", "int4_awq": "W4A16_AWQ"}
+KV_QUANT_ALGO = {"fp8": "FP8"}
+
+
+def _quantize_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    from trtpipe.trt.llm_api import TOOLCHAIN
+
+    return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "toolchain": TOOLCHAIN,
+            "quantization": config.quantization.model_dump()}
+
+
+def _check_quantized(config: BuildConfig, out_dir: Path) -> dict[str, Any]:
+    path = out_dir / "hf_quant_config.json"
+    if not path.is_file() or not list(out_dir.glob("*.safetensors")):
+        raise StageError(f"ModelOpt wrote no quantized Hugging Face checkpoint in {out_dir} (hf_quant_config.json "
+                         "and *.safetensors)", where="quantize", fix="read the log above; check the ModelOpt version")
+    found = json.loads(path.read_text()).get("quantization", {})
+    q = config.quantization
+    want = {"quant_algo": QUANT_ALGO[q.format], "kv_cache_quant_algo": KV_QUANT_ALGO.get(q.kv_cache_dtype)}
+    got = {k: found.get(k) for k in want}
+    if got != want:
+        raise StageError(f"the quantized checkpoint says {got}; the config asked for {want}", where="quantize",
+                         fix="check the ModelOpt version against TOOLCHAIN['modelopt'] and rebuild with --force quantize")
+    return {"hf_quant_config": found}
+
+
+def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    from trtpipe.trt.llm_api import LlmApiTools, quantize_command
+
+    q = config.quantization
+    cmd = quantize_command(config, inputs["fetch"].path, out_dir, LlmApiTools())
+    return [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="quantize", meta_key="command"),
+            Verify((f"verify: <tmp> holds *.safetensors and hf_quant_config.json with quant_algo "
+                    f"{QUANT_ALGO[q.format]}, kv_cache_quant_algo {KV_QUANT_ALGO.get(q.kv_cache_dtype)}",),
+                   lambda: _check_quantized(config, out_dir))]
+
+
+def _configure_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    from trtpipe.trt.llm_api import TOOLCHAIN
+
+    return {"quantize": inputs["quantize"].key, "draft": inputs["draft"].key if "draft" in inputs else None,
+            "backend": config.backend, "toolchain": TOOLCHAIN, "engine": config.engine.model_dump(),
+            "serving": config.serving.model_dump(), "parallelism": config.parallelism.model_dump(),
+            "speculation": config.speculation.model_dump() if config.speculation else None,
+            "llm_api": config.llm_api.model_dump(), "dtype": config.dtype}
+
+
+def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    from trtpipe.trt.llm_api import CHECKPOINT_DIR, DRAFT_DIR, OPTIONS_FILE, llm_args_yaml
+
+    checkpoint, draft = inputs["quantize"].path, inputs.get("draft")
+
+    def link() -> dict[str, Any]:
+        link_or_copy_tree(checkpoint, out_dir / CHECKPOINT_DIR)
+        if draft is not None:
+            link_or_copy_tree(draft.path, out_dir / DRAFT_DIR)
+        return {}
+
+    what = f"in-process: link the files of {checkpoint} into <tmp>/{CHECKPOINT_DIR}/"
+    if draft is not None:
+        what += f", and the {config.speculation.method} draft's {draft.path} into <tmp>/{DRAFT_DIR}/"
+    return [InProcess(what, link),
+            WriteFile(out_dir / OPTIONS_FILE, llm_args_yaml(config, has_draft=draft is not None),
+                      "the LLM API arguments (TorchLlmArgs), read by the Triton model at load")]
+
+
+STAGES = (
+    fetch.STAGE,
+    Stage("quantize", 1, _quantize_key, _quantize_plan,
+          passthrough=lambda c: None if c.quantization else "no quantization: the LLM API loads the checkpoint as it is"),
+    Stage("configure", 1, _configure_key, _configure_plan),
+)
+
+
+class TensorrtLlmPytorchBackend(Backend):
+    name = "trtllm-pytorch"
+    framework = ("TensorRT-LLM >= 1.2, PyTorch backend through the LLM API (tensorrt_llm.LLM), in trtpipe's "
+                 "decoupled Triton Python model")
+    quant_formats = {"fp8": "ModelOpt hf_ptq.py -> FP8 Hugging Face checkpoint (Ada, Hopper, Blackwell)",
+                     "nvfp4": "ModelOpt hf_ptq.py -> NVFP4 Hugging Face checkpoint (Blackwell only)",
+                     "int4_awq": "ModelOpt hf_ptq.py -> INT4-AWQ Hugging Face checkpoint"}
+    kv_cache_dtypes = ("fp8",)
+    speculation_methods = ("eagle3", "draft-target", "ngram")
+    draft_is_a_model = False
+    supports_stream_interval = True  # the adapter groups tokens itself (backend/loop.py deliver)
+    uses_llm_api = True
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return STAGES
+
+    def check_config(self, config: BuildConfig) -> None:
+        super().check_config(config)
+        if config.dtype == "float32":
+            raise ValueError("a float32 model is not a serving configuration for TensorRT-LLM: use bfloat16 or float16")
+
+    # --- machine ------------------------------------------------------------------------------------------
+    def preflight_build(self, config: BuildConfig) -> None:
+        from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
+
+        # Refuse before any work: no TensorRT-LLM >= 1.2 or no GPU, then too few GPUs, the wrong architecture
+        # for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
+        preflight(config, check_llm_api_toolchain(config))
+
+    def describe_preflight(self, config: BuildConfig) -> list[str]:
+        from trtpipe.trt.llm_api import IMAGE, TOOLCHAIN, LlmApiTools
+
+        need = ["nvidia-smi lists a GPU", f"tensorrt_llm >= {TOOLCHAIN['min_tensorrt_llm']} importable "
+                                          f"(written for {TOOLCHAIN['tensorrt_llm']})"]
+        if config.quantization:
+            need += [f"nvidia-modelopt {TOOLCHAIN['modelopt']}", LlmApiTools().hf_ptq_script]
+        world = config.parallelism.world_size
+        return ["toolchain: " + "; ".join(need),
+                f"machine: {world} GPU(s) of one architecture, with memory for the weights and one full sequence of "
+                "KV (trt/preflight.py preflight)",
+                f"otherwise the build stops here and names {IMAGE}"]
+
+    def check_serving_machine(self, config: BuildConfig, manifest) -> list[str]:
+        from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
+
+        return preflight(config, check_llm_api_toolchain(config.model_copy(update={"quantization": None})))
+
+    # --- the model repository -----------------------------------------------------------------------------
+    def serving_spec(self, config: BuildConfig):
+        from trtpipe.spec import ServingSpec
+        from trtpipe.trt.llm_api import DECODING_TYPE
+
+        spec = ServingSpec.from_config(config)
+        if config.speculation is None:
+            return spec
+        # The engine speculates: the frontend must not (no draft model to call, no draft length to use).
+        return dataclasses.replace(spec, draft_model_name=None, max_draft_len=0,
+                                   engine_speculation=DECODING_TYPE[config.speculation.method])
+
+    def engine_version_files(self) -> dict[str, Path]:
+        return {"model.py": ADAPTER}
+
+    def describe_engine_files(self) -> list[str]:
+        return ["model.py (the Triton model driving tensorrt_llm.LLM, model_repo/llm_api_engine/1/model.py)"]
+
+    def model_configs(self, repo: Path, spec, live: int) -> dict:
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        from trtpipe.repo.model_config import reference_engine_config
+
+        name = f"{spec.model_name}-engine"
+        # The same tensors, decoupled, as the reference engine's model; the instance runs where TensorRT-LLM
+        # puts it (KIND_MODEL: the LLM API places its ranks on the GPUs itself).
+        cfg = reference_engine_config(spec, name, live)
+        del cfg.instance_group[:]
+        cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_MODEL)
+        for key in list(cfg.parameters):
+            if key != "engine_dir":
+                del cfg.parameters[key]
+        return {name: cfg}
+
+    # --- serving and plans ------------------------------------------------------------------------------
+    def describe_launch(self, config: BuildConfig, repo: Path) -> list[str]:
+        world = config.parallelism.world_size
+        ranks = "it runs on one GPU" if world == 1 else f"the LLM API starts its {world} ranks (tp*pp) itself"
+        return [f"serve (not run by build): `trtpipe serve` starts one plain tritonserver on {repo} (no mpirun, no "
+                f"tensorrtllm backend); {config.name}-engine's Python model creates tensorrt_llm.LLM at load and "
+                f"{ranks}"]
+
+    # --- plans --------------------------------------------------------------------------------------------
+    def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
+        from trtpipe.trt.llm_api import CHECKPOINT_DIR, IMAGE, OPTIONS_FILE, LlmApiTools, llm_args_yaml, quantize_command
+
+        tag = config.name.upper().replace("-", "_").replace(".", "_")
+        lines = ["", f"What `trtpipe build` writes and the Triton model loads, inside `{IMAGE}` (no engine build):", ""]
+        if config.quantization:
+            cmd = quantize_command(config, Path(f"{tag}_HF_DIR"), Path(f"{tag}_QUANTIZED_DIR"),
+                                   LlmApiTools(python="python3"))
+            lines += ["```sh", cmd.shell(), "```", ""]
+        lines += [f"`{OPTIONS_FILE}`, beside `{CHECKPOINT_DIR}/` in the version's engine directory:", "", "```yaml",
+                  llm_args_yaml(config, has_draft=draft is not None).rstrip(), "```"]
+        return lines
+
+
+BACKEND = TensorrtLlmPytorchBackend()

@@ -1,0 +1,135 @@
+"""backend trtllm-pytorch: the LLM API arguments (LlmArgs YAML), the ModelOpt command and the preflight
+refusals, checked against the names TensorRT-LLM's TorchLlmArgs and ModelOpt's hf_ptq.py document.
+
+These tests check what trtpipe would write and run; they do not run TensorRT-LLM, ModelOpt or a GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trtpipe.backends import get_backend
+from trtpipe.config import load_config
+from trtpipe.errors import ConfigError
+from trtpipe.trt.llm_api import LLM_ARGS_KEYS, LlmApiTools, llm_args, llm_args_yaml, quantize_command, resolve_llm_args
+from trtpipe.trt.preflight import GpuInfo, Machine, PreflightError, check_llm_api_toolchain, preflight
+
+H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))
+B200 = GpuInfo(0, "NVIDIA B200", 183359, (10, 0))
+TOOLS = LlmApiTools(python="python3", modelopt_examples="/opt/modelopt/examples")
+
+
+def test_llama_8b_pytorch_writes_fp8_kv_block_reuse_cuda_graphs_and_eagle3_in_documented_names():
+    args = llm_args(load_config("llama-8b-pytorch"), has_draft=True)
+    assert args == {
+        "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "dtype": "bfloat16", "max_batch_size": 64,
+        "max_num_tokens": 8192, "max_seq_len": 8192, "max_input_len": 7168, "max_beam_width": 1,
+        "enable_chunked_prefill": True, "skip_tokenizer_init": True,
+        "kv_cache_config": {"enable_block_reuse": True, "free_gpu_memory_fraction": 0.85, "dtype": "fp8"},
+        "scheduler_config": {"capacity_scheduler_policy": "GUARANTEED_NO_EVICT"},
+        "cuda_graph_config": {"max_batch_size": 64, "enable_padding": True},
+        "speculative_config": {"decoding_type": "Eagle3", "max_draft_len": 3, "speculative_model_dir": "draft"},
+        "guided_decoding_backend": "xgrammar"}
+
+
+@pytest.mark.parametrize("name", ["llama-8b-pytorch", "llama-70b-pytorch", "tinyllama-pytorch"])
+def test_every_written_key_is_a_documented_llm_args_field(name):
+    args = llm_args(load_config(name), has_draft=True)
+    assert set(args) <= LLM_ARGS_KEYS[""]
+    for section, value in args.items():
+        if isinstance(value, dict):
+            assert set(value) <= LLM_ARGS_KEYS[section], section
+
+
+def test_llama_70b_pytorch_is_tp4_with_ngram_speculation_and_no_draft_dir():
+    args = llm_args(load_config("llama-70b-pytorch"), has_draft=False)
+    assert args["tensor_parallel_size"] == 4 and args["pipeline_parallel_size"] == 1
+    assert args["speculative_config"] == {"decoding_type": "NGram", "max_draft_len": 4, "max_matching_ngram_size": 3}
+    assert "moe_expert_parallel_size" not in args
+
+
+def test_expert_parallelism_max_utilization_and_eager_mode_map_to_their_llm_args():
+    config = load_config("tinyllama-pytorch", ["parallelism.ep=2", "serving.batch_scheduler_policy=max_utilization",
+                                               "llm_api.cuda_graphs=false"])
+    args = llm_args(config, has_draft=False)
+    assert args["moe_expert_parallel_size"] == 2
+    assert args["scheduler_config"] == {"capacity_scheduler_policy": "MAX_UTILIZATION"}
+    assert args["cuda_graph_config"] is None and args["kv_cache_config"]["dtype"] == "auto"
+
+
+def test_the_yaml_round_trips_and_its_relative_paths_resolve_against_the_engine_dir(tmp_path):
+    config = load_config("llama-8b-pytorch")
+    (tmp_path / "llm_api_options.yaml").write_text(llm_args_yaml(config, has_draft=True))
+    resolved = resolve_llm_args(tmp_path)
+    assert resolved["model"] == str(tmp_path / "checkpoint")
+    assert resolved["speculative_config"]["speculative_model_dir"] == str(tmp_path / "draft")
+    assert yaml.safe_load((tmp_path / "llm_api_options.yaml").read_text()) == llm_args(config, has_draft=True)
+
+
+def test_modelopt_exports_a_quantized_hf_checkpoint_and_names_the_kv_format_always():
+    cmd = quantize_command(load_config("llama-8b-pytorch"), Path("/hf"), Path("/out"), TOOLS)
+    assert cmd.argv == ["python3", "/opt/modelopt/examples/llm_ptq/hf_ptq.py", "--pyt_ckpt_path", "/hf",
+                        "--export_path", "/out", "--qformat", "fp8", "--kv_cache_qformat", "fp8",
+                        "--dataset", "cnn_dailymail", "--calib_size", "512"]
+    awq = quantize_command(load_config("tinyllama-pytorch", ["quantization.format=int4_awq"]), Path("/hf"),
+                           Path("/out"), TOOLS)
+    # hf_ptq.py would quantize the KV cache to fp8 by default: "none" keeps it as configured.
+    assert awq.argv[awq.argv.index("--qformat") + 1:awq.argv.index("--qformat") + 4] == \
+        ["int4_awq", "--kv_cache_qformat", "none"]
+
+
+def test_the_quant_format_table_is_per_backend_and_refusals_name_who_accepts():
+    assert set(get_backend("trtllm-pytorch").quant_formats) == {"fp8", "nvfp4", "int4_awq"}
+    with pytest.raises(ConfigError, match="'nvfp4' needs backend trtllm-pytorch; the trt-engine backend supports"):
+        load_config("llama-8b", ["quantization.format=nvfp4"])
+    with pytest.raises(ConfigError, match="'int8_sq' needs backend trt-engine; the trtllm-pytorch backend supports"):
+        load_config("llama-8b-pytorch", ["quantization.format=int8_sq"])
+
+
+def test_engine_side_speculation_is_refused_on_the_engine_path_and_llm_api_settings_elsewhere():
+    with pytest.raises(ConfigError, match="speculation.method 'eagle3' is not served by the trt-engine backend"):
+        load_config("llama-8b", ["speculation.method=eagle3"])
+    with pytest.raises(ConfigError, match="llm_api and parallelism.ep are settings of the TensorRT-LLM LLM API"):
+        load_config("tiny-llama", ["llm_api.cuda_graphs=false"])
+
+
+def test_the_spec_tells_the_frontend_the_engine_speculates_and_names_no_draft_model():
+    spec = get_backend("trtllm-pytorch").serving_spec(load_config("llama-8b-pytorch"))
+    assert spec.engine_speculation == "Eagle3" and spec.draft_model_name is None and spec.max_draft_len == 0
+    assert get_backend("trt-engine").serving_spec(load_config("llama-8b")).engine_speculation is None
+
+
+def _machine(*gpus, trtllm="1.2.1", modelopt="0.37.0"):
+    return Machine(gpus=list(gpus), tensorrt_llm=trtllm, modelopt=modelopt, nvidia_smi=bool(gpus))
+
+
+def test_preflight_refuses_no_gpu_and_old_tensorrt_llm_naming_the_image():
+    config = load_config("tinyllama-pytorch")
+    with pytest.raises(PreflightError) as e:
+        check_llm_api_toolchain(config, machine=Machine(), find_spec=lambda n: None)
+    assert "nvidia-smi" in str(e.value) and "the tensorrt_llm Python package" in str(e.value)
+    assert "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3" in str(e.value)
+    with pytest.raises(PreflightError, match="TensorRT-LLM 1.1.0 is installed; backend trtllm-pytorch needs >= 1.2"):
+        check_llm_api_toolchain(config, machine=_machine(H100, trtllm="1.1.0"), find_spec=lambda n: object())
+    assert check_llm_api_toolchain(config, machine=_machine(H100, trtllm="1.3.0rc5"), find_spec=lambda n: object())
+
+
+def test_preflight_refuses_quantizing_without_modelopt_or_its_script():
+    config = load_config("llama-8b-pytorch")
+    with pytest.raises(PreflightError, match="nvidia-modelopt is not installed"):
+        check_llm_api_toolchain(config, machine=_machine(H100, modelopt=None), find_spec=lambda n: object())
+    with pytest.raises(PreflightError, match="hf_ptq.py is not here"):
+        check_llm_api_toolchain(config, machine=_machine(H100), find_spec=lambda n: object(),
+                                is_file=lambda p: False, tools=TOOLS)
+
+
+def test_nvfp4_needs_blackwell_and_70b_needs_four_gpus():
+    nvfp4 = load_config("tinyllama-pytorch", ["quantization.format=nvfp4"])
+    with pytest.raises(PreflightError, match="NVFP4, which needs compute capability >= 10.0"):
+        preflight(nvfp4, _machine(H100))
+    assert preflight(nvfp4, _machine(B200))
+    with pytest.raises(PreflightError, match="needs 4 GPU"):
+        preflight(load_config("llama-70b-pytorch"), _machine(H100))

@@ -1,0 +1,124 @@
+"""The trtllm-pytorch adapter (backend/llm_api.py) driven against a recorded stand-in for tensorrt_llm.LLM.
+
+These tests do not run TensorRT-LLM. They check what the adapter asks of the LLM API (generate_async with the
+prompt's token ids, SamplingParams in its documented names, abort()) and what it answers on trtpipe's
+tensor interface (new tokens per streamed response, one final flag, the stop-sequence and cancellation
+rules of the reference engine).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from tests.unit.backends import fake_tensorrt_llm as fake
+from trtpipe.backend.llm_api import LlmApiLoop
+from trtpipe.backend.tensors import decode_request
+
+
+class Sender:
+    def __init__(self):
+        self.sent: list[tuple] = []
+        self.cancelled = False
+
+    def send(self, tensors, *, error=None, final=False):
+        self.sent.append((tensors, error, final))
+
+    def is_cancelled(self):
+        return self.cancelled
+
+    def wait_final(self, timeout_s=5.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.sent and self.sent[-1][2]:
+                return self.sent
+            time.sleep(0.005)
+        raise AssertionError(f"no final response; sent so far: {self.sent}")
+
+
+def tensors(prompt, max_tokens, **extra):
+    t = {"input_ids": np.array([prompt], dtype=np.int32), "input_lengths": np.array([[len(prompt)]], dtype=np.int32),
+         "request_output_len": np.array([[max_tokens]], dtype=np.int32)}
+    t.update({k: np.array([[v]]) for k, v in extra.items() if k != "stop_words_list"})
+    if "stop_words_list" in extra:
+        t["stop_words_list"] = np.array([extra["stop_words_list"]], dtype=np.int32)
+    return t
+
+
+@pytest.fixture
+def loop(monkeypatch):
+    module = fake.install(monkeypatch)
+    llm = module.LLM(model="/m")
+    loop = LlmApiLoop(llm, module, poll_s=0.005)
+    loop.start()
+    yield loop
+    loop.shutdown()
+
+
+def submit(loop, request_id, t):
+    sender = Sender()
+    request, opts = decode_request(request_id, t)
+    loop.submit(request, opts, sender)
+    return sender
+
+
+def test_streaming_sends_each_new_token_then_one_final_and_records_documented_sampling_names(loop):
+    sent = submit(loop, "r1", tensors([1, 2, 3], 3, streaming=True, end_id=2, temperature=0.0)).wait_final()
+    assert [list(t["output_ids"].reshape(-1)) for t, _, _ in sent] == [[100], [101], [102]]
+    assert [final for _, _, final in sent] == [False, False, True]
+    [(prompt, kwargs, streaming)] = loop.llm.calls
+    assert prompt == [1, 2, 3] and streaming is True
+    assert kwargs == {"max_tokens": 3, "detokenize": False, "n": 1, "top_k": 1, "end_id": 2, "pad_id": 2}
+
+
+def test_non_streaming_sends_prompt_and_tokens_once_and_drops_end_id(loop):
+    loop.llm.end_at = 2
+    sent = submit(loop, "r2", tensors([7, 8], 10, end_id=5)).wait_final()
+    assert len(sent) == 1 and sent[0][2] is True
+    assert list(sent[0][0]["output_ids"].reshape(-1)) == [7, 8, 100, 101]  # the end_id itself is dropped
+    assert int(sent[0][0]["sequence_length"].reshape(-1)[0]) == 4
+
+
+def test_a_stop_sequence_is_kept_ends_the_request_and_aborts_it_in_the_engine(loop):
+    # stop_words_list [1, 2, L]: ids 101 102, offsets [2] padded with -1.
+    sent = submit(loop, "r3", tensors([1], 10, streaming=True, stop_words_list=[[101, 102], [2, -1]])).wait_final()
+    tokens = [int(x) for t, _, _ in sent if t is not None for x in t["output_ids"].reshape(-1)]
+    assert tokens == [100, 101, 102] and loop.llm.aborted == [[1]]
+
+
+def test_sampled_requests_pass_temperature_top_p_seed_penalties_and_log_probs(loop):
+    sent = submit(loop, "r4", tensors([1], 2, temperature=0.7, runtime_top_p=0.9, runtime_top_k=40, seed=3,
+                                      repetition_penalty=1.1, return_log_probs=True)).wait_final()
+    kwargs = loop.llm.calls[0][1]
+    assert kwargs["temperature"] == pytest.approx(0.7) and kwargs["top_p"] == pytest.approx(0.9)
+    assert kwargs["top_k"] == 40 and kwargs["seed"] == 3 and kwargs["logprobs"] == 1
+    assert kwargs["repetition_penalty"] == pytest.approx(1.1)
+    assert list(sent[-1][0]["output_log_probs"].reshape(-1)) == [-0.5, -0.5]
+
+
+def test_a_cancelled_client_aborts_its_request_even_while_it_is_queued(loop):
+    sender = submit(loop, "r5", tensors([fake.HOLD], 4, streaming=True))
+    time.sleep(0.05)
+    sender.cancelled = True
+    sent = sender.wait_final()
+    assert sent == [(None, "request cancelled", True)]
+    assert loop.llm.aborted == [[fake.HOLD]]
+
+
+def test_a_stop_request_ends_the_running_request_and_answers_empty_final(loop):
+    running = submit(loop, "r6", tensors([fake.HOLD], 4, streaming=True))
+    time.sleep(0.02)
+    stopper = Sender()
+    loop.stop_request("r6", stopper)
+    assert running.wait_final() == [(None, "request stopped by a `stop` request", True)]
+    assert stopper.wait_final() == [(None, None, True)]
+
+
+def test_draft_tokens_are_refused_because_the_engine_speculates_itself(loop):
+    t = tensors([1, 2], 2)
+    t["draft_input_ids"] = np.array([[5, 6]], dtype=np.int32)
+    [(tensors_out, error, final)] = submit(loop, "r7", t).wait_final()
+    assert tensors_out is None and final and "draft_input_ids' is not accepted" in error
+    assert loop.llm.calls == []
