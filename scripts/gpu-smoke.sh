@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU smoke test of trtpipe's TensorRT-LLM path: the steps that cannot run on a machine without a GPU.
+# GPU smoke test of trtpipe's TensorRT-LLM backends (trt-engine and trtllm-pytorch): the steps that cannot run
+# on a machine without a GPU. One command checks both.
 #
 # Run it from the repository root inside the pinned image (README.md, "The GPU path", explains each step):
 #   docker run --rm --gpus all --ipc=host --ulimit memlock=-1 --shm-size=16g -e HF_TOKEN \
@@ -9,6 +10,8 @@
 # Environment:
 #   SMOKE_MODELS   trt-engine configs to build, serve and benchmark, in order
 #                  [default: "tinyllama-trt llama-8b"; llama-8b needs HF_TOKEN with access to Llama 3.1/3.2]
+#   SMOKE_PYTORCH_MODELS  trtllm-pytorch configs, run after those [default: "tinyllama-pytorch"; add
+#                  llama-8b-pytorch (FP8 + EAGLE-3, HF_TOKEN) on Ada/Hopper; "" skips the backend]
 #   SMOKE_OUT      where logs, dry runs and bench reports go [default: gpu-smoke-results/<UTC time>]
 #   TRTPIPE_HOME   artifact cache and model repositories [default: $SMOKE_OUT/home]
 #   SMOKE_SKIP_INSTALL=1   trtpipe is already installed (e.g. in the docker/Dockerfile image)
@@ -18,13 +21,15 @@
 set -Eeuo pipefail
 
 SMOKE_MODELS=${SMOKE_MODELS:-"tinyllama-trt llama-8b"}
+SMOKE_PYTORCH_MODELS=${SMOKE_PYTORCH_MODELS-"tinyllama-pytorch"}
 SMOKE_OUT=${SMOKE_OUT:-"gpu-smoke-results/$(date -u +%Y%m%dT%H%M%SZ)"}
 SMOKE_PORT=${SMOKE_PORT:-9000}
 mkdir -p "$SMOKE_OUT"
 SMOKE_OUT=$(cd "$SMOKE_OUT" && pwd)
 export TRTPIPE_HOME=${TRTPIPE_HOME:-"$SMOKE_OUT/home"}
 export TOKENIZERS_PARALLELISM=false
-TRTLLM_VERSION=1.2.1
+TRTLLM_VERSION=1.2.1        # pinned for trt-engine
+TRTLLM_PYTORCH_MIN=1.2      # trtllm-pytorch: this or newer
 URL="http://127.0.0.1:$SMOKE_PORT"
 STEP="start"
 LOG=""
@@ -77,16 +82,27 @@ command -v nvidia-smi >/dev/null || die "nvidia-smi not found: no NVIDIA driver 
 run nvidia-smi --query-gpu=index,name,memory.total,compute_cap --format=csv
 [[ $(nvidia-smi --list-gpus | wc -l) -ge 1 ]] || die "nvidia-smi lists no GPU"
 command -v tritonserver >/dev/null || die "tritonserver is not on PATH: run inside nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
-command -v trtllm-build >/dev/null || die "trtllm-build is not on PATH: run inside the TensorRT-LLM image"
+if [[ -n "$SMOKE_MODELS" ]]; then
+    command -v trtllm-build >/dev/null || die "trtllm-build is not on PATH: run inside the TensorRT-LLM image"
+fi
 found=$(python3 -c 'import tensorrt_llm; print(tensorrt_llm.__version__)' 2>/dev/null | tail -n 1) \
     || die "python3 cannot import tensorrt_llm: run inside the TensorRT-LLM image"
-[[ "$found" == "$TRTLLM_VERSION"* ]] || die "tensorrt_llm $found is installed; trtpipe's recipes are pinned to $TRTLLM_VERSION"
-for f in /app/examples/models/core/llama/convert_checkpoint.py /app/examples/quantization/quantize.py \
-         /app/all_models/inflight_batcher_llm/preprocessing/1/model.py \
-         /app/all_models/inflight_batcher_llm/postprocessing/1/model.py; do
+if [[ -n "$SMOKE_MODELS" ]]; then
+    [[ "$found" == "$TRTLLM_VERSION"* ]] || die "tensorrt_llm $found is installed; trtpipe's engine recipes are pinned to $TRTLLM_VERSION"
+fi
+if [[ -n "$SMOKE_PYTORCH_MODELS" ]]; then
+    python3 -c "import sys; v = tuple(int(x) for x in '$found'.split('.')[:2]); sys.exit(v < (1, 2))" \
+        || die "tensorrt_llm $found is installed; backend trtllm-pytorch needs >= $TRTLLM_PYTORCH_MIN"
+    python3 -c 'from tensorrt_llm import LLM, SamplingParams' || die "tensorrt_llm has no LLM API (LLM, SamplingParams)"
+fi
+engine_files=(/app/examples/models/core/llama/convert_checkpoint.py /app/examples/quantization/quantize.py
+              /app/all_models/inflight_batcher_llm/preprocessing/1/model.py
+              /app/all_models/inflight_batcher_llm/postprocessing/1/model.py)
+[[ -n "$SMOKE_MODELS" ]] || engine_files=()
+for f in "${engine_files[@]}"; do
     [[ -f "$f" ]] || die "$f is missing: this is not the pinned image layout (set TRTPIPE_TRTLLM_EXAMPLES / TRTPIPE_TRTLLM_MODELS)"
 done
-for m in $SMOKE_MODELS; do
+for m in $SMOKE_MODELS $SMOKE_PYTORCH_MODELS; do
     [[ -f "build_configs/$m.yaml" ]] || die "no build config build_configs/$m.yaml"
     if grep -q '^  hf: meta-llama/' "build_configs/$m.yaml" && [[ -z "${HF_TOKEN:-}" ]]; then
         die "$m downloads gated Llama weights: export HF_TOKEN (docker run -e HF_TOKEN) or drop it from SMOKE_MODELS"
@@ -119,12 +135,12 @@ wait_ready() {  # $1: seconds
     done
 }
 
-check_openai() {  # $1: model. Greedy: the streamed text joined must equal the non-streamed text.
-    python3 - "$URL/v1" "$1" <<'PY'
+check_openai() {  # $1: model, $2: backend. Greedy: the streamed text joined must equal the non-streamed text.
+    python3 - "$URL/v1" "$1" "$2" <<'PY'
 import sys
 from openai import OpenAI
 
-url, model = sys.argv[1], sys.argv[2]
+url, model, backend = sys.argv[1], sys.argv[2], sys.argv[3]
 client = OpenAI(base_url=url, api_key="unused", max_retries=0)
 ids = [m.id for m in client.models.list().data]
 assert model in ids, f"{model} not in /v1/models: {ids}"
@@ -137,7 +153,7 @@ chunks = list(client.chat.completions.create(stream=True, stream_options={"inclu
 joined = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 assert joined == text, f"stream != non-stream:\n{joined!r}\n{text!r}"
 assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens, "usage differs"
-assert full.system_fingerprint.startswith("trtpipe-trt-engine-"), full.system_fingerprint
+assert full.system_fingerprint.startswith(f"trtpipe-{backend}-"), full.system_fingerprint
 print(f"ok: {model}: {full.usage.completion_tokens} tokens: {text[:80]!r}")
 PY
 }
@@ -151,8 +167,13 @@ check_ensemble() {  # $1: model. The plain-Triton path: <model>-ensemble with th
     echo "ok: $1-ensemble streamed text_output"
 }
 
-for m in $SMOKE_MODELS; do
+backend_of() {  # the backend a config names (after install: trtpipe resolves extends:)
+    python3 -c "from trtpipe.config import load_config; print(load_config('$1').backend)"
+}
+
+for m in $SMOKE_MODELS $SMOKE_PYTORCH_MODELS; do
     repo="$TRTPIPE_HOME/repos/$m"
+    backend=$(backend_of "$m")
 
     step "$m dry run"
     trtpipe build "$m" --repo "$repo" --dry-run > "$SMOKE_OUT/dry-run-$m.txt"
@@ -161,10 +182,17 @@ for m in $SMOKE_MODELS; do
     step "$m build"
     run trtpipe build "$m" --repo "$repo"
     run trtpipe models --repo "$repo"
-    # Every model of the set is published and pinned to the same version.
-    for kind in engine preprocessing postprocessing ensemble; do
-        [[ -f "$repo/$m-$kind/config.pbtxt" ]] || die "$m-$kind/config.pbtxt was not published"
-    done
+    if [[ "$backend" == trt-engine ]]; then
+        # Every model of the set is published and pinned to the same version.
+        for kind in engine preprocessing postprocessing ensemble; do
+            [[ -f "$repo/$m-$kind/config.pbtxt" ]] || die "$m-$kind/config.pbtxt was not published"
+        done
+    else
+        # One Python model driving tensorrt_llm.LLM, with its LLM API arguments beside the checkpoint.
+        live=$(python3 -c "from pathlib import Path; from trtpipe.repo import layout; print(layout.live_version(Path('$repo/$m-engine')))")
+        [[ -f "$repo/$m-engine/$live/engine/llm_api_options.yaml" ]] || die "$m: no llm_api_options.yaml published"
+        run cat "$repo/$m-engine/$live/engine/llm_api_options.yaml"
+    fi
 
     step "$m rebuild is a cache hit"
     run trtpipe build "$m" --repo "$repo"
@@ -176,10 +204,12 @@ for m in $SMOKE_MODELS; do
     wait_ready 1200
 
     step "$m OpenAI client checks"
-    run check_openai "$m"
+    run check_openai "$m" "$backend"
 
-    step "$m ensemble (plain Triton clients)"
-    run check_ensemble "$m"
+    if [[ "$backend" == trt-engine ]]; then
+        step "$m ensemble (plain Triton clients)"
+        run check_ensemble "$m"
+    fi
 
     step "$m bench"
     run trtpipe bench run --url "$URL/v1" --model "$m" --concurrency 1,8 --num-prompts 32 \
@@ -191,4 +221,4 @@ for m in $SMOKE_MODELS; do
 done
 
 STEP="done"
-printf '\ngpu-smoke: PASSED (%s). Results in %s\n' "$SMOKE_MODELS" "$SMOKE_OUT"
+printf '\ngpu-smoke: PASSED (%s). Results in %s\n' "$SMOKE_MODELS $SMOKE_PYTORCH_MODELS" "$SMOKE_OUT"

@@ -171,7 +171,7 @@ def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
 
 def _register_commands() -> None:
     from trtpipe.bench.command import bench
-    from trtpipe.plan import plan_command
+    from trtpipe.plan_command import plan_command
     from trtpipe.serve.command import serve
 
     cli.add_command(bench)

@@ -19,8 +19,6 @@ from trtpipe.backends.registry import backend_names, get_backend
 from trtpipe.errors import ConfigError
 
 Dtype = Literal["float32", "float16", "bfloat16"]
-# Every format some backend accepts; which backend accepts which is each backend's `quant_formats` table.
-QuantFormat = Literal["fp8", "nvfp4", "int4_awq", "w4a8_awq", "int8_sq", "int8_wo", "int4_wo"]
 SpeculationMethod = Literal["draft-target", "eagle3", "ngram"]
 SchedulerPolicy = Literal["guaranteed_no_evict", "max_utilization"]
 
@@ -56,7 +54,9 @@ class Calibration(_Strict):
 
 
 class Quantization(_Strict):
-    format: QuantFormat
+    # Which formats exist, and which backend accepts which, is each backend's `quant_formats` table
+    # (backends/<name>.py); the backend check below refuses the rest, naming the backends that accept it.
+    format: str
     kv_cache_dtype: Literal["fp8", "int8"] | None = None
     group_size: int = Field(128, gt=0)
     calibration: Calibration = Calibration()

@@ -152,7 +152,7 @@ def _describe_chain(out: _Writer, config: BuildConfig, cache: ArtifactCache, rep
 
 def _compact(cfg) -> str:
     """A config as text_format prints it, with the tensor lists summarized (they are the fixed interface
-    tables of trt/tensors.py or repo/model_config.py)."""
+    tables of repo/tensorrtllm_tensors.py or repo/model_config.py)."""
     import textwrap
 
     from trtpipe.repo.model_config import to_pbtxt

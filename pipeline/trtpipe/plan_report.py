@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from trtpipe.plan import RUNTIME_OVERHEAD_BYTES, UTILIZATION_TARGET, Plan
-from trtpipe.trt.gpus import GIB
+from trtpipe.hardware import GIB
 
 # The frontend's Prometheus names the autoscaler and dashboards use (vLLM-compatible, so existing
 # dashboards and adapters work unchanged).

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 
 from trtpipe.config import load_config
 from trtpipe.errors import ConfigError
-from trtpipe.plan import ModelArch, arch_for, make_plan, plan_command
-from trtpipe.trt.gpus import GPUS, get_gpu, match_smi_name
+from trtpipe.plan import ModelArch, arch_for, make_plan
+from trtpipe.plan_command import plan_command
+from trtpipe.hardware import GPUS, get_gpu, match_smi_name
 
 H100 = GPUS["h100-sxm-80gb"]
 V, H, I, L = 128256, 4096, 14336, 32  # Llama 3.1 8B: vocab, hidden, intermediate, layers; 32 heads, 8 KV heads

@@ -11,6 +11,7 @@ Defaults here are the behaviour shared by most backends; a backend overrides wha
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -33,7 +34,7 @@ class StagedDir:
     files: list[str]
 
 
-class Backend:
+class Backend(ABC):
     name: str = ""
     # One line for plans and the README's table.
     framework: str = ""
@@ -59,7 +60,8 @@ class Backend:
             from trtpipe.backends.registry import backend_names, get_backend
 
             others = [n for n in backend_names() if n != self.name and q.format in get_backend(n).quant_formats]
-            raise ValueError(f"quantization.format {q.format!r} needs backend {' or '.join(others) or '(none)'}; "
+            need = f"needs backend {' or '.join(others)}" if others else "is not a format of any backend"
+            raise ValueError(f"quantization.format {q.format!r} {need}; "
                              f"the {self.name} backend supports {', '.join(self.quant_formats)}")
         if q and q.kv_cache_dtype and q.kv_cache_dtype not in self.kv_cache_dtypes:
             raise ValueError(f"quantization.kv_cache_dtype {q.kv_cache_dtype!r} is not supported by the {self.name} "
@@ -79,8 +81,9 @@ class Backend:
 
     # --- stages -------------------------------------------------------------------------------------------
     @property
+    @abstractmethod
     def stages(self) -> tuple["Stage", ...]:
-        raise NotImplementedError
+        """The stages a build runs, in order; the last one's artifact is the published engine/ directory."""
 
     @property
     def engine_stage(self) -> str:
@@ -94,8 +97,10 @@ class Backend:
     def describe_preflight(self, config: "BuildConfig") -> list[str]:
         return []
 
-    def check_serving_machine(self, config: "BuildConfig", manifest: "Manifest") -> list[str]:
-        """Before serving a published version: refuse (PreflightError) or return the checks that passed."""
+    def check_serving_machine(self, manifest: "Manifest", machine: Any = None) -> list[str]:
+        """Before serving a published version (its manifest holds the config it was built from): refuse
+        (PreflightError) or return the checks that passed. `machine`: a trt.preflight.Machine, or None to
+        detect this one."""
         return []
 
     # --- the model repository -----------------------------------------------------------------------------
@@ -124,9 +129,9 @@ class Backend:
     def describe_companions(self, repo: Path, spec: "ServingSpec", version: int) -> list[StagedDir]:
         return []
 
+    @abstractmethod
     def model_configs(self, repo: Path, spec: "ServingSpec", live: int) -> dict[str, "mc.ModelConfig"]:
         """Every config.pbtxt of the set pinned to version `live`, in write order (the engine's last)."""
-        raise NotImplementedError
 
     # --- gate and serving ---------------------------------------------------------------------------------
     def run_gate(self, config: "BuildConfig", engine_dir: Path, checkpoint_dir: Path, weights_key: str,
@@ -147,6 +152,3 @@ class Backend:
     def plan_note(self) -> str:
         return ""
 
-    def manifest_versions(self) -> dict[str, Any]:
-        """Pinned toolchain versions recorded in the manifest."""
-        return {}

@@ -5,7 +5,7 @@ removes this path after 1.3.0rc20, so trtpipe owns its recipes and templates.
 Stages: fetch -> convert (convert_checkpoint.py, or ModelOpt's quantize.py for calibrated formats, which
 quantizes too) -> quantize (a pass-through here) -> compile (trtllm-build, then the engine directory is
 checked against the config). Publishes the model set `<model>-{engine,preprocessing,postprocessing,ensemble}`
-(trt/publish.py, trt/model_configs.py); a draft is its own build and its own model set.
+(repo/model_set.py, repo/tensorrtllm_configs.py); a draft is its own build and its own model set.
 """
 
 from __future__ import annotations
@@ -123,32 +123,33 @@ class TensorrtEngineBackend(Backend):
             need.append(f"nvidia-modelopt {TOOLCHAIN['modelopt']}")
         return ["toolchain: " + "; ".join(need), f"otherwise the build stops here and names {IMAGE}"]
 
-    def check_serving_machine(self, config: BuildConfig, manifest) -> list[str]:
+    def check_serving_machine(self, manifest, machine=None) -> list[str]:
         from trtpipe.trt.preflight import detect_machine, preflight
 
+        config = BuildConfig.model_validate(manifest.config)
         compile_meta = next((s.meta for s in manifest.stages if s.stage == "compile"), {})
         built = compile_meta.get("build_fingerprint") or {
             "tensorrt_llm": (compile_meta.get("engine_limits") or {}).get("tensorrt_llm_version")}
-        return preflight(config, detect_machine(), built=built)
+        return preflight(config, machine or detect_machine(), built=built)
 
     # --- the model repository -----------------------------------------------------------------------------
     def check_can_publish(self, repo: Path, spec) -> None:
-        from trtpipe.trt.publish import check_can_publish
+        from trtpipe.repo.model_set import check_can_publish
 
         check_can_publish(repo, spec)
 
     def companion_names(self, spec) -> list[str]:
-        from trtpipe.trt.publish import companion_names
+        from trtpipe.repo.model_set import companion_names
 
         return companion_names(spec)
 
     def stage_companions(self, repo: Path, spec, version: int, tokenizer_dir: Path) -> list[Path]:
-        from trtpipe.trt.publish import stage_companions
+        from trtpipe.repo.model_set import stage_companions
 
         return stage_companions(repo, spec, version, tokenizer_dir)
 
     def describe_companions(self, repo: Path, spec, version: int) -> list[StagedDir]:
-        from trtpipe.trt.publish import upstream_sources
+        from trtpipe.repo.model_set import upstream_sources
 
         sources = upstream_sources()
         staged = []
@@ -161,7 +162,7 @@ class TensorrtEngineBackend(Backend):
         return staged
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        from trtpipe.trt.model_configs import model_set_configs
+        from trtpipe.repo.tensorrtllm_configs import model_set_configs
 
         # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version.
         return model_set_configs(spec, repo_dir=repo, live_version=live)
@@ -170,8 +171,8 @@ class TensorrtEngineBackend(Backend):
     def describe_launch(self, config: BuildConfig, repo: Path) -> list[str]:
         from dataclasses import dataclass
 
-        from trtpipe.trt.launch import launch_mode, triton_launch_argv, triton_launch_env
-        from trtpipe.trt.model_configs import RepoNames
+        from trtpipe.serve.trt_launch import launch_mode, triton_launch_argv, triton_launch_env
+        from trtpipe.repo.tensorrtllm_configs import RepoNames
         from trtpipe.trt.recipes import TrtTools
 
         @dataclass(frozen=True)
@@ -188,11 +189,11 @@ class TensorrtEngineBackend(Backend):
         argv = triton_launch_argv(repo, world, Ports(), engine_models=engines, tritonserver=tools.tritonserver,
                                   mpirun=tools.mpirun, gpu_count=world if mode == "orchestrator" else None)
         env = " ".join(f"{k}={v}" for k, v in sorted(triton_launch_env(world, len(engines)).items()))
-        return [f"serve (not run by build): Triton for this set, {mode} mode (trt/launch.py), default ports",
+        return [f"serve (not run by build): Triton for this set, {mode} mode (serve/trt_launch.py), default ports",
                 "   $ " + (env + " " if env else "") + shlex.join(argv)]
 
     def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
-        from trtpipe.trt.launch import device_ids, triton_launch_argv, triton_launch_env
+        from trtpipe.serve.trt_launch import device_ids, triton_launch_argv, triton_launch_env
         from trtpipe.trt.recipes import IMAGE, Command, TrtTools, build_commands, checkpoint_command
 
         class _Ports:
@@ -219,11 +220,6 @@ class TensorrtEngineBackend(Backend):
             lines.append(f"\nOrchestrator mode: both engines are placed by `gpu_device_ids` (target "
                          f"{device_ids(world_size)}, draft {device_ids(draft.parallelism.world_size)}).")
         return lines
-
-    def manifest_versions(self) -> dict[str, Any]:
-        from trtpipe.trt.recipes import TOOLCHAIN
-
-        return dict(TOOLCHAIN)
 
 
 BACKEND = TensorrtEngineBackend()

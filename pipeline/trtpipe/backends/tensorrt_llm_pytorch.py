@@ -146,10 +146,13 @@ class TensorrtLlmPytorchBackend(Backend):
                 "KV (trt/preflight.py preflight)",
                 f"otherwise the build stops here and names {IMAGE}"]
 
-    def check_serving_machine(self, config: BuildConfig, manifest) -> list[str]:
+    def check_serving_machine(self, manifest, machine=None) -> list[str]:
         from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
 
-        return preflight(config, check_llm_api_toolchain(config.model_copy(update={"quantization": None})))
+        config = BuildConfig.model_validate(manifest.config)
+        # Serving loads the published checkpoint: ModelOpt is a build-time need only.
+        machine = check_llm_api_toolchain(config.model_copy(update={"quantization": None}), machine=machine)
+        return [f"TensorRT-LLM {machine.tensorrt_llm or '(version unknown)'}", *preflight(config, machine)]
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):

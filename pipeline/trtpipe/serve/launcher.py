@@ -98,6 +98,24 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+def preflight_repository(repo_dir: Path, machine=None) -> list[str]:
+    """Before Triton starts on a repository: each live model's backend checks this machine against what the
+    model needs (GPUs, architecture, memory, the TensorRT-LLM it was built for or needs; nothing for the
+    reference engine). Raises the backend's PreflightError on the first refusal; returns the passed checks,
+    prefixed by model, for the log."""
+    from trtpipe.backends import get_backend
+    from trtpipe.manifest import Manifest
+    from trtpipe.repo import layout
+
+    passed = []
+    for model in layout.published_models(Path(repo_dir)):
+        model_dir = Path(repo_dir) / layout.engine_model_name(model)
+        manifest = Manifest.read(model_dir / str(layout.live_version(model_dir)) / "manifest.json")
+        checks = get_backend(manifest.backend).check_serving_machine(manifest, machine)
+        passed += [f"{model_dir.name}: {check}" for check in checks]
+    return passed
+
+
 def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = None,
                  interval_s: float = 0.2) -> str:
     """Poll GET `url` until it answers 200: "ready", or "exited" if `process` ended first, or "timeout"."""
@@ -156,7 +174,7 @@ class TritonServer:
     def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
                  extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1",
                  launch=None, engine_threads: int | None = None):
-        """`launch`: a trt.launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
+        """`launch`: a serve.trt_launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
         replace ours: one tritonserver, or mpirun with one per rank). `engine_threads`: see engine_thread_env
         (the reference engine only; a launch plan's engines run on the GPU)."""
         self.repo, self.ports, self.address, self.launch = Path(repo), ports, address, launch

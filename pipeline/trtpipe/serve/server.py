@@ -112,15 +112,14 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
 
 
 def _trt_launch(opts: ServeOptions):
-    """For TensorRT-LLM engines: check this machine against their builds first (refusing with what to
-    do), then launch as TensorRT-LLM's own script does (mpirun leader mode for tp*pp > 1)."""
-    from trtpipe.trt.launch import engine_models_in_repo, launch_plan
-
-    if not engine_models_in_repo(opts.repo):
-        return None
-    from trtpipe.trt.preflight import preflight_repository
+    """Check this machine against every live model's build first (each backend refuses with what to do),
+    then, for TensorRT-LLM engines, launch as TensorRT-LLM's own script does (mpirun leader mode for tp*pp > 1)."""
+    from trtpipe.serve.launcher import preflight_repository
+    from trtpipe.serve.trt_launch import engine_models_in_repo, launch_plan
 
     preflight_repository(opts.repo)
+    if not engine_models_in_repo(opts.repo):
+        return None
     tritonserver = shutil.which("tritonserver") or "/opt/tritonserver/bin/tritonserver"
     return launch_plan(opts.repo, opts.triton_ports, tritonserver=tritonserver, exit_timeout_secs=5)
 

@@ -36,7 +36,8 @@ TOOLCHAIN = {
     "min_tensorrt_llm": "1.2",
     # ModelOpt's unified Hugging Face export (export_hf_checkpoint), which TensorRT-LLM's PyTorch backend loads;
     # flags as read in its examples/llm_ptq/hf_ptq.py argparse.
-    "modelopt": ">=0.35",
+    # Below 0.49 as well: docker/Dockerfile holds ModelOpt < 0.49 for the engine path in the same image.
+    "modelopt": ">=0.35,<0.49",
 }
 IMAGE = TOOLCHAIN["image"]
 OPTIONS_FILE = "llm_api_options.yaml"

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from trtpipe.config import BuildConfig
 from trtpipe.errors import TrtpipeError
-from trtpipe.trt.gpus import MIB, GpuSpec, match_smi_name
+from trtpipe.hardware import MIB, GpuSpec, match_smi_name
 from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, TrtTools, uses_modelopt
 
 DOCKER_RUN = (f"docker run --rm -it --gpus all --ipc=host --ulimit memlock=-1 --shm-size=16g "
@@ -194,7 +194,7 @@ def preflight(config: BuildConfig, machine: Machine, *, built: dict[str, Any] | 
 
 def _required_bytes(config: BuildConfig, gpu: GpuInfo) -> int:
     from trtpipe.config import load_draft
-    from trtpipe.plan import arch_for, engine_memory
+    from trtpipe.capacity import arch_for, engine_memory
 
     mem = engine_memory(config, arch_for(config))
     draft_len = config.speculation.max_draft_len if config.speculation else 0
@@ -214,29 +214,6 @@ def gpu_spec_for(info: GpuInfo) -> GpuSpec | None:
 def preflight_build(config: BuildConfig, tools: TrtTools | None = None, **kwargs) -> Machine:
     """check_toolchain with ModelOpt required when the config quantizes through it."""
     return check_toolchain(tools, need_modelopt=uses_modelopt(config), **kwargs)
-
-
-def preflight_repository(repo_dir: Path, machine: Machine | None = None) -> list[str]:
-    """Before `trtpipe serve` starts Triton on a repository with trt-engine models: check this machine
-    against every live tensorrtllm model's build (its manifest holds the config it was built from, and
-    the compile stage's record the TensorRT-LLM version of the engine). Raises PreflightError on the first
-    refusal; returns the passed checks, prefixed by model, for the log."""
-    from trtpipe.config import BuildConfig
-    from trtpipe.manifest import Manifest
-    from trtpipe.repo import layout
-    from trtpipe.trt.launch import engine_models_in_repo
-
-    machine = machine or detect_machine()
-    passed = []
-    for name in engine_models_in_repo(repo_dir):
-        model_dir = Path(repo_dir) / name
-        manifest = Manifest.read(model_dir / str(layout.live_version(model_dir)) / "manifest.json")
-        config = BuildConfig.model_validate(manifest.config)
-        compile_meta = next((s.meta for s in manifest.stages if s.stage == "compile"), {})
-        built = compile_meta.get("build_fingerprint") or {
-            "tensorrt_llm": (compile_meta.get("engine_limits") or {}).get("tensorrt_llm_version")}
-        passed += [f"{name}: {check}" for check in preflight(config, machine, built=built)]
-    return passed
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from trtpipe.config import BuildConfig
 from trtpipe.errors import ConfigError
+from trtpipe.stages.steps import Command  # noqa: F401 - part of this module's interface (plan_report, tests)
 
 # The toolchain every trt-engine artifact is built and tested with. Part of every GPU stage's cache key.
 TOOLCHAIN = {
@@ -70,22 +71,6 @@ class TrtTools:
     def upstream_model_py(self, kind: str) -> str:
         """The image's Python model for `preprocessing` or `postprocessing`."""
         return f"{self.models_dir}/{kind}/1/model.py"
-
-
-@dataclass(frozen=True)
-class Command:
-    argv: list[str]
-    cwd: str | None = None
-    env: dict[str, str] = field(default_factory=dict)  # added to the caller's environment; never secrets
-    produces: str = ""  # the directory the command writes
-    description: str = ""
-
-    def shell(self) -> str:
-        """The command as one line a person can paste (for logs and docs)."""
-        import shlex
-
-        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
-        return (prefix + " " if prefix else "") + shlex.join(self.argv)
 
 
 def uses_modelopt(config: BuildConfig) -> bool:

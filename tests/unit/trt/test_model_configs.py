@@ -12,8 +12,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from trtpipe.errors import ConfigError
 from trtpipe.spec import ServingSpec
-from trtpipe.trt import tensors as T
-from trtpipe.trt.model_configs import (DRAFT_PARAMETER, RepoNames, engine_model_config, model_set_configs,
+from trtpipe.repo import tensorrtllm_tensors as T
+from trtpipe.repo.tensorrtllm_configs import (DRAFT_PARAMETER, RepoNames, engine_model_config, model_set_configs,
                                        parse_pbtxt, to_pbtxt)
 
 

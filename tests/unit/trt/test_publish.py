@@ -19,7 +19,7 @@ from trtpipe.manifest import Manifest, StageRecord
 from trtpipe.repo import layout
 from trtpipe.repo.versions import publish_version, rollback
 from trtpipe.spec import ServingSpec
-from trtpipe.trt.model_configs import DRAFT_PARAMETER, parse_pbtxt
+from trtpipe.repo.tensorrtllm_configs import DRAFT_PARAMETER, parse_pbtxt
 
 from .fakes import write_engine_dir
 
@@ -146,7 +146,7 @@ def test_a_failed_publish_leaves_the_whole_live_set_untouched(tmp_path, upstream
             raise OSError(28, "No space left on device")
         return real_copytree(src, dst, *a, **kw)
 
-    monkeypatch.setattr("trtpipe.trt.publish.shutil.copytree", copytree_fails_the_second_time)
+    monkeypatch.setattr("trtpipe.repo.model_set.shutil.copytree", copytree_fails_the_second_time)
     with pytest.raises(PublishError, match="live version is untouched"):
         _publish(repo, "llama-70b", "k2", _sources(tmp_path / "b", tp=4))
     assert {p: p.read_text() for p in repo.glob("*/config.pbtxt")} == before

@@ -121,7 +121,7 @@ def engine_models_in_repo(repo_dir: str | Path) -> dict[str, int]:
     """The repository's tensorrtllm models and the world size (tp*pp) of each one's live engine."""
     from trtpipe.repo import layout
     from trtpipe.trt.engine_dir import read_engine_config
-    from trtpipe.trt.model_configs import parse_pbtxt
+    from trtpipe.repo.tensorrtllm_configs import parse_pbtxt
 
     found: dict[str, int] = {}
     repo_dir = Path(repo_dir)

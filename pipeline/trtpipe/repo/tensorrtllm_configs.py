@@ -26,7 +26,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from trtpipe.errors import ConfigError
 from trtpipe.spec import ServingSpec
-from trtpipe.trt import tensors as T
+from trtpipe.repo import tensorrtllm_tensors as T
 
 # Data types the templates leave as keys; TYPE_FP16 is what the 1.x docs fill for Llama models.
 TEMPLATE_TYPES = {"logits": "TYPE_FP32", "encoder_features": "TYPE_FP16", "prompt_table": "TYPE_FP16"}
@@ -121,7 +121,7 @@ def engine_model_config(spec: ServingSpec, model_name: str | None = None, live_v
     """The `<model>-engine` model: TensorRT-LLM's `tensorrt_llm` model, decoupled, in-flight batching.
 
     engine_dir must be the absolute path Triton will see: the C++ backend opens gpt_model_path as given,
-    relative to nothing. gpu_device_ids/participant_ids are for orchestrator mode (trt/launch.py)."""
+    relative to nothing. gpu_device_ids/participant_ids are for orchestrator mode (serve/trt_launch.py)."""
     name = model_name or RepoNames(spec.model_name).engine
     if engine_dir is None:
         raise ConfigError(f"no engine directory given for {name}", where="engine_model_config",

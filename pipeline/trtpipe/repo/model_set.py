@@ -28,7 +28,7 @@ from pathlib import Path
 from trtpipe.errors import PublishError
 from trtpipe.repo import layout
 from trtpipe.spec import ServingSpec
-from trtpipe.trt.model_configs import RepoNames
+from trtpipe.repo.tensorrtllm_configs import RepoNames
 from trtpipe.trt.recipes import TrtTools
 
 PYTHON_MODELS = ("preprocessing", "postprocessing")

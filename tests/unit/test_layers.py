@@ -1,0 +1,156 @@
+"""The package's import graph is one-way: no cycle, and no module imports from a layer above its own.
+
+Walks every module under pipeline/trtpipe with `ast` (module-level and function-level imports alike; only
+`if TYPE_CHECKING:` blocks, which never run, are skipped) and checks each import of a trtpipe module against
+LAYERS, bottom first. A module may import from its own layer or any layer below.
+
+The one run-time lookup that is not an import statement is backends/registry.py, which loads a backend's
+module by name for config validation (its docstring says why); it is checked here as importing nothing above
+itself, which is what keeps the bottom layers free of the backends' dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "pipeline"
+
+# Bottom first. Each entry is a module or package prefix; the longest matching prefix decides a module's layer.
+LAYERS: list[tuple[str, ...]] = [
+    ("trtpipe.errors", "trtpipe.__init__"),
+    # The name -> backend-module table: no trtpipe import but errors (the interface, base.py, sits with the backends).
+    ("trtpipe.backends.registry", "trtpipe.backends.__init__"),
+    ("trtpipe.config",),
+    # Data and arithmetic everything above reads: GPUs, the serving spec, cache, manifest, the reference engine.
+    ("trtpipe.hardware", "trtpipe.spec", "trtpipe.cache", "trtpipe.manifest", "trtpipe.preflight", "trtpipe.engine",
+     "trtpipe.data"),
+    # Stage and step types, fetch, and the capacity arithmetic (it reads the synthetic checkpoints' shapes).
+    ("trtpipe.stages", "trtpipe.capacity"),
+    # TensorRT-LLM recipes: commands, LLM API arguments, engine-dir checks, machine preflight.
+    ("trtpipe.trt",),
+    # Model-repository writers.
+    ("trtpipe.repo",),
+    # What runs behind and in front of Triton: the Python-model adapters, the frontend and launch code.
+    ("trtpipe.backend", "trtpipe.serve"),
+    # One module per backend, composing everything below; the gate they run.
+    ("trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
+     "trtpipe.backends.tensorrt_llm_pytorch", "trtpipe.gate"),
+    # Entry points: the build, its dry run, the planner, nightly, bench.
+    ("trtpipe.build", "trtpipe.dry_run", "trtpipe.plan", "trtpipe.plan_report", "trtpipe.nightly", "trtpipe.bench",
+     "trtpipe.demo"),
+    # The command line: click commands (serve's and plan's too) and their shared options.
+    ("trtpipe.cli", "trtpipe.cli_options", "trtpipe.__main__", "trtpipe.serve.command", "trtpipe.plan_command"),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] + ["__init__"] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted((ROOT / "trtpipe").rglob("*.py"))}
+
+
+def layer_of(module: str) -> int:
+    best, layer = -1, None
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, layer = len(prefix), index
+    if layer is None:
+        raise AssertionError(f"{module} is on no layer: add it to LAYERS in {__file__}")
+    return layer
+
+
+def _resolve(name: str) -> str | None:
+    """An imported dotted name -> the trtpipe module that defines it (a package means its __init__)."""
+    while name:
+        if name in MODULES:
+            return name
+        if f"{name}.__init__" in MODULES:
+            return f"{name}.__init__"
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports_of(module: str) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text())
+    package = module.rpartition(".")[0] if not module.endswith("__init__") else module[: -len(".__init__")]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            names = []
+        for name in names:
+            if name.startswith("trtpipe"):
+                target = _resolve(name)
+                if target and target != module:
+                    found.add(target)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found  # `from trtpipe.x import y` counts trtpipe.x's __init__ too: importing y runs it
+
+
+GRAPH = {m: imports_of(m) for m in MODULES}
+
+
+def test_every_module_is_on_a_layer():
+    for module in MODULES:
+        layer_of(module)
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    upward = [f"{m} (layer {layer_of(m)}) imports {t} (layer {layer_of(t)})"
+              for m, targets in GRAPH.items() for t in sorted(targets) if layer_of(t) > layer_of(m)]
+    assert upward == []
+
+
+def test_the_import_graph_has_no_cycle():
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def walk(module: str) -> None:
+        state[module] = 1
+        stack.append(module)
+        for target in sorted(GRAPH[module]):
+            if state.get(target) == 1:
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(target):] + [target]))
+            if state.get(target) is None:
+                walk(target)
+        stack.pop()
+        state[module] = 2
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            walk(module)
+
+
+def test_the_checker_sees_function_level_imports_and_skips_type_checking_blocks():
+    # build.py imports the registry at module level; trt/preflight.py imports capacity inside a function;
+    # backends/registry.py names backends.base only under TYPE_CHECKING.
+    assert "trtpipe.backends.__init__" in GRAPH["trtpipe.build"]
+    assert "trtpipe.capacity" in GRAPH["trtpipe.trt.preflight"]
+    assert "trtpipe.backends.base" not in GRAPH["trtpipe.backends.registry"]
