@@ -88,7 +88,7 @@ class Frontend:
         return model
 
     def draft_for(self, model: ServedModel) -> tuple[ServedModel, int] | None:
-        if getattr(model.spec, "engine_speculation", None):
+        if model.spec.engine_speculation:
             return None  # the engine speculates itself (trtllm-pytorch speculative_config): never twice
         name = self._drafts.get(model.name) or model.spec.draft_model_name
         draft = self.registry.get(name) if name else None
