@@ -4,17 +4,30 @@ It is not TensorRT-LLM: it records what trtpipe hands to `LLM(...)`, `SamplingPa
 `generate_async(...)` and `abort()`, and answers with a scripted token stream (one token per step:
 100, 101, ... up to max_tokens, or until end_id is "generated" at step `end_at`). A prompt whose first
 token is HOLD never produces a token until aborted, for testing cancellation of a queued request.
+
+Imported inside a real Triton (the file copied in as a `tensorrt_llm` package), it appends each call as one
+JSON line to $FAKE_TRTLLM_RECORD, so a test in another process can read what the Triton model asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.machinery
+import json
+import os
 import sys
 import types
 from types import SimpleNamespace
 
+__version__ = "1.2.1"
 HOLD = 999
+
+
+def _record(event: str, **data) -> None:
+    path = os.environ.get("FAKE_TRTLLM_RECORD")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"event": event, **data}, default=str) + "\n")
 
 
 class SamplingParams:
@@ -30,6 +43,7 @@ class Result:
     def abort(self):
         self.aborted = True
         self.llm.aborted.append(self.prompt)
+        _record("abort", prompt=self.prompt)
 
     async def __aiter__(self):
         kw = self.params.kwargs
@@ -60,9 +74,11 @@ class LLM:
         self.end_at = -1
         self.is_shut_down = False
         LLM.instances.append(self)
+        _record("init", kwargs=kwargs)
 
     def generate_async(self, inputs, sampling_params=None, streaming=False):
         self.calls.append((list(inputs), sampling_params.kwargs, streaming))
+        _record("generate_async", prompt=list(inputs), sampling=sampling_params.kwargs, streaming=streaming)
         return Result(self, inputs, sampling_params, streaming)
 
     def shutdown(self):
