@@ -13,6 +13,8 @@ Artifacts are built in a temporary directory whose name holds the builder's pid 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import socket
@@ -196,6 +198,7 @@ def _describe_publish(out: _Writer, config: BuildConfig, repo: Path, engine_key:
     staged = [(model_dir, files)] + [(d.model_dir, d.files) for d in backend.describe_companions(repo, spec, version)]
     for directory, names in staged:
         out(f"writes {directory}/.staging-{version}/, renamed to {directory}/{version}/: " + "; ".join(names), 3)
+    out("spec.json: " + json.dumps(dataclasses.asdict(spec), sort_keys=True), 3)
     configs = backend.model_configs(repo, spec, version)
     out("then replaces, in this order, each atomically (the last one makes the version live):", 3)
     for name, cfg in configs.items():

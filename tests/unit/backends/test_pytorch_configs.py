@@ -6,6 +6,7 @@ TensorRT-LLM, ModelOpt or a GPU.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import socket
@@ -58,6 +59,9 @@ def test_llama_8b_pytorch_dry_run_fetches_the_eagle3_head_quantizes_writes_the_y
     assert f"writes {env}/llama-8b-pytorch-engine/.staging-1/, renamed to {env}/llama-8b-pytorch-engine/1/" in text
     assert "-preprocessing" not in text and "-ensemble" not in text and "kind: KIND_MODEL" in text
     assert "spec.json: engine_speculation Eagle3, no draft model" in text
+    [spec_line] = [line.strip() for line in text.splitlines() if line.strip().startswith("spec.json: {")]
+    spec = json.loads(spec_line.removeprefix("spec.json: "))
+    assert spec["backend"] == "trtllm-pytorch" and spec["engine_speculation"] == "Eagle3" and spec["max_draft_len"] == 0
     assert not (tmp_path / "home").exists() and not env.exists()
 
 
