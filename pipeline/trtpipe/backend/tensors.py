@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trtpipe.engine import EngineRequest, RequestOutput, SamplingParams
+from trtpipe.engine.grammar import GrammarCompiler, GrammarError, GrammarState
 
 
 class BadRequest(ValueError):
@@ -49,7 +50,41 @@ def _stop_words(value: np.ndarray | None) -> list[list[int]]:
     return seqs
 
 
-def decode_request(request_id: str, tensors: dict[str, np.ndarray]) -> tuple[EngineRequest, RequestOptions]:
+def _string(tensors: dict[str, np.ndarray], name: str) -> str | None:
+    value = tensors.get(name)
+    if value is None:
+        return None
+    flat = np.asarray(value, dtype=object).reshape(-1)
+    if flat.size != 1:
+        raise BadRequest(f"input '{name}' must hold one string per request, got shape {list(np.shape(value))}")
+    item = flat[0]
+    try:
+        return item.decode("utf-8") if isinstance(item, bytes) else str(item)
+    except UnicodeDecodeError:
+        raise BadRequest(f"input '{name}' must be UTF-8 text") from None
+
+
+def _grammar(tensors: dict[str, np.ndarray], grammars: GrammarCompiler | None) -> GrammarState | None:
+    """guided_decoding_guide_type / guided_decoding_guide -> a fresh grammar state (compiled once, cached)."""
+    guide_type = _string(tensors, "guided_decoding_guide_type")
+    guide = _string(tensors, "guided_decoding_guide")
+    if guide_type is None:
+        if guide is not None:
+            raise BadRequest("input 'guided_decoding_guide' needs 'guided_decoding_guide_type' beside it")
+        return None
+    if grammars is None:
+        raise BadRequest("guided decoding needs the model's tokenizer (tokenizer/tokenizer.json in the version "
+                         "directory), which this engine does not have")
+    if guide is None and guide_type != "json":
+        raise BadRequest(f"guided_decoding_guide_type '{guide_type}' needs the input 'guided_decoding_guide'")
+    try:
+        return grammars.compile(guide_type, guide or "").new_state()
+    except GrammarError as e:
+        raise BadRequest(f"input 'guided_decoding_guide': {e}") from None
+
+
+def decode_request(request_id: str, tensors: dict[str, np.ndarray],
+                   grammars: GrammarCompiler | None = None) -> tuple[EngineRequest, RequestOptions]:
     if "input_ids" not in tensors or "request_output_len" not in tensors:
         raise BadRequest("inputs 'input_ids' and 'request_output_len' are required")
     input_ids = np.asarray(tensors["input_ids"]).reshape(-1)
@@ -85,6 +120,7 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray]) -> tuple[Eng
         draft_logits=None if draft_logits is None else np.asarray(draft_logits, dtype=np.float32).reshape(
             -1, np.asarray(draft_logits).shape[-1]),
         return_log_probs=bool(_scalar(tensors, "return_log_probs", False)),
+        grammar=_grammar(tensors, grammars),
     )
     if req.max_new_tokens < 1:
         raise BadRequest(f"request_output_len must be >= 1, got {req.max_new_tokens}")

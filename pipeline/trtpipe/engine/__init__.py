@@ -1,6 +1,6 @@
 """Reference inference engine: a CPU/NumPy twin of a TensorRT-LLM engine for Llama-family models.
 
-Imports only numpy, ml_dtypes, safetensors and the stdlib, so it runs and is tested without a GPU,
+Imports only numpy, ml_dtypes, safetensors, llguidance (guided decoding) and the stdlib, so it runs and is tested without a GPU,
 Triton or torch.
 """
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import LlamaConfig
+from .grammar import guide_rows
 from .kv_cache import KVCacheManager, num_kv_blocks
 from .model import ForwardBatch, SeqChunk, forward, rope_inv_freq, softmax
 from .protocol import EngineLimits, EngineRequest, RequestOutput, SamplingParams
@@ -95,7 +96,8 @@ class Engine:
         by_id = {s.seq_id: s for s in plan.scheduled}
         # Fast path: plain greedy single-row sequences share one argmax over the batch.
         fast = [i for i, r in rows.items() if len(r) == 1
-                and is_plain_greedy(by_id[i].sampling, by_id[i].num_output_tokens, by_id[i].end_id)]
+                and is_plain_greedy(by_id[i].sampling, by_id[i].num_output_tokens, by_id[i].end_id,
+                                    by_id[i].grammar is not None)]
         if fast:
             want_lp = any(by_id[i].return_log_probs for i in fast)
             tokens, log_probs = greedy_batch(np.concatenate([rows[i] for i in fast]), want_lp)
@@ -109,25 +111,32 @@ class Engine:
 
     def _sample_seq(self, seq: Sequence, rows: np.ndarray) -> SeqResult:
         """Sample one token (rows: (1, V)) or verify k drafts (rows: (k+1, V))."""
-        drafts = seq.draft_token_ids
+        drafts = proposed = seq.draft_token_ids
         params = seq.sampling
         context = list(seq.token_ids)
+        masks = None
+        if seq.grammar is not None:
+            masks, num_valid = guide_rows(seq.grammar, drafts)
+            drafts, rows = drafts[:num_valid], rows[:num_valid + 1]  # rejected at the first refused draft
         probs = []
         for i in range(len(rows)):
             # Row i follows the committed tokens plus drafts[:i]: penalties and min_tokens see them.
-            probs.append(process_row(rows[i], context + drafts[:i], seq.num_prompt_tokens, params, seq.end_id))
-        if not drafts:
+            probs.append(process_row(rows[i], context + drafts[:i], seq.num_prompt_tokens, params, seq.end_id,
+                                     None if masks is None else masks[i]))
+        if not proposed:
             token, lp = sample_from_probs(probs[0], params, seq.rng)
             return SeqResult([token], [lp] if seq.return_log_probs else None)
         draft_probs = None
         if seq.draft_logits is not None and not params.is_greedy:
             # NOTE: draft logits are tempered like the target's; top-k/top-p are not applied to them.
             draft_probs = softmax(np.asarray(seq.draft_logits, dtype=np.float64) / params.temperature, axis=-1)
+        if draft_probs is not None:
+            draft_probs = draft_probs[:len(drafts)]
         num_accepted, bonus = verify(drafts, np.stack(probs), draft_probs, None if params.is_greedy else seq.rng)
         self.accept_counts.record(num_accepted)
         tokens = drafts[:num_accepted] + [bonus]
         lps = [float(np.log(probs[i][t])) for i, t in enumerate(tokens)] if seq.return_log_probs else None
-        return SeqResult(tokens, lps, len(drafts), num_accepted)
+        return SeqResult(tokens, lps, len(proposed), num_accepted)
 
     def _output(self, u: SeqUpdate) -> RequestOutput:
         seq = u.seq

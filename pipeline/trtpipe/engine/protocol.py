@@ -6,8 +6,12 @@ Validation errors name the parameter in backticks, the limit and the given value
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .grammar import GrammarState
 
 BATCH_SCHEDULER_POLICIES = ("guaranteed_no_evict", "max_utilization")
 
@@ -85,6 +89,8 @@ class EngineRequest:
     draft_token_ids: list[int] | None = None
     draft_logits: np.ndarray | None = None  # (k, vocab) logits the draft model sampled from
     return_log_probs: bool = False
+    # Guided decoding: this request's own grammar state (engine/grammar.py); None is unconstrained.
+    grammar: GrammarState | None = None
 
 
 @dataclass

@@ -74,14 +74,30 @@ def process_row(
     num_prompt_tokens: int,
     params: SamplingParams,
     end_id: int | None,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One row of raw logits -> the final distribution for the next token after context_ids."""
+    """One row of raw logits -> the final distribution for the next token after context_ids.
+
+    allowed: (V,) bool, the grammar's token bitmask (guided decoding); None is unconstrained.
+    """
+    raw = logits
     if params.has_penalties:
         logits = apply_penalties(logits, context_ids, num_prompt_tokens, params)
     if end_id is not None and len(context_ids) - num_prompt_tokens < params.min_tokens:
         logits = logits.copy()
         logits[end_id] = -np.inf
+    if allowed is not None:
+        logits = apply_token_mask(logits, allowed, raw)
     return final_probs(logits, params)
+
+
+def apply_token_mask(logits: np.ndarray, allowed: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Tokens the grammar refuses get -inf. The grammar wins over min_tokens: when the only tokens it allows
+    are end-of-sequence ids that min_tokens forbade, they come back (from the raw logits)."""
+    masked = np.where(allowed, logits, -np.inf)
+    if not np.isfinite(masked).any():
+        masked = np.where(allowed, raw, -np.inf)
+    return masked
 
 
 def sample_from_probs(probs: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
@@ -89,10 +105,11 @@ def sample_from_probs(probs: np.ndarray, params: SamplingParams, rng: np.random.
     return token, float(np.log(probs[token]))
 
 
-def is_plain_greedy(params: SamplingParams, num_output_tokens: int, end_id: int | None) -> bool:
+def is_plain_greedy(params: SamplingParams, num_output_tokens: int, end_id: int | None,
+                    is_guided: bool = False) -> bool:
     """True when a row's token is just argmax(logits): the batched fast path applies."""
     min_tokens_active = end_id is not None and num_output_tokens < params.min_tokens
-    return params.is_greedy and not params.has_penalties and not min_tokens_active
+    return params.is_greedy and not params.has_penalties and not min_tokens_active and not is_guided
 
 
 def greedy_batch(logits: np.ndarray, want_log_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:

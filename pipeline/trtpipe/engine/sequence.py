@@ -78,6 +78,7 @@ class Sequence:
         self.num_draft_tokens = 0
         self.num_accepted_draft_tokens = 0
         self.num_cached_tokens: int | None = None  # prefix-cache hit at first admission
+        self.grammar = request.grammar  # advanced by commit() only
 
     # -- derived facts --------------------------------------------------------------------------
     @property
@@ -133,6 +134,9 @@ class Sequence:
                 break
             self._token_ids.append(token)
             kept.append(token)
+            if self.grammar is not None and self._advance_grammar(token):
+                self.status = SequenceStatus.FINISHED_STOPPED
+                break
             if self._matches_stop_sequence():
                 self.status = SequenceStatus.FINISHED_STOPPED
                 break
@@ -144,6 +148,13 @@ class Sequence:
         self.draft_token_ids = []
         self.draft_logits = None
         return kept, (new_log_probs[: len(kept)] if new_log_probs is not None else None)
+
+    def _advance_grammar(self, token: int) -> bool:
+        """Feed the grammar a kept token; True when the grammar is complete (the sequence stops there)."""
+        # The sampler only offers tokens the grammar allows, so a refusal here is our bug.
+        accepted = self.grammar.accept(token)
+        assert accepted, f"grammar refused committed token {token}: {self.grammar.error}"
+        return self.grammar.is_stopped
 
     def _matches_stop_sequence(self) -> bool:
         for stop in self.stop_token_ids:

@@ -36,6 +36,8 @@ ENGINE_INPUTS = [
     ("draft_input_ids", T.TYPE_INT32, [-1], True),
     ("draft_logits", T.TYPE_FP32, [-1, -1], True),
     ("stop", T.TYPE_BOOL, [1], True),
+    ("guided_decoding_guide_type", T.TYPE_STRING, [1], True),
+    ("guided_decoding_guide", T.TYPE_STRING, [1], True),
 ]
 ENGINE_OUTPUTS = [
     ("output_ids", T.TYPE_INT32, [-1, -1]),
