@@ -17,6 +17,8 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
+from trtpipe.engine.grammar import GrammarCompiler
+
 REPLACEMENT_CHAR = "\ufffd"
 
 
@@ -49,6 +51,7 @@ class ModelText:
     eos_token_ids: list[int]
     # id -> the token's bytes, for byte-level BPE tokenizers whose decode is plain byte concatenation.
     token_bytes: list[bytes] | None = field(default=None, repr=False)
+    _grammars: GrammarCompiler | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_dir(cls, directory: Path, chat_template_override: str | None = None) -> "ModelText":
@@ -66,6 +69,12 @@ class ModelText:
         text = cls(tokenizer, template, _token_text(tok_cfg.get("bos_token")), eos_token, eos_ids)
         text.token_bytes = byte_level_table(tokenizer, json.loads((directory / "tokenizer.json").read_text()))
         return text
+
+    def grammars(self) -> GrammarCompiler:
+        """The guided-decoding compiler for this tokenizer (built on first use; it caches compiled guides)."""
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self.tokenizer.to_str(), self.vocab_size, self.eos_token_ids)
+        return self._grammars
 
     @property
     def vocab_size(self) -> int:

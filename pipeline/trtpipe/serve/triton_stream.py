@@ -63,6 +63,9 @@ class EngineCall:
     repetition_penalty: float = 1.0
     return_log_probs: bool = False
     draft_input_ids: list[int] | None = None
+    # Guided decoding, as TensorRT-LLM's tensors: json, json_schema, regex, ebnf_grammar or structural_tag.
+    guide_type: str | None = None
+    guide: str | None = None
 
     @property
     def is_greedy(self) -> bool:
@@ -70,10 +73,10 @@ class EngineCall:
 
     @property
     def has_context_dependent_sampling(self) -> bool:
-        """Penalties and min_tokens depend on which tokens are 'generated': a speculation round resends
-        the generated tokens as prompt, so such requests are not speculated."""
+        """Penalties, min_tokens and a guide's grammar state depend on which tokens are 'generated': a
+        speculation round resends the generated tokens as prompt, so such requests are not speculated."""
         return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0
-                or self.min_tokens > 0)
+                or self.min_tokens > 0 or self.guide_type is not None)
 
     def tensors(self) -> list[tuple[str, str, list[int], bytes]]:
         """(name, datatype, shape, raw little-endian bytes); optional inputs only when not the default."""
@@ -100,6 +103,9 @@ class EngineCall:
         if self.draft_input_ids:
             n = len(self.draft_input_ids)
             out.append(("draft_input_ids", "INT32", [1, n], struct.pack(f"<{n}i", *self.draft_input_ids)))
+        if self.guide_type is not None:
+            out.append(("guided_decoding_guide_type", "BYTES", [1, 1], _bytes_element(self.guide_type)))
+            out.append(("guided_decoding_guide", "BYTES", [1, 1], _bytes_element(self.guide or "")))
         return out
 
     def to_request(self, model: str, request_id: str, outputs: tuple[str, ...]) -> service_pb2.ModelInferRequest:
@@ -120,12 +126,21 @@ class EngineCall:
         inputs = []
         for name, dtype, shape, raw in self.tensors():
             t = grpcclient.InferInput(name, shape, dtype)
-            t.set_data_from_numpy(np.frombuffer(raw, dtype=_NP_DTYPES[dtype]).reshape(shape))
+            if dtype == "BYTES":
+                t.set_data_from_numpy(np.array([[raw[4:]]], dtype=object))
+            else:
+                t.set_data_from_numpy(np.frombuffer(raw, dtype=_NP_DTYPES[dtype]).reshape(shape))
             inputs.append(t)
         return inputs
 
 
 _NP_DTYPES = {"INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_, "UINT64": np.uint64}
+
+
+def _bytes_element(text: str) -> bytes:
+    """One BYTES (TYPE_STRING) element in Triton's raw form: a little-endian uint32 length, then the bytes."""
+    raw = text.encode("utf-8")
+    return struct.pack("<I", len(raw)) + raw
 
 
 def _stop_words_list(seqs: list[list[int]]) -> tuple[list[int], bytes]:

@@ -10,23 +10,12 @@ from dataclasses import dataclass, replace
 
 from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trtpipe.serve.registry import ServedModel
+from trtpipe.serve.request_error import RequestError  # noqa: F401 - re-exported: the frontend's one error type
+from trtpipe.serve.structured_outputs import Guide, check_guide, request_guide
 from trtpipe.serve.text import ChatTemplateError
 from trtpipe.serve.triton_stream import EngineCall
 
 MAX_STOP_STRINGS = 4
-
-
-class RequestError(Exception):
-    """An error with an OpenAI envelope: `type` is stable and used both in the envelope and as a metrics label."""
-
-    def __init__(self, message: str, *, param: str | None = None, type: str = "invalid_request_error",
-                 code: str | None = None, status: int = 400, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.message, self.param, self.type, self.code, self.status = message, param, type, code, status
-        self.headers = headers
-
-    def envelope(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 @dataclass(frozen=True)
@@ -83,7 +72,7 @@ def _common_checks(req) -> None:
 
 
 def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_value: int | None, param: str,
-                 prompt_param: str, logprobs: bool) -> tuple[EngineCall, int]:
+                 prompt_param: str, logprobs: bool, guide: Guide | None = None) -> tuple[EngineCall, int]:
     spec = model.spec
     if not prompt_ids:
         raise RequestError("the prompt is empty", param=prompt_param)
@@ -115,7 +104,8 @@ def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_valu
         temperature=1.0 if req.temperature is None else req.temperature, top_k=req.top_k or 0,
         top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, min_tokens=req.min_tokens,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-        repetition_penalty=req.repetition_penalty, return_log_probs=logprobs)
+        repetition_penalty=req.repetition_penalty, return_log_probs=logprobs,
+        guide_type=guide.guide_type if guide else None, guide=guide.guide if guide else None)
     return call, max_tokens
 
 
@@ -124,6 +114,13 @@ def _check_max_tokens(req, model: ServedModel) -> tuple[str, int | None]:
     if value is not None and value > model.spec.max_max_tokens:
         raise RequestError(f"`{param}` must be <= {model.spec.max_max_tokens}. Given: {value}", param=param)
     return param, value
+
+
+def _checked_guide(req, model: ServedModel) -> Guide | None:
+    guide = request_guide(req)
+    if guide is not None:
+        check_guide(guide, model)
+    return guide
 
 
 def _message_text(i: int, m) -> str:
@@ -149,9 +146,6 @@ def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
         raise RequestError("`tools` are not supported by this server", param="tools")
     if req.tool_choice not in (None, "none"):
         raise RequestError("`tool_choice` is not supported by this server", param="tool_choice")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise RequestError(f"`response_format` must be {{\"type\": \"text\"}}. Given type "
-                           f"{req.response_format.type!r}", param="response_format")
     param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
     messages = [{"role": m.role, "content": _message_text(i, m), **({"name": m.name} if m.name else {})}
@@ -160,7 +154,9 @@ def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
         prompt = model.text.render_chat(messages)
     except ChatTemplateError as e:
         raise RequestError(str(e), param="messages") from None
-    call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs)
+    guide = _checked_guide(req, model)
+    call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs,
+                                    guide)
     return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs)
 
 
@@ -196,9 +192,10 @@ def validate_completion(req: CompletionRequest, model: ServedModel) -> Generatio
     if len(prompts) * req.n > 16:
         raise RequestError(f"at most 16 choices per request (prompts x `n`). Given: {len(prompts) * req.n}",
                            param="n")
+    guide = _checked_guide(req, model)
     calls, texts, max_tokens = [], [], 0
     for ids, text in prompts:
-        call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs)
+        call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs, guide)
         calls.append(call)
         if text is None:  # token ids: echo shows them decoded, special tokens included
             text = model.text.tokenizer.decode(ids, skip_special_tokens=False) if req.echo else ""
