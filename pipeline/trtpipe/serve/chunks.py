@@ -104,6 +104,26 @@ class ChunkWriter:
                      ',"finish_reason":null}'
         return (self._head + choice + self._tail).encode()
 
+    def delta(self, index: int, fields: dict, entries: LogprobEntries | None = None) -> bytes:
+        """A chat chunk with any delta fields (tool_calls, reasoning_content); the first carries the role."""
+        if index not in self._started:
+            self._started.add(index)
+            fields = {"role": "assistant", "content": None, **fields}
+        lp = "null" if entries is None and self.logprobs is None else self._lp(index, entries)
+        choice = '{"index":' + str(index) + ',"delta":' + _dumps(fields) + ',"logprobs":' + lp + \
+                 ',"finish_reason":null}'
+        return (self._head + choice + self._tail).encode()
+
+    def tool_call(self, index: int, call_index: int, call_id: str | None, name: str | None, arguments: str,
+                  entries: LogprobEntries | None = None) -> bytes:
+        """OpenAI's streamed call: the first delta has id, type and name with empty arguments, then pieces."""
+        call: dict = {"index": call_index}
+        if name is not None:
+            call |= {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        else:
+            call["function"] = {"arguments": arguments}
+        return self.delta(index, {"tool_calls": [call]}, entries)
+
     def finish(self, done: ChoiceDone) -> bytes:
         lp = self._lp(done.index, done.logprobs) if done.logprobs else "null"
         reason = '"' + done.finish_reason + '"'
@@ -121,13 +141,18 @@ class ChunkWriter:
 
 def full_response(*, chat: bool, request_id: str, created: int, model: str, fingerprint: str | None,
                   texts: list[str], done: dict[int, ChoiceDone], logprobs: list[dict | None] | None,
-                  usage: dict) -> bytes:
+                  usage: dict, extras: list[dict] | None = None) -> bytes:
+    """extras[i]: further message fields of chat choice i (tool_calls, reasoning_content)."""
     choices = []
     for i, text in enumerate(texts):
         lp = logprobs[i] if logprobs is not None else None
         if chat:
-            choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp,
-                            "finish_reason": done[i].finish_reason})
+            message = {"role": "assistant", "content": text}
+            if extras is not None and extras[i]:
+                message |= extras[i]
+                if message.get("tool_calls") and not text:
+                    message["content"] = None
+            choices.append({"index": i, "message": message, "logprobs": lp, "finish_reason": done[i].finish_reason})
         else:
             choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": done[i].finish_reason})
     return _dumps({"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created,

@@ -8,12 +8,14 @@ UTF-8 character, a possible stop-string prefix) has its entry sent with the next
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 from trtpipe.serve.registry import ServedModel
 from trtpipe.serve.stop_strings import StopStringMatcher
 from trtpipe.serve.triton_stream import EngineCall, Final, TokenDelta
-from trtpipe.serve.validation import Generation
+
+if TYPE_CHECKING:
+    from trtpipe.serve.validation import Generation
 
 LogprobEntries = list[tuple[int, float | None]]
 

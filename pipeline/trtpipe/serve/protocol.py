@@ -181,12 +181,14 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = Field(None, description="extension: the <think> text, for templates with it")
 
 
 class ChatChoice(BaseModel):
@@ -206,9 +208,18 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
+class ToolCallChunk(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: dict = Field(description="`name` (first delta of a call) and a piece of `arguments`")
+
+
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
+    reasoning_content: str | None = None
 
 
 class ChatChunkChoice(BaseModel):

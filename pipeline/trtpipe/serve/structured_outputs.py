@@ -33,7 +33,7 @@ class Guide:
     param: str
 
 
-def _schema_text(schema, param: str, lenient: bool = False) -> str:
+def schema_text(schema, param: str, lenient: bool = False) -> str:
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
@@ -64,7 +64,7 @@ def _response_format(rf) -> Guide | None:
             raise RequestError("`response_format` of type json_schema needs `json_schema.schema`",
                                param="response_format")
         lenient = spec.strict is False
-        return Guide("json_schema", _schema_text(spec.schema_, "response_format", lenient), "response_format")
+        return Guide("json_schema", schema_text(spec.schema_, "response_format", lenient), "response_format")
     raise RequestError(f"`response_format.type` must be one of text, json_object, json_schema. Given: {rf.type!r}",
                        param="response_format")
 
@@ -72,7 +72,7 @@ def _response_format(rf) -> Guide | None:
 def _vllm_extensions(req) -> list[Guide]:
     found = []
     if req.guided_json is not None:
-        found.append(Guide("json_schema", _schema_text(req.guided_json, "guided_json"), "guided_json"))
+        found.append(Guide("json_schema", schema_text(req.guided_json, "guided_json"), "guided_json"))
     if req.guided_regex is not None:
         found.append(Guide("regex", req.guided_regex, "guided_regex"))
     if req.guided_choice is not None:
@@ -88,7 +88,7 @@ def _vllm_extensions(req) -> list[Guide]:
                 continue
             param = f"structured_outputs.{key}"
             if key == "json":
-                value = _schema_text(value, param)
+                value = schema_text(value, param)
             elif key == "choice":
                 value = choice_grammar(value, param)
             elif not isinstance(value, str):

@@ -11,8 +11,11 @@ from dataclasses import dataclass, replace
 from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trtpipe.serve.registry import ServedModel
 from trtpipe.serve.request_error import RequestError  # noqa: F401 - re-exported: the frontend's one error type
+from trtpipe.serve.reasoning import template_has_reasoning
 from trtpipe.serve.structured_outputs import Guide, check_guide, request_guide
 from trtpipe.serve.text import ChatTemplateError
+from trtpipe.serve.tool_calls import ToolPlan, plan_tools, template_tool_calls
+from trtpipe.serve.tool_parsers import parser_for_template
 from trtpipe.serve.triton_stream import EngineCall
 
 MAX_STOP_STRINGS = 4
@@ -31,6 +34,8 @@ class Generation:
     n: int
     logprobs: bool = False
     echo: bool = False
+    tool_plan: ToolPlan | None = None  # chat with tools: how each choice's text becomes tool calls
+    reasoning_prompt: str | None = None  # set when the template separates <think> reasoning
 
     @property
     def num_choices(self) -> int:
@@ -116,8 +121,12 @@ def _check_max_tokens(req, model: ServedModel) -> tuple[str, int | None]:
     return param, value
 
 
-def _checked_guide(req, model: ServedModel) -> Guide | None:
+def _checked_guide(req, model: ServedModel, tool_guide: Guide | None = None) -> Guide | None:
     guide = request_guide(req)
+    if tool_guide is not None:
+        if guide is not None:
+            raise RequestError(f"`{guide.param}` cannot be combined with a forced `tool_choice`", param=guide.param)
+        guide = tool_guide
     if guide is not None:
         check_guide(guide, model)
     return guide
@@ -142,22 +151,32 @@ def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
                            f"only, not of alternatives. Given: {req.top_logprobs}", param="top_logprobs")
     if req.top_logprobs is not None and not req.logprobs:
         raise RequestError("`top_logprobs` requires `logprobs` to be true", param="top_logprobs")
-    if req.tools:
-        raise RequestError("`tools` are not supported by this server", param="tools")
-    if req.tool_choice not in (None, "none"):
-        raise RequestError("`tool_choice` is not supported by this server", param="tool_choice")
     param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
-    messages = [{"role": m.role, "content": _message_text(i, m), **({"name": m.name} if m.name else {})}
-                for i, m in enumerate(req.messages)]
+    template = model.text.chat_template
+    plan, tool_guide, template_tools = plan_tools(req, parser_for_template(template))
     try:
-        prompt = model.text.render_chat(messages)
+        prompt = model.text.render_chat([_template_message(i, m) for i, m in enumerate(req.messages)],
+                                        tools=template_tools)
     except ChatTemplateError as e:
         raise RequestError(str(e), param="messages") from None
-    guide = _checked_guide(req, model)
+    guide = _checked_guide(req, model, tool_guide)
     call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs,
                                     guide)
-    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs)
+    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs, tool_plan=plan,
+                      reasoning_prompt=prompt if template_has_reasoning(template) else None)
+
+
+def _template_message(i: int, m) -> dict:
+    """A message as Hugging Face chat templates read it (tool calls with object arguments, tool_call_id)."""
+    msg = {"role": m.role, "content": _message_text(i, m)}
+    if m.name:
+        msg["name"] = m.name
+    if m.tool_calls:
+        msg["tool_calls"] = template_tool_calls(m.tool_calls)
+    if m.tool_call_id:
+        msg["tool_call_id"] = m.tool_call_id
+    return msg
 
 
 def _prompts(req: CompletionRequest, model: ServedModel) -> list[tuple[list[int], str]]:
