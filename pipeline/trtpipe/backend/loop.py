@@ -31,6 +31,7 @@ class _Active:
     sender: ResponseSender
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
+    top_log_probs: list = field(default_factory=list)  # per token (ids, log-probs), when asked for
     num_streamed: int = 0  # of token_ids, how many have gone out (streaming)
 
 
@@ -134,6 +135,8 @@ class EngineLoop:
         active.token_ids.extend(out.new_token_ids)
         if out.new_log_probs:
             active.log_probs.extend(out.new_log_probs)
+        if out.new_top_log_probs:
+            active.top_log_probs.extend(out.new_top_log_probs)
         if out.finished:
             del self._active[out.request_id]
         opts = active.opts
@@ -144,12 +147,13 @@ class EngineLoop:
             if out.finished or (pending and (active.num_streamed == 0 or pending >= self.stream_interval)):
                 ids = active.token_ids[active.num_streamed:]
                 lp = active.log_probs[active.num_streamed:] if opts.return_log_probs else None
+                top = active.top_log_probs[active.num_streamed:]
                 active.num_streamed = len(active.token_ids)
-                active.sender.send(encode_output(out, ids, lp, kv), final=out.finished)
+                active.sender.send(encode_output(out, ids, lp, kv, top), final=out.finished)
         elif out.finished:
             ids = active.token_ids if opts.exclude_input_in_output else active.request.prompt_token_ids + active.token_ids
             lp = active.log_probs if opts.return_log_probs else None
-            active.sender.send(encode_output(out, ids, lp, kv), final=True)
+            active.sender.send(encode_output(out, ids, lp, kv, active.top_log_probs), final=True)
 
     def _fail_all(self, message: str) -> None:
         for rid in list(self._active):

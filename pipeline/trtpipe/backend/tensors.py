@@ -11,6 +11,7 @@ import numpy as np
 
 from trtpipe.engine import EngineRequest, RequestOutput, SamplingParams
 from trtpipe.engine.grammar import GrammarCompiler, GrammarError, GrammarState
+from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 
 
 class BadRequest(ValueError):
@@ -121,9 +122,12 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray],
             -1, np.asarray(draft_logits).shape[-1]),
         return_log_probs=bool(_scalar(tensors, "return_log_probs", False)),
         grammar=_grammar(tensors, grammars),
+        num_top_log_probs=int(_scalar(tensors, "num_top_log_probs", 0)),
     )
     if req.max_new_tokens < 1:
         raise BadRequest(f"request_output_len must be >= 1, got {req.max_new_tokens}")
+    if not 0 <= req.num_top_log_probs <= MAX_TOP_LOG_PROBS:
+        raise BadRequest(f"num_top_log_probs must be in 0..{MAX_TOP_LOG_PROBS}, got {req.num_top_log_probs}")
     opts = RequestOptions(
         streaming=bool(_scalar(tensors, "streaming", False)),
         exclude_input_in_output=bool(_scalar(tensors, "exclude_input_in_output", False)),
@@ -135,7 +139,8 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray],
 
 
 def encode_output(out: RequestOutput, token_ids: list[int], log_probs: list[float] | None,
-                  kv_stats: dict[str, int]) -> dict[str, np.ndarray]:
+                  kv_stats: dict[str, int], top: list[tuple[list[int], list[float]]] | None = None
+                  ) -> dict[str, np.ndarray]:
     """Output tensors with the batch dimension: output_ids [1, beams=1, len]."""
     tensors = {
         "output_ids": np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1),
@@ -152,4 +157,8 @@ def encode_output(out: RequestOutput, token_ids: list[int], log_probs: list[floa
         lp = np.asarray(log_probs, dtype=np.float32)
         tensors["output_log_probs"] = lp.reshape(1, 1, -1)
         tensors["cum_log_probs"] = np.asarray([[lp.sum()]], dtype=np.float32)
+    if top:
+        k = len(top[0][0])
+        tensors["output_top_token_ids"] = np.asarray([ids for ids, _ in top], dtype=np.int32).reshape(1, -1, k)
+        tensors["output_top_log_probs"] = np.asarray([lps for _, lps in top], dtype=np.float32).reshape(1, -1, k)
     return tensors

@@ -16,7 +16,8 @@ from .grammar import guide_rows
 from .kv_cache import KVCacheManager, num_kv_blocks
 from .model import ForwardBatch, SeqChunk, forward, rope_inv_freq, softmax
 from .protocol import EngineLimits, EngineRequest, RequestOutput, SamplingParams
-from .sampling import greedy_batch, is_plain_greedy, make_rng, process_row, sample_from_probs
+from .sampling import (MAX_TOP_LOG_PROBS, greedy_batch, is_plain_greedy, log_softmax, make_rng, process_row,
+                       sample_from_probs, top_log_probs)
 from .scheduler import Scheduler, SeqResult, SeqUpdate, StepPlan, StepResult
 from .sequence import Sequence
 from .speculative import AcceptCounts, verify
@@ -34,6 +35,7 @@ class Engine:
         self.accept_counts = AcceptCounts()
         self._inv_freq = rope_inv_freq(config)
         self._seqs: dict[str, Sequence] = {}  # unfinished, by request_id
+        self._top: dict[int, list] = {}  # seq_id -> this step's top log-probs per sampled token (see _output)
         self._seq_ids = itertools.count()
 
     @classmethod
@@ -104,6 +106,8 @@ class Engine:
             for j, i in enumerate(fast):
                 lp = [float(log_probs[j])] if by_id[i].return_log_probs else None
                 results[i] = SeqResult([int(tokens[j])], lp)
+                if by_id[i].num_top_log_probs:
+                    self._top[i] = [top_log_probs(log_softmax(rows[i][0]), by_id[i].num_top_log_probs)]
         for i, r in rows.items():
             if i not in results:
                 results[i] = self._sample_seq(by_id[i], r)
@@ -125,6 +129,7 @@ class Engine:
                                      None if masks is None else masks[i]))
         if not proposed:
             token, lp = sample_from_probs(probs[0], params, seq.rng)
+            self._keep_top_log_probs(seq, probs[:1])
             return SeqResult([token], [lp] if seq.return_log_probs else None)
         draft_probs = None
         if seq.draft_logits is not None and not params.is_greedy:
@@ -136,10 +141,18 @@ class Engine:
         self.accept_counts.record(num_accepted)
         tokens = drafts[:num_accepted] + [bonus]
         lps = [float(np.log(probs[i][t])) for i, t in enumerate(tokens)] if seq.return_log_probs else None
+        self._keep_top_log_probs(seq, probs[:len(tokens)])
         return SeqResult(tokens, lps, len(proposed), num_accepted)
+
+    def _keep_top_log_probs(self, seq: Sequence, probs: list[np.ndarray]) -> None:
+        """The top alternatives of each sampled token, from the distribution it was drawn from."""
+        if seq.num_top_log_probs:
+            with np.errstate(divide="ignore"):
+                self._top[seq.seq_id] = [top_log_probs(np.log(p), seq.num_top_log_probs) for p in probs]
 
     def _output(self, u: SeqUpdate) -> RequestOutput:
         seq = u.seq
+        top = self._top.pop(seq.seq_id, None)
         return RequestOutput(
             request_id=seq.request_id,
             new_token_ids=u.new_token_ids,
@@ -151,6 +164,8 @@ class Engine:
             num_draft_tokens=seq.num_draft_tokens,
             num_accepted_draft_tokens=seq.num_accepted_draft_tokens,
             num_reused_prompt_tokens=seq.num_cached_tokens or 0,
+            # Kept tokens are a prefix of the sampled ones (commit stops at end_id / a stop sequence).
+            new_top_log_probs=top[:len(u.new_token_ids)] if top is not None else None,
         )
 
     # -- validation and reporting ---------------------------------------------------------------
@@ -183,6 +198,8 @@ class Engine:
         if not lim.enable_chunked_context and len(r.prompt_token_ids) + len(drafts) > lim.max_num_tokens:
             raise ValueError(f"without chunked context the prompt must be <= max_num_tokens={lim.max_num_tokens}. "
                              f"Given: {len(r.prompt_token_ids)}")
+        if not 0 <= r.num_top_log_probs <= MAX_TOP_LOG_PROBS:
+            raise ValueError(f"`num_top_log_probs` must be in 0..{MAX_TOP_LOG_PROBS}. Given: {r.num_top_log_probs}")
         if r.end_id is not None and not 0 <= r.end_id < vocab:
             raise ValueError(f"`end_id` must be in [0, {vocab}). Given: {r.end_id}")
         r.sampling.validate()

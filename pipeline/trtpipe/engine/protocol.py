@@ -91,6 +91,7 @@ class EngineRequest:
     return_log_probs: bool = False
     # Guided decoding: this request's own grammar state (engine/grammar.py); None is unconstrained.
     grammar: GrammarState | None = None
+    num_top_log_probs: int = 0  # per generated token, the k most likely tokens and their log-probs
 
 
 @dataclass
@@ -105,3 +106,5 @@ class RequestOutput:
     num_draft_tokens: int = 0
     num_accepted_draft_tokens: int = 0
     num_reused_prompt_tokens: int = 0  # served from the prefix cache
+    # Per new token, (ids, log-probs) of the num_top_log_probs most likely tokens, most likely first.
+    new_top_log_probs: list[tuple[list[int], list[float]]] | None = None

@@ -121,3 +121,20 @@ def greedy_batch(logits: np.ndarray, want_log_probs: bool) -> tuple[np.ndarray, 
     m = z.max(axis=-1, keepdims=True)  # (R, 1)
     log_z = np.log(np.exp(z - m).sum(axis=-1)) + m[:, 0]  # (R,)
     return tokens, z[np.arange(len(tokens)), tokens] - log_z
+
+
+MAX_TOP_LOG_PROBS = 20
+
+
+def top_log_probs(log_probs: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    """(V,) log-probabilities -> the k most likely ids and their log-probs, most likely first (ties by id)."""
+    k = min(k, log_probs.shape[0])
+    ids = np.argpartition(-log_probs, k - 1)[:k]
+    ids = ids[np.lexsort((ids, -log_probs[ids]))]
+    return ids.tolist(), log_probs[ids].astype(np.float64).tolist()
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    m = z.max()
+    return z - (np.log(np.exp(z - m).sum()) + m)

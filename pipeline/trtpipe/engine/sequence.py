@@ -79,6 +79,7 @@ class Sequence:
         self.num_accepted_draft_tokens = 0
         self.num_cached_tokens: int | None = None  # prefix-cache hit at first admission
         self.grammar = request.grammar  # advanced by commit() only
+        self.num_top_log_probs = request.num_top_log_probs
 
     # -- derived facts --------------------------------------------------------------------------
     @property

@@ -38,6 +38,8 @@ ENGINE_INPUTS = [
     ("stop", T.TYPE_BOOL, [1], True),
     ("guided_decoding_guide_type", T.TYPE_STRING, [1], True),
     ("guided_decoding_guide", T.TYPE_STRING, [1], True),
+    # trtpipe's own (the reference engine only): top-k log-probs per generated token.
+    ("num_top_log_probs", T.TYPE_INT32, [1], True),
 ]
 ENGINE_OUTPUTS = [
     ("output_ids", T.TYPE_INT32, [-1, -1]),
@@ -51,6 +53,9 @@ ENGINE_OUTPUTS = [
     ("kv_cache_alloc_new_blocks", T.TYPE_INT32, [1]),
     ("kv_cache_reused_blocks", T.TYPE_INT32, [1]),
     ("kv_cache_alloc_total_blocks", T.TYPE_INT32, [1]),
+    # trtpipe's own: [len, k] ids and log-probs of the k most likely tokens at each generated position.
+    ("output_top_token_ids", T.TYPE_INT32, [-1, -1]),
+    ("output_top_log_probs", T.TYPE_FP32, [-1, -1]),
 ]
 
 

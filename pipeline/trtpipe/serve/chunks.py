@@ -14,6 +14,7 @@ from trtpipe.serve.validation import RequestError
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
+NEG_INF = float("-inf")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -44,20 +45,34 @@ class Logprobs:
             return None
         if self.chat:
             content = []
-            for token_id, lp in entries:
+            for token_id, lp, top in entries:
                 raw = self.piece(token_id)
+                # A token the grammar (or top-k/top-p) ruled out (-inf) is no alternative.
+                alternatives = [self._top_entry(t, v) for t, v in top or () if v > NEG_INF]
                 content.append({"token": raw.decode("utf-8", "backslashreplace"), "logprob": lp,
-                                "bytes": list(raw), "top_logprobs": []})
+                                "bytes": list(raw), "top_logprobs": alternatives})
             return {"content": content, "refusal": None}
         tokens, offsets, offset = [], [], self.offsets.get(index, 0)
-        for token_id, _ in entries:
+        tops = []
+        for token_id, _, top in entries:
             token = self.piece(token_id).decode("utf-8", "backslashreplace")
             tokens.append(token)
             offsets.append(offset)
             offset += len(token)
+            if top is not None:
+                # A dict by token text: alternatives that decode alike collapse, keeping the likelier one.
+                alternatives: dict[str, float] = {}
+                for t, v in top:
+                    if v > NEG_INF:
+                        alternatives.setdefault(self.piece(t).decode("utf-8", "backslashreplace"), v)
+                tops.append(alternatives)
         self.offsets[index] = offset
-        return {"tokens": tokens, "token_logprobs": [lp for _, lp in entries], "top_logprobs": None,
-                "text_offset": offsets}
+        return {"tokens": tokens, "token_logprobs": [e[1] for e in entries],
+                "top_logprobs": tops if len(tops) == len(entries) else None, "text_offset": offsets}
+
+    def _top_entry(self, token_id: int, lp: float) -> dict:
+        raw = self.piece(token_id)
+        return {"token": raw.decode("utf-8", "backslashreplace"), "logprob": lp, "bytes": list(raw)}
 
     @staticmethod
     def join(parts: list[dict | None], chat: bool) -> dict | None:
@@ -66,8 +81,10 @@ class Logprobs:
             return None
         if chat:
             return {"content": [c for p in parts for c in p["content"]], "refusal": None}
+        tops = [p["top_logprobs"] for p in parts]
+        joined_top = [x for t in tops for x in t] if all(t is not None for t in tops) else None
         return {k: [x for p in parts for x in p[k]] for k in ("tokens", "token_logprobs", "text_offset")} | {
-            "top_logprobs": None}
+            "top_logprobs": joined_top}
 
 
 class ChunkWriter:

@@ -22,7 +22,7 @@ from trtpipe.serve.replicas import ReplicaPool
 from trtpipe.serve.responses import GenerationResponse
 from trtpipe.serve.speculation import AdaptiveSpeculation, Speculator
 from trtpipe.serve.tool_calls import ReasoningDelta, ToolCallDelta, shape_choice
-from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS
+from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS, OUTPUT_TOP
 from trtpipe.serve.validation import Generation, RequestError
 
 log = logging.getLogger("trtpipe.serve")
@@ -132,16 +132,23 @@ class Frontend:
         streams = self._choice_streams(model, gen, adm)
         return streams[0] if len(streams) == 1 else merge(streams)
 
+    @staticmethod
+    def _speculates(gen: Generation) -> bool:
+        # Speculation rounds carry no top alternatives (the verify step's are not the plain path's).
+        return not gen.calls[0].has_context_dependent_sampling and not gen.top_logprobs
+
     def _choice_streams(self, model: ServedModel, gen: Generation, adm: Admission) -> list[AsyncIterator]:
         pin: list = [None]  # all engine calls of this request go to one replica (prefix cache)
         outputs = (OUTPUT_IDS, OUTPUT_LOG_PROBS) if gen.logprobs else (OUTPUT_IDS,)
+        if gen.top_logprobs:
+            outputs += OUTPUT_TOP
         pool, engine = self.pool, model.engine_model
 
         def stream(name, call, outs):
             return pool.generate(name, call, outs, pin)
 
         draft = self.draft_for(model)
-        if draft is not None and not gen.calls[0].has_context_dependent_sampling:
+        if draft is not None and self._speculates(gen):
             mm = self.metrics.model(model.name)
 
             def on_round(drafted: int, accepted: int) -> None:
@@ -166,7 +173,7 @@ class Frontend:
         queued = adm.try_acquire(units)  # 429 now if the queue is full; else admitted, or queued in order
         mm = self.metrics.model(model.name)
         rid, created, fp = completion_id("chatcmpl" if chat else "cmpl"), unix_now(), model.manifest.fingerprint
-        speculative = self.draft_for(model) is not None and not gen.calls[0].has_context_dependent_sampling
+        speculative = self.draft_for(model) is not None and self._speculates(gen)
         logprobs = Logprobs(model.text.token_piece, chat, {}) if gen.logprobs else None
         include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
         state = {"admitted": queued is None, "queued": queued, "finished": False, "first": None, "last": None}

@@ -17,7 +17,8 @@ from trtpipe.serve.triton_stream import EngineCall, Final, TokenDelta
 if TYPE_CHECKING:
     from trtpipe.serve.validation import Generation
 
-LogprobEntries = list[tuple[int, float | None]]
+# (token id, its log-prob, the top (id, log-prob) alternatives or None) per token.
+LogprobEntries = list[tuple[int, float | None, list[tuple[int, float]] | None]]
 
 
 class TextDelta:
@@ -56,7 +57,7 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
             last_token = ids[-1]
             if pending is not None:
                 lps = event.log_probs or [None] * len(ids)
-                pending.extend(zip(ids, lps))
+                pending.extend(zip(ids, lps, event.top or [None] * len(ids)))
             text = detok.add(ids)
             if stops is not None:
                 text, stopped = stops.feed(text)

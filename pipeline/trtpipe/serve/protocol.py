@@ -129,7 +129,8 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="takes precedence over max_tokens")
     logprobs: bool = Field(False, description="log-probabilities of the sampled tokens")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="only 0: the engine returns sampled tokens only")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="0-20 most likely alternatives per token "
+                                                                   "(reference engine)")
     tools: list[Tool] | None = Field(None, max_length=128, description="functions the model may call")
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="auto (default with tools), none, required, or one named function; required and named "
@@ -141,7 +142,8 @@ class CompletionRequest(_Request):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="a string, a list of strings, a list of token ids, or a list of token-id lists")
     echo: bool = Field(False, description="prepend the prompt to the text")
-    logprobs: int | None = Field(None, ge=0, le=5, description="only 0: the engine returns sampled tokens only")
+    logprobs: int | None = Field(None, ge=0, le=20, description="log-probs of the sampled tokens and of this many "
+                                                                "alternatives (above 0: reference engine)")
     suffix: str | None = Field(None, description="not supported")
     best_of: int | None = Field(None, ge=1, description="only equal to n")
 

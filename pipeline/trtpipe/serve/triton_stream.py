@@ -36,6 +36,8 @@ _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 MODEL_STREAM_INFER = f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name['ModelStreamInfer'].name}"
 OUTPUT_IDS = "output_ids"
 OUTPUT_LOG_PROBS = "output_log_probs"
+# trtpipe's reference engine only: [len, k] top ids and log-probs per generated token.
+OUTPUT_TOP = ("output_top_token_ids", "output_top_log_probs")
 DRAFT_COUNTERS = ("total_draft_tokens", "total_accepted_draft_tokens")
 
 
@@ -66,6 +68,7 @@ class EngineCall:
     # Guided decoding, as TensorRT-LLM's tensors: json, json_schema, regex, ebnf_grammar or structural_tag.
     guide_type: str | None = None
     guide: str | None = None
+    num_top_log_probs: int = 0  # trtpipe's input, reference engine only
 
     @property
     def is_greedy(self) -> bool:
@@ -94,7 +97,8 @@ class EngineCall:
                     ("frequency_penalty", "FP32", "<f", self.frequency_penalty, 0.0),
                     ("repetition_penalty", "FP32", "<f", self.repetition_penalty, 1.0),
                     ("return_log_probs", "BOOL", "<?", self.return_log_probs, False),
-                    ("end_id", "INT32", "<i", self.end_id, None), ("seed", "UINT64", "<Q", self.seed, None))
+                    ("end_id", "INT32", "<i", self.end_id, None), ("seed", "UINT64", "<Q", self.seed, None),
+                    ("num_top_log_probs", "INT32", "<i", self.num_top_log_probs, 0))
         for name, dtype, fmt, value, default in optional:
             if value != default:
                 out.append((name, dtype, [1, 1], struct.pack(fmt, value)))
@@ -151,13 +155,23 @@ def _stop_words_list(seqs: list[list[int]]) -> tuple[list[int], bytes]:
     return [1, 2, len(flat)], struct.pack(f"<{2 * len(flat)}i", *flat, *offsets)
 
 
+def _top_pairs(ids: list[int] | None, lps: list[float] | None, n: int) -> list[list[tuple[int, float]]] | None:
+    """Flat [n * k] ids and log-probs -> per token, k (id, log-prob) pairs."""
+    if not ids or lps is None:
+        return None
+    k = len(ids) // n
+    return [list(zip(ids[j * k:(j + 1) * k], lps[j * k:(j + 1) * k])) for j in range(n)]
+
+
 class TokenDelta:
-    """New tokens of one engine response (streaming: only this step's tokens)."""
+    """New tokens of one engine response (streaming: only this step's tokens); `top` per token: the k most
+    likely (id, log-prob) pairs, when asked for."""
 
-    __slots__ = ("token_ids", "log_probs")
+    __slots__ = ("token_ids", "log_probs", "top")
 
-    def __init__(self, token_ids: list[int], log_probs: list[float] | None):
-        self.token_ids, self.log_probs = token_ids, log_probs
+    def __init__(self, token_ids: list[int], log_probs: list[float] | None,
+                 top: list[list[tuple[int, float]]] | None = None):
+        self.token_ids, self.log_probs, self.top = token_ids, log_probs, top
 
 
 @dataclass(frozen=True)
@@ -265,20 +279,24 @@ class TritonEngineClient:
                 self.num_responses += 1
                 response = msg.infer_response
                 raw = response.raw_output_contents
-                ids = lps = None
+                ids = lps = top_ids = top_lps = None
                 for i, out in enumerate(response.outputs):
                     name = out.name
                     if name == OUTPUT_IDS:
                         ids = memoryview(raw[i]).cast("i").tolist()
                     elif name == OUTPUT_LOG_PROBS:
                         lps = memoryview(raw[i]).cast("f").tolist()
+                    elif name == OUTPUT_TOP[0]:
+                        top_ids = memoryview(raw[i]).cast("i").tolist()
+                    elif name == OUTPUT_TOP[1]:
+                        top_lps = memoryview(raw[i]).cast("f").tolist()
                     elif name == "total_draft_tokens":
                         draft = struct.unpack("<i", raw[i])[0]
                     elif name == "total_accepted_draft_tokens":
                         accepted = struct.unpack("<i", raw[i])[0]
                 if ids:
                     num_out += len(ids)
-                    yield TokenDelta(ids, lps)
+                    yield TokenDelta(ids, lps, _top_pairs(top_ids, top_lps, len(ids)))
                 if response.parameters["triton_final_response"].bool_param:
                     yield Final(num_out, draft, accepted)
                     return

@@ -34,6 +34,7 @@ class Generation:
     n: int
     logprobs: bool = False
     echo: bool = False
+    top_logprobs: int = 0  # alternatives per token (trtpipe's output tensors; reference engine)
     tool_plan: ToolPlan | None = None  # chat with tools: how each choice's text becomes tool calls
     reasoning_prompt: str | None = None  # set when the template separates <think> reasoning
 
@@ -121,6 +122,13 @@ def _check_max_tokens(req, model: ServedModel) -> tuple[str, int | None]:
     return param, value
 
 
+def _check_top_logprobs(model: ServedModel, k: int, param: str) -> None:
+    if k and model.spec.backend != "reference":
+        raise RequestError(f"`{param}` above 0 needs the reference engine: TensorRT-LLM's tensorrt_llm model returns "
+                           f"the sampled token's log-probability only (this model runs on {model.spec.backend}). "
+                           f"Given: {k}", param=param)
+
+
 def _checked_guide(req, model: ServedModel, tool_guide: Guide | None = None) -> Guide | None:
     guide = request_guide(req)
     if tool_guide is not None:
@@ -146,9 +154,7 @@ def _message_text(i: int, m) -> str:
 
 def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
     _common_checks(req)
-    if req.top_logprobs:
-        raise RequestError(f"`top_logprobs` must be 0: the engine returns the log-probability of the sampled token "
-                           f"only, not of alternatives. Given: {req.top_logprobs}", param="top_logprobs")
+    _check_top_logprobs(model, req.top_logprobs or 0, "top_logprobs")
     if req.top_logprobs is not None and not req.logprobs:
         raise RequestError("`top_logprobs` requires `logprobs` to be true", param="top_logprobs")
     param, value = _check_max_tokens(req, model)
@@ -163,7 +169,10 @@ def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
     guide = _checked_guide(req, model, tool_guide)
     call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs,
                                     guide)
-    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs, tool_plan=plan,
+    top = (req.top_logprobs or 0) if req.logprobs else 0
+    call = replace(call, num_top_log_probs=top)
+    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs, top_logprobs=top,
+                      tool_plan=plan,
                       reasoning_prompt=prompt if template_has_reasoning(template) else None)
 
 
@@ -194,9 +203,7 @@ def _prompts(req: CompletionRequest, model: ServedModel) -> list[tuple[list[int]
 
 def validate_completion(req: CompletionRequest, model: ServedModel) -> Generation:
     _common_checks(req)
-    if req.logprobs:
-        raise RequestError(f"`logprobs` must be 0 or null: the engine returns the log-probability of the sampled "
-                           f"token only, not the top alternatives. Given: {req.logprobs}", param="logprobs")
+    _check_top_logprobs(model, req.logprobs or 0, "logprobs")
     if req.suffix:
         raise RequestError("`suffix` is not supported by this server", param="suffix")
     if req.best_of is not None and req.best_of != req.n:
@@ -215,8 +222,10 @@ def validate_completion(req: CompletionRequest, model: ServedModel) -> Generatio
     calls, texts, max_tokens = [], [], 0
     for ids, text in prompts:
         call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs, guide)
+        call = replace(call, num_top_log_probs=req.logprobs or 0)
         calls.append(call)
         if text is None:  # token ids: echo shows them decoded, special tokens included
             text = model.text.tokenizer.decode(ids, skip_special_tokens=False) if req.echo else ""
         texts.append(text)
-    return Generation(calls, texts, stops, max_tokens, req.n, logprobs=want_logprobs, echo=req.echo)
+    return Generation(calls, texts, stops, max_tokens, req.n, logprobs=want_logprobs, echo=req.echo,
+                      top_logprobs=req.logprobs or 0)
