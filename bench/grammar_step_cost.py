@@ -36,7 +36,8 @@ SCHEMA = {"type": "object", "required": ["title", "notes", "score"], "additional
 PROMPT = [0, 2, 17, 250, 31, 99, 7, 3]
 
 
-def step_times(engine_dir: Path, grammars: GrammarCompiler | None, batch: int, num_steps: int, seed: int) -> list[float]:
+def step_times(engine_dir: Path, grammars: GrammarCompiler | None, batch: int, num_steps: int,
+               seed: int) -> list[float]:
     """Seconds per decode step with `batch` sequences running (the prefill step is not counted)."""
     engine = Engine.from_dir(engine_dir, EngineLimits(max_batch_size=64, max_seq_len=1024, tokens_per_block=16))
     for i in range(batch):
@@ -119,7 +120,8 @@ def main() -> None:
              f"`bench/grammar_step_cost.py`, {result['model']}, sampling at temperature 1, one JSON schema "
              "(bench/grammar_step_cost.py `SCHEMA`). Shared 2-core machine: sides interleaved, medians; read the "
              "ratios, not the absolute times.", "",
-             "| running sequences | plain ms/step | guided ms/step | guided / plain | added ms per guided sequence-step |",
+             "| running sequences | plain ms/step | guided ms/step | guided / plain | "
+             "added ms per guided sequence-step |",
              "| --- | --- | --- | --- | --- |"]
     for p in points:
         lines.append(f"| {p['batch']} | {p['plain_step_ms']:.2f} | {p['guided_step_ms']:.2f} | "

@@ -3,9 +3,10 @@
 Builds tiny-llama into a throwaway TRTPIPE_HOME, starts one real Triton and the frontend in its own process
 (bench/baseline.py's `Frontend`), then at each concurrency runs the plain and the schema-guided side in
 alternating rounds (P G, G P, ...) so that drift on the shared machine falls on both sides alike. Each
-request is a chat completion at temperature 1 with its own seed: guided ones with `response_format: json_schema`,
-ending when the grammar is complete; plain ones with ignore_eos and max_tokens = the mean length of the guided
-outputs in a warm-up, so that both sides amortize each request's fixed costs over the same number of tokens. Tokens/s = completion tokens of the side / its wall time. Also measured: the one-time
+request is a chat completion at temperature 1 with its own seed: guided ones with `response_format:
+json_schema`, ending when the grammar is complete; plain ones with ignore_eos and max_tokens = the mean
+length of the guided outputs in a warm-up, so that both sides amortize each request's fixed costs over the
+same number of tokens. Tokens/s = completion tokens of the side / its wall time. Also measured: the one-time
 cost of a new schema, as the extra latency of its first request over a request with a schema already cached
 (both with max_tokens 1, several fresh schemas).
 

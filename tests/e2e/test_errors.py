@@ -49,7 +49,6 @@ BAD_REQUESTS = [
     ("completions", {"prompt": []}, 400, "prompt", None),
     ("completions", {"prompt": 42}, 400, "prompt", None),
     ("completions", {"logprobs": 21}, 400, "logprobs", None),
-    ("completions", {"echo": True, "logprobs": 0}, 400, "echo", None),
     ("completions", {"suffix": "end"}, 400, "suffix", None),
     ("completions", {"best_of": 3}, 400, "best_of", None),
     ("completions", {"prompt": [[1, 2]] * 5, "n": 4}, 400, "n", None),

@@ -47,3 +47,21 @@ def test_top_logprobs_of_a_guided_request_list_only_allowed_tokens(client):
     assert choice.message.content.isdigit() and len(choice.message.content) == 4
     for t in choice.logprobs.content:
         assert t.top_logprobs and all(a.token.isdigit() for a in t.top_logprobs)
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_echo_with_logprobs_scores_the_prompt_stream_and_not_alike(client, k):
+    kw = dict(model="tiny-llama", prompt="Once upon a time there was", max_tokens=5, temperature=0.0, echo=True,
+              logprobs=k, extra_body={"ignore_eos": True})
+    full = client.completions.create(**kw)
+    lp, usage = full.choices[0].logprobs, full.usage
+    assert len(lp.tokens) == usage.prompt_tokens + usage.completion_tokens
+    assert full.choices[0].text.startswith("Once upon a time there was")
+    assert lp.token_logprobs[0] is None and all(v <= 0 for v in lp.token_logprobs[1:])
+    assert "".join(lp.tokens) == full.choices[0].text and lp.text_offset[0] == 0
+    if k:
+        assert lp.top_logprobs[0] is None and all(1 <= len(t) <= k for t in lp.top_logprobs[1:])
+    chunks = list(client.completions.create(stream=True, **kw))
+    streamed = [v for c in chunks if c.choices and c.choices[0].logprobs for v in c.choices[0].logprobs.token_logprobs]
+    assert streamed[0] is None and streamed[1:] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == full.choices[0].text

@@ -32,6 +32,7 @@ class _Active:
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
     top_log_probs: list = field(default_factory=list)  # per token (ids, log-probs), when asked for
+    prompt_log_probs: tuple | None = None  # from the engine's first output; sent with the first response
     num_streamed: int = 0  # of token_ids, how many have gone out (streaming)
 
 
@@ -137,6 +138,8 @@ class EngineLoop:
             active.log_probs.extend(out.new_log_probs)
         if out.new_top_log_probs:
             active.top_log_probs.extend(out.new_top_log_probs)
+        if out.prompt_log_probs is not None:
+            active.prompt_log_probs = out.prompt_log_probs
         if out.finished:
             del self._active[out.request_id]
         opts = active.opts
@@ -149,11 +152,13 @@ class EngineLoop:
                 lp = active.log_probs[active.num_streamed:] if opts.return_log_probs else None
                 top = active.top_log_probs[active.num_streamed:]
                 active.num_streamed = len(active.token_ids)
-                active.sender.send(encode_output(out, ids, lp, kv, top), final=out.finished)
+                prompt, active.prompt_log_probs = active.prompt_log_probs, None
+                active.sender.send(encode_output(out, ids, lp, kv, top, prompt), final=out.finished)
         elif out.finished:
             ids = active.token_ids if opts.exclude_input_in_output else active.request.prompt_token_ids + active.token_ids
             lp = active.log_probs if opts.return_log_probs else None
-            active.sender.send(encode_output(out, ids, lp, kv, active.top_log_probs), final=True)
+            active.sender.send(encode_output(out, ids, lp, kv, active.top_log_probs, active.prompt_log_probs),
+                               final=True)
 
     def _fail_all(self, message: str) -> None:
         for rid in list(self._active):

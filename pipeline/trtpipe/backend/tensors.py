@@ -123,6 +123,7 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray],
         return_log_probs=bool(_scalar(tensors, "return_log_probs", False)),
         grammar=_grammar(tensors, grammars),
         num_top_log_probs=int(_scalar(tensors, "num_top_log_probs", 0)),
+        return_prompt_log_probs=bool(_scalar(tensors, "return_prompt_log_probs", False)),
     )
     if req.max_new_tokens < 1:
         raise BadRequest(f"request_output_len must be >= 1, got {req.max_new_tokens}")
@@ -139,8 +140,8 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray],
 
 
 def encode_output(out: RequestOutput, token_ids: list[int], log_probs: list[float] | None,
-                  kv_stats: dict[str, int], top: list[tuple[list[int], list[float]]] | None = None
-                  ) -> dict[str, np.ndarray]:
+                  kv_stats: dict[str, int], top: list[tuple[list[int], list[float]]] | None = None,
+                  prompt: tuple | None = None) -> dict[str, np.ndarray]:
     """Output tensors with the batch dimension: output_ids [1, beams=1, len]."""
     tensors = {
         "output_ids": np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1),
@@ -161,4 +162,11 @@ def encode_output(out: RequestOutput, token_ids: list[int], log_probs: list[floa
         k = len(top[0][0])
         tensors["output_top_token_ids"] = np.asarray([ids for ids, _ in top], dtype=np.int32).reshape(1, -1, k)
         tensors["output_top_log_probs"] = np.asarray([lps for _, lps in top], dtype=np.float32).reshape(1, -1, k)
+    if prompt is not None:
+        lps, prompt_top = prompt
+        tensors["prompt_log_probs"] = np.asarray(lps, dtype=np.float32).reshape(1, -1)
+        if prompt_top:
+            k = len(prompt_top[0][0])
+            tensors["prompt_top_token_ids"] = np.asarray([i for i, _ in prompt_top], np.int32).reshape(1, -1, k)
+            tensors["prompt_top_log_probs"] = np.asarray([v for _, v in prompt_top], np.float32).reshape(1, -1, k)
     return tensors

@@ -14,7 +14,7 @@ import numpy as np
 from .config import LlamaConfig
 from .grammar import guide_rows
 from .kv_cache import KVCacheManager, num_kv_blocks
-from .model import ForwardBatch, SeqChunk, forward, rope_inv_freq, softmax
+from .model import ForwardBatch, SeqChunk, forward, forward_dense, rope_inv_freq, softmax
 from .protocol import EngineLimits, EngineRequest, RequestOutput, SamplingParams
 from .sampling import (MAX_TOP_LOG_PROBS, greedy_batch, is_plain_greedy, log_softmax, make_rng, process_row,
                        sample_from_probs, top_log_probs)
@@ -36,6 +36,7 @@ class Engine:
         self._inv_freq = rope_inv_freq(config)
         self._seqs: dict[str, Sequence] = {}  # unfinished, by request_id
         self._top: dict[int, list] = {}  # seq_id -> this step's top log-probs per sampled token (see _output)
+        self._prompt_log_probs: dict[int, tuple] = {}  # seq_id -> prompt log-probs, until the first output
         self._seq_ids = itertools.count()
 
     @classmethod
@@ -49,6 +50,8 @@ class Engine:
         seq = Sequence(next(self._seq_ids), request, make_rng(request.sampling.seed))
         self._seqs[request.request_id] = seq
         self.scheduler.add(seq)
+        if request.return_prompt_log_probs:
+            self._prompt_log_probs[seq.seq_id] = self._score_prompt(request)
 
     def abort(self, request_id: str) -> RequestOutput | None:
         seq = self._seqs.pop(request_id, None)
@@ -144,6 +147,17 @@ class Engine:
         self._keep_top_log_probs(seq, probs[:len(tokens)])
         return SeqResult(tokens, lps, len(proposed), num_accepted)
 
+    def _score_prompt(self, request: EngineRequest) -> tuple:
+        """Prompt log-probs for echo. NOTE: one dense forward of the prompt outside the paged cache: scoring is
+        rare, and it keeps prompt logits out of the scheduler's plan."""
+        prompt = request.prompt_token_ids
+        logits = forward_dense(self.weights, self.config, prompt)[:-1].astype(np.float64)  # (T-1, V)
+        m = logits.max(axis=-1, keepdims=True)  # (T-1, 1)
+        log_probs = logits - (np.log(np.exp(logits - m).sum(axis=-1, keepdims=True)) + m)  # (T-1, V)
+        lps = log_probs[np.arange(len(prompt) - 1), prompt[1:]].tolist()
+        k = request.num_top_log_probs
+        return lps, [top_log_probs(row, k) for row in log_probs] if k else None
+
     def _keep_top_log_probs(self, seq: Sequence, probs: list[np.ndarray]) -> None:
         """The top alternatives of each sampled token, from the distribution it was drawn from."""
         if seq.num_top_log_probs:
@@ -166,6 +180,7 @@ class Engine:
             num_reused_prompt_tokens=seq.num_cached_tokens or 0,
             # Kept tokens are a prefix of the sampled ones (commit stops at end_id / a stop sequence).
             new_top_log_probs=top[:len(u.new_token_ids)] if top is not None else None,
+            prompt_log_probs=self._prompt_log_probs.pop(seq.seq_id, None),
         )
 
     # -- validation and reporting ---------------------------------------------------------------

@@ -92,6 +92,7 @@ class EngineRequest:
     # Guided decoding: this request's own grammar state (engine/grammar.py); None is unconstrained.
     grammar: GrammarState | None = None
     num_top_log_probs: int = 0  # per generated token, the k most likely tokens and their log-probs
+    return_prompt_log_probs: bool = False  # each prompt token's log-prob given the ones before (echo)
 
 
 @dataclass
@@ -108,3 +109,5 @@ class RequestOutput:
     num_reused_prompt_tokens: int = 0  # served from the prefix cache
     # Per new token, (ids, log-probs) of the num_top_log_probs most likely tokens, most likely first.
     new_top_log_probs: list[tuple[list[int], list[float]]] | None = None
+    # Once, on the request's first output: log-probs of prompt tokens 1..n-1, and their top alternatives.
+    prompt_log_probs: tuple[list[float], list[tuple[list[int], list[float]]] | None] | None = None

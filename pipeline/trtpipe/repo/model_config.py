@@ -40,6 +40,7 @@ ENGINE_INPUTS = [
     ("guided_decoding_guide", T.TYPE_STRING, [1], True),
     # trtpipe's own (the reference engine only): top-k log-probs per generated token.
     ("num_top_log_probs", T.TYPE_INT32, [1], True),
+    ("return_prompt_log_probs", T.TYPE_BOOL, [1], True),
 ]
 ENGINE_OUTPUTS = [
     ("output_ids", T.TYPE_INT32, [-1, -1]),
@@ -56,6 +57,10 @@ ENGINE_OUTPUTS = [
     # trtpipe's own: [len, k] ids and log-probs of the k most likely tokens at each generated position.
     ("output_top_token_ids", T.TYPE_INT32, [-1, -1]),
     ("output_top_log_probs", T.TYPE_FP32, [-1, -1]),
+    # trtpipe's own, on the first response: log-probs of prompt tokens 1..n-1 and their top-k alternatives.
+    ("prompt_log_probs", T.TYPE_FP32, [-1]),
+    ("prompt_top_token_ids", T.TYPE_INT32, [-1, -1]),
+    ("prompt_top_log_probs", T.TYPE_FP32, [-1, -1]),
 ]
 
 

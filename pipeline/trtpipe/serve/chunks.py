@@ -53,22 +53,24 @@ class Logprobs:
                                 "bytes": list(raw), "top_logprobs": alternatives})
             return {"content": content, "refusal": None}
         tokens, offsets, offset = [], [], self.offsets.get(index, 0)
-        tops = []
+        tops: list[dict | None] = []
         for token_id, _, top in entries:
             token = self.piece(token_id).decode("utf-8", "backslashreplace")
             tokens.append(token)
             offsets.append(offset)
             offset += len(token)
+            alternatives: dict[str, float] | None = None
             if top is not None:
                 # A dict by token text: alternatives that decode alike collapse, keeping the likelier one.
-                alternatives: dict[str, float] = {}
+                alternatives = {}
                 for t, v in top:
                     if v > NEG_INF:
                         alternatives.setdefault(self.piece(t).decode("utf-8", "backslashreplace"), v)
-                tops.append(alternatives)
+            tops.append(alternatives)
         self.offsets[index] = offset
+        # A token without alternatives (the echoed prompt's first) is null beside tokens that have them.
         return {"tokens": tokens, "token_logprobs": [e[1] for e in entries],
-                "top_logprobs": tops if len(tops) == len(entries) else None, "text_offset": offsets}
+                "top_logprobs": tops if any(t is not None for t in tops) else None, "text_offset": offsets}
 
     def _top_entry(self, token_id: int, lp: float) -> dict:
         raw = self.piece(token_id)
@@ -81,8 +83,8 @@ class Logprobs:
             return None
         if chat:
             return {"content": [c for p in parts for c in p["content"]], "refusal": None}
-        tops = [p["top_logprobs"] for p in parts]
-        joined_top = [x for t in tops for x in t] if all(t is not None for t in tops) else None
+        with_top = any(p["top_logprobs"] is not None for p in parts)
+        joined_top = [x for p in parts for x in (p["top_logprobs"] or [None] * len(p["tokens"]))] if with_top else None
         return {k: [x for p in parts for x in p[k]] for k in ("tokens", "token_logprobs", "text_offset")} | {
             "top_logprobs": joined_top}
 

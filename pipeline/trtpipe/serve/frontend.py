@@ -22,7 +22,7 @@ from trtpipe.serve.replicas import ReplicaPool
 from trtpipe.serve.responses import GenerationResponse
 from trtpipe.serve.speculation import AdaptiveSpeculation, Speculator
 from trtpipe.serve.tool_calls import ReasoningDelta, ToolCallDelta, shape_choice
-from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS, OUTPUT_TOP
+from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS, OUTPUT_PROMPT, OUTPUT_TOP
 from trtpipe.serve.validation import Generation, RequestError
 
 log = logging.getLogger("trtpipe.serve")
@@ -135,13 +135,16 @@ class Frontend:
     @staticmethod
     def _speculates(gen: Generation) -> bool:
         # Speculation rounds carry no top alternatives (the verify step's are not the plain path's).
-        return not gen.calls[0].has_context_dependent_sampling and not gen.top_logprobs
+        return not gen.calls[0].has_context_dependent_sampling and not gen.top_logprobs and not (
+            gen.echo and gen.logprobs)
 
     def _choice_streams(self, model: ServedModel, gen: Generation, adm: Admission) -> list[AsyncIterator]:
         pin: list = [None]  # all engine calls of this request go to one replica (prefix cache)
         outputs = (OUTPUT_IDS, OUTPUT_LOG_PROBS) if gen.logprobs else (OUTPUT_IDS,)
         if gen.top_logprobs:
             outputs += OUTPUT_TOP
+        if gen.echo and gen.logprobs:
+            outputs += OUTPUT_PROMPT
         pool, engine = self.pool, model.engine_model
 
         def stream(name, call, outs):
@@ -216,7 +219,7 @@ class Frontend:
             done: dict[int, ChoiceDone] = {}
             try:
                 await admit()
-                if gen.echo:
+                if gen.echo and not gen.logprobs:  # with logprobs, generate_choice sends it with the prompt's
                     for i in range(gen.num_choices):
                         yield writer.text(i, gen.prompt_texts[i // gen.n])
                 t_last = None
@@ -243,7 +246,8 @@ class Frontend:
                 release()
 
         async def json_body() -> bytes:
-            texts = [[gen.prompt_texts[i // gen.n]] if gen.echo else [] for i in range(gen.num_choices)]
+            echo = gen.echo and not gen.logprobs  # with logprobs the echo arrives as the choice's first text
+            texts = [[gen.prompt_texts[i // gen.n]] if echo else [] for i in range(gen.num_choices)]
             lp_parts: list[list] = [[] for _ in range(gen.num_choices)]
             extras: list[dict] = [{} for _ in range(gen.num_choices)]
             done: dict[int, ChoiceDone] = {}

@@ -50,8 +50,12 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
     stop_ids = {s[0] for s in call.stop_token_ids if len(s) == 1}
     pending: LogprobEntries | None = [] if gen.logprobs else None
     num_out, last_token = 0, None
+    echo_pending = gen.echo and gen.logprobs  # the echo goes out with the prompt's log-probs, when they come
     async for event in stream(call):
         if type(event) is TokenDelta:
+            if echo_pending:
+                echo_pending = False
+                yield TextDelta(index, gen.prompt_texts[index // gen.n], prompt_entries(call.input_ids, event.prompt))
             ids = event.token_ids
             num_out += len(ids)
             last_token = ids[-1]
@@ -73,6 +77,8 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
                 if pending is not None:
                     pending = []
         elif type(event) is Final:
+            if echo_pending:  # no token came: the prompt still is the echo
+                yield TextDelta(index, gen.prompt_texts[index // gen.n], prompt_entries(call.input_ids, None))
             text = detok.flush()
             stopped = False
             if stops is not None:
@@ -86,6 +92,13 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
             yield ChoiceDone(index, "length" if length and not stopped else "stop", event.num_output_tokens,
                              event.num_draft_tokens, event.num_accepted_draft_tokens, pending)
             return
+
+
+def prompt_entries(prompt_ids: list[int], prompt: tuple | None) -> LogprobEntries:
+    """The echoed prompt's entries: the first token has no log-prob (nothing precedes it), as in OpenAI."""
+    lps, top = prompt if prompt is not None else ([None] * (len(prompt_ids) - 1), None)
+    tops = top or [None] * len(lps)
+    return [(prompt_ids[0], None, None)] + list(zip(prompt_ids[1:], lps, tops))
 
 
 async def merge(streams: list[AsyncIterator]) -> AsyncIterator:

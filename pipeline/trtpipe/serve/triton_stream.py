@@ -38,6 +38,7 @@ OUTPUT_IDS = "output_ids"
 OUTPUT_LOG_PROBS = "output_log_probs"
 # trtpipe's reference engine only: [len, k] top ids and log-probs per generated token.
 OUTPUT_TOP = ("output_top_token_ids", "output_top_log_probs")
+OUTPUT_PROMPT = ("prompt_log_probs", "prompt_top_token_ids", "prompt_top_log_probs")
 DRAFT_COUNTERS = ("total_draft_tokens", "total_accepted_draft_tokens")
 
 
@@ -69,6 +70,7 @@ class EngineCall:
     guide_type: str | None = None
     guide: str | None = None
     num_top_log_probs: int = 0  # trtpipe's input, reference engine only
+    return_prompt_log_probs: bool = False  # trtpipe's input, reference engine only (echo with logprobs)
 
     @property
     def is_greedy(self) -> bool:
@@ -98,7 +100,8 @@ class EngineCall:
                     ("repetition_penalty", "FP32", "<f", self.repetition_penalty, 1.0),
                     ("return_log_probs", "BOOL", "<?", self.return_log_probs, False),
                     ("end_id", "INT32", "<i", self.end_id, None), ("seed", "UINT64", "<Q", self.seed, None),
-                    ("num_top_log_probs", "INT32", "<i", self.num_top_log_probs, 0))
+                    ("num_top_log_probs", "INT32", "<i", self.num_top_log_probs, 0),
+                    ("return_prompt_log_probs", "BOOL", "<?", self.return_prompt_log_probs, False))
         for name, dtype, fmt, value, default in optional:
             if value != default:
                 out.append((name, dtype, [1, 1], struct.pack(fmt, value)))
@@ -167,11 +170,12 @@ class TokenDelta:
     """New tokens of one engine response (streaming: only this step's tokens); `top` per token: the k most
     likely (id, log-prob) pairs, when asked for."""
 
-    __slots__ = ("token_ids", "log_probs", "top")
+    __slots__ = ("token_ids", "log_probs", "top", "prompt")
 
     def __init__(self, token_ids: list[int], log_probs: list[float] | None,
-                 top: list[list[tuple[int, float]]] | None = None):
+                 top: list[list[tuple[int, float]]] | None = None, prompt: tuple | None = None):
         self.token_ids, self.log_probs, self.top = token_ids, log_probs, top
+        self.prompt = prompt  # first response only, when asked: (log-probs of prompt tokens 1.., their top pairs)
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ class TritonEngineClient:
                 self.num_responses += 1
                 response = msg.infer_response
                 raw = response.raw_output_contents
-                ids = lps = top_ids = top_lps = None
+                ids = lps = top_ids = top_lps = prompt_lps = prompt_ids = prompt_top = None
                 for i, out in enumerate(response.outputs):
                     name = out.name
                     if name == OUTPUT_IDS:
@@ -290,13 +294,21 @@ class TritonEngineClient:
                         top_ids = memoryview(raw[i]).cast("i").tolist()
                     elif name == OUTPUT_TOP[1]:
                         top_lps = memoryview(raw[i]).cast("f").tolist()
+                    elif name == OUTPUT_PROMPT[0]:
+                        prompt_lps = memoryview(raw[i]).cast("f").tolist()
+                    elif name == OUTPUT_PROMPT[1]:
+                        prompt_ids = memoryview(raw[i]).cast("i").tolist()
+                    elif name == OUTPUT_PROMPT[2]:
+                        prompt_top = memoryview(raw[i]).cast("f").tolist()
                     elif name == "total_draft_tokens":
                         draft = struct.unpack("<i", raw[i])[0]
                     elif name == "total_accepted_draft_tokens":
                         accepted = struct.unpack("<i", raw[i])[0]
                 if ids:
                     num_out += len(ids)
-                    yield TokenDelta(ids, lps, _top_pairs(top_ids, top_lps, len(ids)))
+                    prompt = None if prompt_lps is None else (
+                        prompt_lps, _top_pairs(prompt_ids, prompt_top, len(prompt_lps)) if prompt_lps else None)
+                    yield TokenDelta(ids, lps, _top_pairs(top_ids, top_lps, len(ids)), prompt)
                 if response.parameters["triton_final_response"].bool_param:
                     yield Final(num_out, draft, accepted)
                     return

@@ -209,9 +209,9 @@ def validate_completion(req: CompletionRequest, model: ServedModel) -> Generatio
     if req.best_of is not None and req.best_of != req.n:
         raise RequestError(f"`best_of` must equal `n` ({req.n}). Given: {req.best_of}", param="best_of")
     want_logprobs = req.logprobs is not None
-    if req.echo and want_logprobs:
-        raise RequestError("`echo` with `logprobs` needs prompt log-probabilities, which the engine does not return",
-                           param="echo")
+    if req.echo and want_logprobs and model.spec.backend != "reference":
+        raise RequestError(f"`echo` with `logprobs` needs prompt log-probabilities, which only the reference engine "
+                           f"returns (this model runs on {model.spec.backend})", param="echo")
     param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
     prompts = _prompts(req, model)
@@ -222,7 +222,7 @@ def validate_completion(req: CompletionRequest, model: ServedModel) -> Generatio
     calls, texts, max_tokens = [], [], 0
     for ids, text in prompts:
         call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs, guide)
-        call = replace(call, num_top_log_probs=req.logprobs or 0)
+        call = replace(call, num_top_log_probs=req.logprobs or 0, return_prompt_log_probs=req.echo and want_logprobs)
         calls.append(call)
         if text is None:  # token ids: echo shows them decoded, special tokens included
             text = model.text.tokenizer.decode(ids, skip_special_tokens=False) if req.echo else ""

@@ -10,12 +10,10 @@ import json
 import re
 
 import jsonschema
-import numpy as np
 import pytest
 
-from trtpipe.engine import Engine, EngineRequest, SamplingParams, convert_checkpoint
+from trtpipe.engine import Engine, EngineRequest, SamplingParams
 from trtpipe.engine.grammar import GrammarCompiler, GrammarError
-from trtpipe.stages.synthetic import write_synthetic_checkpoint
 
 from .tiny import greedy, limits, run_to_completion, tokens_of
 
@@ -23,33 +21,6 @@ PERSON = {"type": "object", "additionalProperties": False, "required": ["name", 
           "properties": {"name": {"type": "string", "maxLength": 6},
                          "age": {"type": "integer", "minimum": 0, "maximum": 120},
                          "tags": {"type": "array", "maxItems": 2, "items": {"enum": ["a", "b"]}}}}
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    d = tmp_path_factory.mktemp("synthetic")
-    write_synthetic_checkpoint("tiny-llama", d / "hf")
-    convert_checkpoint(d / "hf", d / "engine")
-    engine = Engine.from_dir(d / "engine", limits(max_seq_len=512))
-    return d, GrammarCompiler.from_tokenizer_dir(d / "hf", engine.config.vocab_size)
-
-
-@pytest.fixture
-def engine(synthetic):
-    return Engine.from_dir(synthetic[0] / "engine", limits(max_seq_len=512))
-
-
-@pytest.fixture
-def grammars(synthetic) -> GrammarCompiler:
-    return synthetic[1]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(synthetic):
-    from tokenizers import Tokenizer
-    return Tokenizer.from_file(str(synthetic[0] / "hf" / "tokenizer.json"))
-
-
 PROMPT = [0, 17, 250, 31, 99, 7]
 
 
@@ -63,8 +34,8 @@ def text_of(tokenizer, outs) -> str:
     return tokenizer.decode(tokens_of(outs))
 
 
-def test_a_schema_is_compiled_once_and_the_cache_is_lru(synthetic):
-    d, _ = synthetic
+def test_a_schema_is_compiled_once_and_the_cache_is_lru(synthetic_dir):
+    d = synthetic_dir
     grammars = GrammarCompiler.from_tokenizer_dir(d / "hf", 1024)
     grammars.max_cached = 2
     a = grammars.compile("json_schema", json.dumps(PERSON))
@@ -88,17 +59,18 @@ def test_a_guide_that_cannot_compile_is_refused_with_the_reason(grammars, guide_
         grammars.compile(guide_type, guide)
 
 
-def test_sampled_json_schema_outputs_parse_and_validate_for_many_seeds(engine, grammars, tokenizer):
+def test_sampled_json_schema_outputs_parse_and_validate_for_many_seeds(synthetic_engine, grammars,
+                                                                      synthetic_tokenizer):
     reqs = [guided(f"s{seed}", grammars, "json_schema", json.dumps(PERSON),
                    sampling=SamplingParams(temperature=1.0, seed=seed)) for seed in range(24)]
-    outs = run_to_completion(engine, reqs)
+    outs = run_to_completion(synthetic_engine, reqs)
     for r in reqs:
         assert outs[r.request_id][-1].finish_reason == "stop"
-        jsonschema.validate(json.loads(text_of(tokenizer, outs[r.request_id])), PERSON)
+        jsonschema.validate(json.loads(text_of(synthetic_tokenizer, outs[r.request_id])), PERSON)
 
 
-def test_guided_and_unconstrained_requests_batch_without_changing_each_other(synthetic, grammars):
-    d, _ = synthetic
+def test_guided_and_unconstrained_requests_batch_without_changing_each_other(synthetic_dir, grammars):
+    d = synthetic_dir
     plain = [EngineRequest(f"p{i}", PROMPT[: i + 2], 24, sampling=greedy()) for i in range(4)]
 
     def fresh_guided():
@@ -117,35 +89,36 @@ def test_guided_and_unconstrained_requests_batch_without_changing_each_other(syn
     ("ebnf_grammar", 'root ::= "yes" | "no" | "maybe"', lambda t: t in ("yes", "no", "maybe")),
     ("json", "", lambda t: isinstance(json.loads(t), (dict, list))),
 ])
-def test_regex_ebnf_and_any_json_outputs_match_for_many_seeds(engine, grammars, tokenizer, guide_type, guide,
+def test_regex_ebnf_and_any_json_outputs_match_for_many_seeds(synthetic_engine, grammars, synthetic_tokenizer,
+                                                              guide_type, guide,
                                                               check):
     reqs = [guided(f"s{seed}", grammars, guide_type, guide, n=300,
                    sampling=SamplingParams(temperature=1.0, seed=seed)) for seed in range(8)]
-    outs = run_to_completion(engine, reqs)
+    outs = run_to_completion(synthetic_engine, reqs)
     for r in reqs:
-        text = text_of(tokenizer, outs[r.request_id])
+        text = text_of(synthetic_tokenizer, outs[r.request_id])
         if guide_type == "json" and outs[r.request_id][-1].finish_reason == "length":
             continue  # any JSON has no length bound; a cut-off value is `length`, as in OpenAI
         assert outs[r.request_id][-1].finish_reason == "stop", text
         assert check(text), text
 
 
-def test_the_grammar_ends_the_sequence_as_stop_without_an_end_id(engine, grammars, tokenizer):
+def test_the_grammar_ends_the_sequence_as_stop_without_an_end_id(synthetic_engine, grammars, synthetic_tokenizer):
     req = guided("a", grammars, "regex", "done", end_id=None)
-    outs = run_to_completion(engine, [req])["a"]
-    assert text_of(tokenizer, outs) == "done" and outs[-1].finish_reason == "stop"
+    outs = run_to_completion(synthetic_engine, [req])["a"]
+    assert text_of(synthetic_tokenizer, outs) == "done" and outs[-1].finish_reason == "stop"
 
 
-def test_the_grammar_wins_over_min_tokens_when_it_is_complete(engine, grammars, tokenizer):
+def test_the_grammar_wins_over_min_tokens_when_it_is_complete(synthetic_engine, grammars, synthetic_tokenizer):
     req = guided("a", grammars, "regex", "ok", sampling=SamplingParams(temperature=1.0, seed=3, min_tokens=10))
-    outs = run_to_completion(engine, [req])["a"]
-    assert text_of(tokenizer, outs) == "ok" and outs[-1].finish_reason == "stop"
+    outs = run_to_completion(synthetic_engine, [req])["a"]
+    assert text_of(synthetic_tokenizer, outs) == "ok" and outs[-1].finish_reason == "stop"
 
 
-def test_guide_rows_cut_drafts_at_the_first_refused_token_and_after_completion(grammars, tokenizer):
+def test_guide_rows_cut_drafts_at_the_first_refused_token_and_after_completion(grammars, synthetic_tokenizer):
     from trtpipe.engine.grammar import guide_rows
 
-    ids = lambda s: tokenizer.encode(s).ids  # noqa: E731
+    ids = lambda s: synthetic_tokenizer.encode(s).ids  # noqa: E731
     state = grammars.compile("json_schema", json.dumps(PERSON)).new_state()
     first = int(state.allowed().nonzero()[0][0])
     probe = state.fork()
@@ -161,13 +134,13 @@ def test_guide_rows_cut_drafts_at_the_first_refused_token_and_after_completion(g
     assert done.allowed()[ids("a")[0]]  # the state itself did not move
 
 
-def test_drafts_are_accepted_up_to_the_first_token_the_grammar_refuses(synthetic, grammars, tokenizer):
-    d, _ = synthetic
+def test_drafts_are_accepted_up_to_the_first_token_the_grammar_refuses(synthetic_dir, grammars, synthetic_tokenizer):
+    d = synthetic_dir
     schema = json.dumps(PERSON)
     make = lambda: Engine.from_dir(d / "engine", limits(max_seq_len=512))  # noqa: E731
     reference = tokens_of(run_to_completion(make(), [guided("ref", grammars, "json_schema", schema,
                                                             sampling=greedy())])["ref"])
-    refused = tokenizer.encode("]").ids[0]  # never valid after a prefix of an object
+    refused = synthetic_tokenizer.encode("]").ids[0]  # never valid after a prefix of an object
     drafts = reference[:3] + [refused] + reference[4:6]
     out = run_to_completion(make(), [guided("v", grammars, "json_schema", schema, n=len(drafts) + 1,
                                             sampling=greedy(), draft_token_ids=drafts)])["v"][-1]
@@ -176,18 +149,19 @@ def test_drafts_are_accepted_up_to_the_first_token_the_grammar_refuses(synthetic
     assert (out.num_draft_tokens, out.num_accepted_draft_tokens) == (6, 3)
 
 
-def test_a_draft_refused_at_once_still_yields_the_targets_guided_token(synthetic, grammars, tokenizer):
-    d, _ = synthetic
+def test_a_draft_refused_at_once_still_yields_the_targets_guided_token(synthetic_dir, grammars, synthetic_tokenizer):
+    d = synthetic_dir
     make = lambda: Engine.from_dir(d / "engine", limits(max_seq_len=512))  # noqa: E731
     reference = tokens_of(run_to_completion(make(), [guided("ref", grammars, "regex", "[0-9]{4}",
                                                             sampling=greedy())])["ref"])
-    letter = tokenizer.encode("x").ids[0]
+    letter = synthetic_tokenizer.encode("x").ids[0]
     out = run_to_completion(make(), [guided("v", grammars, "regex", "[0-9]{4}", n=3, sampling=greedy(),
                                             draft_token_ids=[letter, letter])])["v"][-1]
     assert out.new_token_ids == reference[:1] and out.num_accepted_draft_tokens == 0
 
 
-def test_aborting_a_guided_request_leaves_the_others_running(engine, grammars, tokenizer):
+def test_aborting_a_guided_request_leaves_the_others_running(synthetic_engine, grammars):
+    engine = synthetic_engine
     reqs = [guided(f"g{i}", grammars, "json_schema", json.dumps(PERSON),
                    sampling=SamplingParams(temperature=1.0, seed=i)) for i in range(3)]
     for r in reqs:
@@ -200,34 +174,3 @@ def test_aborting_a_guided_request_leaves_the_others_running(engine, grammars, t
     for rid in ("g0", "g2"):
         assert outs[rid][-1].finish_reason == "stop"
     assert "g1" not in outs or not outs["g1"]
-
-
-def test_top_log_probs_are_the_k_most_likely_and_include_a_greedy_token(engine, grammars):
-    from trtpipe.engine.sampling import log_softmax, top_log_probs
-
-    row = np.array([0.5, 3.0, -1.0, 3.0, 2.0])
-    ids, lps = top_log_probs(log_softmax(row), 3)
-    assert ids == [1, 3, 4] and lps == pytest.approx(log_softmax(row)[[1, 3, 4]].tolist())
-    outs = run_to_completion(engine, [EngineRequest("g", PROMPT, 6, sampling=greedy(), return_log_probs=True,
-                                                    num_top_log_probs=4),
-                                      EngineRequest("s", PROMPT, 6, return_log_probs=True, num_top_log_probs=2,
-                                                    sampling=SamplingParams(temperature=0.8, seed=1))])
-    for rid, k in (("g", 4), ("s", 2)):
-        tokens = tokens_of(outs[rid])
-        top = [t for o in outs[rid] for t in o.new_top_log_probs]
-        lps = [lp for o in outs[rid] for lp in o.new_log_probs]
-        assert len(top) == len(tokens) and all(len(ids) == k for ids, _ in top)
-        assert all(v == sorted(v, reverse=True) for _, v in top)
-        for token, lp, (ids, values) in zip(tokens, lps, top):
-            assert token not in ids or values[ids.index(token)] == pytest.approx(lp)
-    assert all(ids[0] == t for t, (ids, _) in zip(tokens_of(outs["g"]), [t for o in outs["g"]
-                                                                        for t in o.new_top_log_probs]))
-
-
-def test_top_log_probs_of_a_guided_request_are_only_tokens_the_grammar_allows(engine, grammars, tokenizer):
-    req = guided("a", grammars, "regex", "[0-9]{3}", num_top_log_probs=5, return_log_probs=True)
-    outs = run_to_completion(engine, [req])["a"]
-    top = [t for o in outs for t in o.new_top_log_probs]
-    for ids, values in top:
-        allowed = [i for i, v in zip(ids, values) if v > -np.inf]
-        assert allowed and all(tokenizer.decode([i]).isdigit() for i in allowed)
