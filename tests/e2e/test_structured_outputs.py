@@ -127,3 +127,17 @@ def test_a_guide_that_cannot_compile_is_a_400_naming_the_parameter(client, extra
         client.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=8, extra_body=extra)
     assert e.value.body["param"] == param
     assert f"`{param.split('.')[0]}" in e.value.body["message"]
+
+
+def test_with_a_draft_model_guided_requests_are_decoded_without_speculation_and_still_validate(triton, built_repo):
+    from tests.e2e.helpers import running_frontend, settings_for
+
+    with running_frontend(settings_for(triton, built_repo, draft_models=(("tiny-llama", "tiny-llama"),))) as url:
+        spec = OpenAI(base_url=url, api_key="x", max_retries=0)
+        plain = spec.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=16, temperature=0)
+        guided = spec.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=200, temperature=1.0,
+                                              seed=2, response_format=schema_format(PERSON))
+    assert plain.usage.model_extra["speculation"]["num_draft_tokens"] > 0
+    # A speculation round resends the generated tokens as prompt, where the engine's grammar would start over.
+    assert "speculation" not in (guided.usage.model_extra or {})
+    jsonschema.validate(json.loads(guided.choices[0].message.content), PERSON)

@@ -174,3 +174,23 @@ def test_aborting_a_guided_request_leaves_the_others_running(synthetic_engine, g
     for rid in ("g0", "g2"):
         assert outs[rid][-1].finish_reason == "stop"
     assert "g1" not in outs or not outs["g1"]
+
+
+def test_a_structural_tag_leaves_text_free_and_constrains_inside_the_tag(grammars, synthetic_tokenizer):
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"],
+              "additionalProperties": False}
+    tag = {"type": "structural_tag", "triggers": ["<fn"],
+           "structures": [{"begin": "<fn>", "schema": schema, "end": "</fn>"}]}
+    compiled = grammars.compile("structural_tag", json.dumps(tag))
+
+    def num_accepted(text: str) -> int:
+        state, ids = compiled.new_state(), synthetic_tokenizer.encode(text).ids
+        for i, token in enumerate(ids):
+            if not state.allowed()[token] or not state.accept(token):
+                return i
+        return len(ids)
+
+    ok = 'any text <fn>{"x":12}</fn> and more'
+    assert num_accepted(ok) == len(synthetic_tokenizer.encode(ok).ids)
+    bad = 'text <fn>{"y":1}'
+    assert synthetic_tokenizer.decode(synthetic_tokenizer.encode(bad).ids[:num_accepted(bad)]) == 'text <fn>{"'
