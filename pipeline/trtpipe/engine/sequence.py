@@ -152,10 +152,9 @@ class Sequence:
 
     def _advance_grammar(self, token: int) -> bool:
         """Feed the grammar a kept token; True when the grammar is complete (the sequence stops there)."""
-        # The sampler only offers tokens the grammar allows, so a refusal here is our bug.
-        accepted = self.grammar.accept(token)
-        assert accepted, f"grammar refused committed token {token}: {self.grammar.error}"
-        return self.grammar.is_stopped
+        # NOTE: the sampler only offers tokens the grammar allows, so a refusal means the matcher broke (an
+        # error state). It ends this sequence only: an exception here would fail the whole batch's step.
+        return not self.grammar.accept(token) or self.grammar.is_stopped
 
     def _matches_stop_sequence(self) -> bool:
         for stop in self.stop_token_ids:

@@ -194,3 +194,26 @@ def test_a_structural_tag_leaves_text_free_and_constrains_inside_the_tag(grammar
     assert num_accepted(ok) == len(synthetic_tokenizer.encode(ok).ids)
     bad = 'text <fn>{"y":1}'
     assert synthetic_tokenizer.decode(synthetic_tokenizer.encode(bad).ids[:num_accepted(bad)]) == 'text <fn>{"'
+
+
+class _BrokenGrammar:
+    """A matcher in an error state: it allows anything and then refuses it."""
+
+    eos_token_ids = (4,)
+
+    def allowed(self):
+        import numpy as np
+        return np.ones(1024, dtype=bool)
+
+    def accept(self, token_id):
+        return False
+
+    is_stopped = False
+
+
+def test_a_broken_grammar_ends_its_own_sequence_and_not_the_batch(synthetic_engine):
+    broken = EngineRequest("b", PROMPT, 20, sampling=greedy(), grammar=_BrokenGrammar())
+    plain = EngineRequest("p", PROMPT, 20, sampling=greedy())
+    outs = run_to_completion(synthetic_engine, [broken, plain])
+    assert len(tokens_of(outs["b"])) == 1 and outs["b"][-1].finish_reason == "stop"
+    assert len(tokens_of(outs["p"])) == 20
