@@ -129,15 +129,21 @@ def test_a_guide_that_cannot_compile_is_a_400_naming_the_parameter(client, extra
     assert f"`{param.split('.')[0]}" in e.value.body["message"]
 
 
-def test_with_a_draft_model_guided_requests_are_decoded_without_speculation_and_still_validate(triton, built_repo):
+def test_guided_requests_speculate_and_greedy_output_equals_decoding_without_the_draft(client, triton, built_repo):
     from tests.e2e.helpers import running_frontend, settings_for
 
+    kw = dict(model="tiny-llama", messages=MESSAGES, max_tokens=200, temperature=0.0,
+              response_format=schema_format(PERSON))
+    plain = client.chat.completions.create(**kw)
     with running_frontend(settings_for(triton, built_repo, draft_models=(("tiny-llama", "tiny-llama"),))) as url:
         spec = OpenAI(base_url=url, api_key="x", max_retries=0)
-        plain = spec.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=16, temperature=0)
-        guided = spec.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=200, temperature=1.0,
-                                              seed=2, response_format=schema_format(PERSON))
-    assert plain.usage.model_extra["speculation"]["num_draft_tokens"] > 0
-    # A speculation round resends the generated tokens as prompt, where the engine's grammar would start over.
-    assert "speculation" not in (guided.usage.model_extra or {})
-    jsonschema.validate(json.loads(guided.choices[0].message.content), PERSON)
+        guided = spec.chat.completions.create(**kw)
+        streamed = list(spec.chat.completions.create(stream=True, **kw))
+        sampled = [spec.chat.completions.create(**kw | {"temperature": 1.0, "seed": s}) for s in range(4)]
+    # Each round resumes the engine's grammar after the tokens generated so far (guided_decoding_prefix_len).
+    assert guided.usage.model_extra["speculation"]["num_draft_tokens"] > 0
+    assert guided.choices[0].message.content == plain.choices[0].message.content
+    assert guided.choices[0].finish_reason == "stop" and guided.usage.completion_tokens == plain.usage.completion_tokens
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == plain.choices[0].message.content
+    for r in sampled:
+        jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)

@@ -84,6 +84,16 @@ def _grammar(tensors: dict[str, np.ndarray], grammars: GrammarCompiler | None) -
         raise BadRequest(f"input 'guided_decoding_guide': {e}") from None
 
 
+def _fast_forward(state: GrammarState, prompt: list[int], n: int) -> None:
+    """guided_decoding_prefix_len: the grammar first consumes the last n prompt tokens (generated under it)."""
+    if not 0 <= n < len(prompt):
+        raise BadRequest(f"guided_decoding_prefix_len must be in 0..{len(prompt) - 1}, got {n}")
+    for i, token in enumerate(prompt[len(prompt) - n:]):
+        if not state.accept(token):
+            raise BadRequest(f"guided_decoding_prefix_len: prompt token {len(prompt) - n + i} ({token}) does not "
+                             "follow the guide")
+
+
 def decode_request(request_id: str, tensors: dict[str, np.ndarray],
                    grammars: GrammarCompiler | None = None) -> tuple[EngineRequest, RequestOptions]:
     if "input_ids" not in tensors or "request_output_len" not in tensors:
@@ -127,6 +137,11 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray],
     )
     if req.max_new_tokens < 1:
         raise BadRequest(f"request_output_len must be >= 1, got {req.max_new_tokens}")
+    prefix_len = int(_scalar(tensors, "guided_decoding_prefix_len", 0))
+    if prefix_len:
+        if req.grammar is None:
+            raise BadRequest("guided_decoding_prefix_len needs a guide (guided_decoding_guide_type)")
+        _fast_forward(req.grammar, req.prompt_token_ids, prefix_len)
     if not 0 <= req.num_top_log_probs <= MAX_TOP_LOG_PROBS:
         raise BadRequest(f"num_top_log_probs must be in 0..{MAX_TOP_LOG_PROBS}, got {req.num_top_log_probs}")
     opts = RequestOptions(

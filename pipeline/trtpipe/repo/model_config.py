@@ -38,7 +38,9 @@ ENGINE_INPUTS = [
     ("stop", T.TYPE_BOOL, [1], True),
     ("guided_decoding_guide_type", T.TYPE_STRING, [1], True),
     ("guided_decoding_guide", T.TYPE_STRING, [1], True),
-    # trtpipe's own (the reference engine only): top-k log-probs per generated token.
+    # trtpipe's own (the reference engine only): the last N prompt tokens were generated under the guide (a
+    # speculation round resends them), and top-k log-probs per generated token.
+    ("guided_decoding_prefix_len", T.TYPE_INT32, [1], True),
     ("num_top_log_probs", T.TYPE_INT32, [1], True),
     ("return_prompt_log_probs", T.TYPE_BOOL, [1], True),
 ]

@@ -132,11 +132,16 @@ class Frontend:
         streams = self._choice_streams(model, gen, adm)
         return streams[0] if len(streams) == 1 else merge(streams)
 
-    @staticmethod
-    def _speculates(gen: Generation) -> bool:
+    def _speculates(self, model: ServedModel, gen: Generation) -> bool:
         # Speculation rounds carry no top alternatives (the verify step's are not the plain path's).
-        return not gen.calls[0].has_context_dependent_sampling and not gen.top_logprobs and not (
-            gen.echo and gen.logprobs)
+        call = gen.calls[0]
+        if call.has_context_dependent_sampling or gen.top_logprobs or (gen.echo and gen.logprobs):
+            return False
+        # A guided round resumes the grammar with trtpipe's guided_decoding_prefix_len (reference engines only),
+        # and learns that the grammar is complete from the end-of-sequence id, which ignore_eos takes away.
+        draft = self.draft_for(model)
+        return call.guide_type is None or (call.end_id is not None and model.spec.backend == "reference"
+                                           and draft is not None and draft[0].spec.backend == "reference")
 
     def _choice_streams(self, model: ServedModel, gen: Generation, adm: Admission) -> list[AsyncIterator]:
         pin: list = [None]  # all engine calls of this request go to one replica (prefix cache)
@@ -151,7 +156,7 @@ class Frontend:
             return pool.generate(name, call, outs, pin)
 
         draft = self.draft_for(model)
-        if draft is not None and self._speculates(gen):
+        if draft is not None and self._speculates(model, gen):
             mm = self.metrics.model(model.name)
 
             def on_round(drafted: int, accepted: int) -> None:
@@ -176,7 +181,7 @@ class Frontend:
         queued = adm.try_acquire(units)  # 429 now if the queue is full; else admitted, or queued in order
         mm = self.metrics.model(model.name)
         rid, created, fp = completion_id("chatcmpl" if chat else "cmpl"), unix_now(), model.manifest.fingerprint
-        speculative = self.draft_for(model) is not None and self._speculates(gen)
+        speculative = self.draft_for(model) is not None and self._speculates(model, gen)
         logprobs = Logprobs(model.text.token_piece, chat, {}) if gen.logprobs else None
         include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
         state = {"admitted": queued is None, "queued": queued, "finished": False, "first": None, "last": None}

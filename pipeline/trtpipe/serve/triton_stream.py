@@ -69,6 +69,7 @@ class EngineCall:
     # Guided decoding, as TensorRT-LLM's tensors: json, json_schema, regex, ebnf_grammar or structural_tag.
     guide_type: str | None = None
     guide: str | None = None
+    guide_prefix_len: int = 0  # trtpipe's input (reference engine): the last N input_ids were generated under it
     num_top_log_probs: int = 0  # trtpipe's input, reference engine only
     return_prompt_log_probs: bool = False  # trtpipe's input, reference engine only (echo with logprobs)
 
@@ -78,10 +79,11 @@ class EngineCall:
 
     @property
     def has_context_dependent_sampling(self) -> bool:
-        """Penalties, min_tokens and a guide's grammar state depend on which tokens are 'generated': a
-        speculation round resends the generated tokens as prompt, so such requests are not speculated."""
+        """Penalties and min_tokens depend on which tokens are 'generated': a speculation round resends the
+        generated tokens as prompt, so such requests are not speculated. (A guide's grammar is told where the
+        generated tokens start: `guide_prefix_len`.)"""
         return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0
-                or self.min_tokens > 0 or self.guide_type is not None)
+                or self.min_tokens > 0)
 
     def tensors(self) -> list[tuple[str, str, list[int], bytes]]:
         """(name, datatype, shape, raw little-endian bytes); optional inputs only when not the default."""
@@ -101,6 +103,7 @@ class EngineCall:
                     ("return_log_probs", "BOOL", "<?", self.return_log_probs, False),
                     ("end_id", "INT32", "<i", self.end_id, None), ("seed", "UINT64", "<Q", self.seed, None),
                     ("num_top_log_probs", "INT32", "<i", self.num_top_log_probs, 0),
+                    ("guided_decoding_prefix_len", "INT32", "<i", self.guide_prefix_len, 0),
                     ("return_prompt_log_probs", "BOOL", "<?", self.return_prompt_log_probs, False))
         for name, dtype, fmt, value, default in optional:
             if value != default:

@@ -51,3 +51,18 @@ def test_bad_guides_are_refused_naming_the_tensor(grammars, extra, says):
 def test_a_guide_without_a_tokenizer_is_refused():
     with pytest.raises(BadRequest, match="needs the model's tokenizer"):
         decode_request("a", tensors(guided_decoding_guide_type="json"), None)
+
+
+def test_a_prefix_len_fast_forwards_the_grammar_over_the_generated_tokens(grammars):
+    probe = grammars.compile("regex", "ab+c").new_state()
+    a = int(probe.allowed().nonzero()[0][0])  # the token for "a"
+    assert probe.accept(a)
+    b = int(probe.allowed().nonzero()[0][0])
+    t = tensors(guided_decoding_guide_type="regex", guided_decoding_guide="ab+c")
+    t["input_ids"] = np.array([[5, 6, a, b]], np.int32)
+    t["guided_decoding_prefix_len"] = np.array([[2]], np.int32)
+    req, _ = decode_request("a", t, grammars)
+    assert not req.grammar.is_accepting and not req.grammar.allowed()[a]  # past "a": no second "a"
+    t["guided_decoding_prefix_len"] = np.array([[3]], np.int32)  # 6 is not where the guide starts
+    with pytest.raises(BadRequest, match="does not follow the guide"):
+        decode_request("b", t, grammars)

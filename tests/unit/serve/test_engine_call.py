@@ -41,6 +41,8 @@ def test_a_guide_is_sent_as_the_two_tensorrt_llm_string_tensors():
     assert inp.datatype() == "BYTES" and inp.shape() == [1, 1]
 
 
-def test_a_guided_call_is_never_speculated_by_the_frontend():
-    assert EngineCall(input_ids=[1], max_new_tokens=4, guide_type="regex", guide="a").has_context_dependent_sampling
-    assert not EngineCall(input_ids=[1], max_new_tokens=4).has_context_dependent_sampling
+def test_a_speculation_round_tells_the_engine_where_the_guided_output_starts():
+    sent = tensors_by_name(EngineCall(input_ids=[1, 2, 3], max_new_tokens=4, guide_type="regex", guide="a+",
+                                      guide_prefix_len=2))
+    assert sent["guided_decoding_prefix_len"] == ("INT32", [1, 1], struct.pack("<i", 2))
+    assert "guided_decoding_prefix_len" not in tensors_by_name(EngineCall(input_ids=[1], max_new_tokens=4))
