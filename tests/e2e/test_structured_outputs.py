@@ -147,3 +147,20 @@ def test_guided_requests_speculate_and_greedy_output_equals_decoding_without_the
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == plain.choices[0].message.content
     for r in sampled:
         jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)
+
+
+def test_a_published_draft_model_speculates_guided_requests_that_still_validate(spec_triton, client):
+    from tests.e2e.helpers import running_frontend, settings_for
+
+    kw = dict(messages=MESSAGES, max_tokens=200, response_format=schema_format(PERSON))
+    with running_frontend(settings_for(spec_triton, spec_triton.repo)) as url:
+        spec = OpenAI(base_url=url, api_key="x", max_retries=0)
+        greedy = spec.chat.completions.create(model="tiny-llama-spec", temperature=0.0, **kw)
+        sampled = [spec.chat.completions.create(model="tiny-llama-spec", temperature=1.0, seed=s, **kw)
+                   for s in range(4)]
+    # The draft (tiny-llama-draft) runs its own grammar over the same guide; tiny-llama-spec has tiny-llama's weights.
+    assert greedy.usage.model_extra["speculation"]["num_draft_tokens"] > 0
+    assert greedy.choices[0].message.content == client.chat.completions.create(
+        model="tiny-llama", temperature=0.0, **kw).choices[0].message.content
+    for r in sampled:
+        jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)
