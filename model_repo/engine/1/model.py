@@ -59,14 +59,22 @@ class TritonPythonModel:
             enable_kv_cache_reuse=spec.enable_kv_cache_reuse, batch_scheduler_policy=spec.batch_scheduler_policy,
             enable_chunked_context=spec.enable_chunked_context)
         self.engine = Engine.from_dir(engine_dir, limits)
-        tokenizer_dir = version_dir / "tokenizer"
-        # Guided decoding compiles against the published tokenizer; without one, guided requests are refused.
-        self.grammars = (GrammarCompiler.from_tokenizer_dir(tokenizer_dir, self.engine.config.vocab_size)
-                         if (tokenizer_dir / "tokenizer.json").is_file() else None)
+        self.grammars = self._grammar_compiler(version_dir / "tokenizer")
         self._gauges = self._make_metrics(args["model_name"])
         self._last_publish, self._last_stats = 0.0, None
         self.loop = EngineLoop(self.engine, on_step=self._publish_stats, stream_interval=spec.stream_interval)
         self.loop.start()
+
+    def _grammar_compiler(self, tokenizer_dir):
+        """Guided decoding compiles against the published tokenizer. Without one (or one llguidance cannot read),
+        guided requests are refused and everything else is served."""
+        if not (tokenizer_dir / "tokenizer.json").is_file():
+            return None
+        try:
+            return GrammarCompiler.from_tokenizer_dir(tokenizer_dir, self.engine.config.vocab_size)
+        except Exception as e:  # noqa: BLE001 - never fail the model's load over guided decoding
+            pb_utils.Logger.log_warn(f"guided decoding is off: the tokenizer cannot be used for it ({e})")
+            return None
 
     def _make_metrics(self, model_name):
         """Engine counters on Triton's own /metrics (port 8002): active requests and KV blocks."""
