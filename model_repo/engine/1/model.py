@@ -15,13 +15,11 @@ from trtpipe.backend.loop import EngineLoop
 from trtpipe.backend.tensors import BadRequest, decode_request
 from trtpipe.backend.triton_io import TritonSender, read_inputs
 from trtpipe.engine import Engine, EngineLimits
+from trtpipe.engine.grammar import GrammarCompiler
+from trtpipe.repo.model_config import ENGINE_INPUTS
 from trtpipe.spec import ServingSpec
 
-INPUT_NAMES = ("input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "streaming",
-               "temperature", "runtime_top_k", "runtime_top_p", "seed", "min_tokens", "repetition_penalty",
-               "presence_penalty", "frequency_penalty", "stop_words_list", "return_log_probs",
-               "return_num_input_tokens", "return_num_output_tokens", "exclude_input_in_output",
-               "draft_input_ids", "draft_logits", "stop")
+INPUT_NAMES = tuple(row[0] for row in ENGINE_INPUTS)
 
 
 class TritonPythonModel:
@@ -37,10 +35,22 @@ class TritonPythonModel:
             enable_kv_cache_reuse=spec.enable_kv_cache_reuse, batch_scheduler_policy=spec.batch_scheduler_policy,
             enable_chunked_context=spec.enable_chunked_context)
         self.engine = Engine.from_dir(engine_dir, limits)
+        self.grammars = self._grammar_compiler(version_dir / "tokenizer")
         self._gauges = self._make_metrics(args["model_name"])
         self._last_publish, self._last_stats = 0.0, None
         self.loop = EngineLoop(self.engine, on_step=self._publish_stats, stream_interval=spec.stream_interval)
         self.loop.start()
+
+    def _grammar_compiler(self, tokenizer_dir):
+        """Guided decoding compiles against the published tokenizer. Without one (or one llguidance cannot read),
+        guided requests are refused and everything else is served."""
+        if not (tokenizer_dir / "tokenizer.json").is_file():
+            return None
+        try:
+            return GrammarCompiler.from_tokenizer_dir(tokenizer_dir, self.engine.config.vocab_size)
+        except Exception as e:  # noqa: BLE001 - never fail the model's load over guided decoding
+            pb_utils.Logger.log_warn(f"guided decoding is off: the tokenizer cannot be used for it ({e})")
+            return None
 
     def _make_metrics(self, model_name):
         """Engine counters on Triton's own /metrics (port 8002): active requests and KV blocks."""
@@ -71,7 +81,8 @@ class TritonPythonModel:
                 self.loop.stop_request(request.request_id(), sender)
                 continue
             try:
-                engine_request, opts = decode_request(request.request_id() or uuid.uuid4().hex, tensors)
+                engine_request, opts = decode_request(request.request_id() or uuid.uuid4().hex, tensors,
+                                                      self.grammars)
             except BadRequest as e:
                 sender.send(None, error=str(e), final=True)
                 continue

@@ -33,6 +33,8 @@ class ActiveRequest:
     sender: ResponseSender
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
+    top_log_probs: list = field(default_factory=list)  # per token (ids, log-probs), when asked for
+    prompt_log_probs: tuple | None = None  # from the engine's first output; sent with the first response
     num_streamed: int = 0  # of token_ids, how many have gone out (streaming)
 
 
@@ -151,6 +153,10 @@ def deliver(active: ActiveRequest, out: RequestOutput, stream_interval: int, reu
     active.token_ids.extend(out.new_token_ids)
     if out.new_log_probs:
         active.log_probs.extend(out.new_log_probs)
+    if out.new_top_log_probs:
+        active.top_log_probs.extend(out.new_top_log_probs)
+    if out.prompt_log_probs is not None:
+        active.prompt_log_probs = out.prompt_log_probs
     opts = active.opts
     kv = {"reused": reused_blocks}
     if opts.streaming:
@@ -158,9 +164,12 @@ def deliver(active: ActiveRequest, out: RequestOutput, stream_interval: int, reu
         if out.finished or (pending and (active.num_streamed == 0 or pending >= stream_interval)):
             ids = active.token_ids[active.num_streamed:]
             lp = active.log_probs[active.num_streamed:] if opts.return_log_probs else None
+            top = active.top_log_probs[active.num_streamed:]
             active.num_streamed = len(active.token_ids)
-            active.sender.send(encode_output(out, ids, lp, kv), final=out.finished)
+            prompt, active.prompt_log_probs = active.prompt_log_probs, None  # sent once, with the first response
+            active.sender.send(encode_output(out, ids, lp, kv, top, prompt), final=out.finished)
     elif out.finished:
         ids = active.token_ids if opts.exclude_input_in_output else active.request.prompt_token_ids + active.token_ids
         lp = active.log_probs if opts.return_log_probs else None
-        active.sender.send(encode_output(out, ids, lp, kv), final=True)
+        active.sender.send(encode_output(out, ids, lp, kv, active.top_log_probs, active.prompt_log_probs),
+                           final=True)

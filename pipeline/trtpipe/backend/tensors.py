@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from trtpipe.engine import EngineRequest, RequestOutput, SamplingParams
+from trtpipe.engine.grammar import GrammarCompiler, GrammarError, GrammarState
+from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 
 
 class BadRequest(ValueError):
@@ -49,7 +51,51 @@ def _stop_words(value: np.ndarray | None) -> list[list[int]]:
     return seqs
 
 
-def decode_request(request_id: str, tensors: dict[str, np.ndarray]) -> tuple[EngineRequest, RequestOptions]:
+def _string(tensors: dict[str, np.ndarray], name: str) -> str | None:
+    value = tensors.get(name)
+    if value is None:
+        return None
+    flat = np.asarray(value, dtype=object).reshape(-1)
+    if flat.size != 1:
+        raise BadRequest(f"input '{name}' must hold one string per request, got shape {list(np.shape(value))}")
+    item = flat[0]
+    try:
+        return item.decode("utf-8") if isinstance(item, bytes) else str(item)
+    except UnicodeDecodeError:
+        raise BadRequest(f"input '{name}' must be UTF-8 text") from None
+
+
+def _grammar(tensors: dict[str, np.ndarray], grammars: GrammarCompiler | None) -> GrammarState | None:
+    """guided_decoding_guide_type / guided_decoding_guide -> a fresh grammar state (compiled once, cached)."""
+    guide_type = _string(tensors, "guided_decoding_guide_type")
+    guide = _string(tensors, "guided_decoding_guide")
+    if guide_type is None:
+        if guide is not None:
+            raise BadRequest("input 'guided_decoding_guide' needs 'guided_decoding_guide_type' beside it")
+        return None
+    if grammars is None:
+        raise BadRequest("guided decoding needs the model's tokenizer (tokenizer/tokenizer.json in the version "
+                         "directory), which this engine does not have")
+    if guide is None and guide_type != "json":
+        raise BadRequest(f"guided_decoding_guide_type '{guide_type}' needs the input 'guided_decoding_guide'")
+    try:
+        return grammars.compile(guide_type, guide or "").new_state()
+    except GrammarError as e:
+        raise BadRequest(f"input 'guided_decoding_guide': {e}") from None
+
+
+def _fast_forward(state: GrammarState, prompt: list[int], n: int) -> None:
+    """guided_decoding_prefix_len: the grammar first consumes the last n prompt tokens (generated under it)."""
+    if not 0 <= n < len(prompt):
+        raise BadRequest(f"guided_decoding_prefix_len must be in 0..{len(prompt) - 1}, got {n}")
+    for i, token in enumerate(prompt[len(prompt) - n:]):
+        if not state.accept(token):
+            raise BadRequest(f"guided_decoding_prefix_len: prompt token {len(prompt) - n + i} ({token}) does not "
+                             "follow the guide")
+
+
+def decode_request(request_id: str, tensors: dict[str, np.ndarray],
+                   grammars: GrammarCompiler | None = None) -> tuple[EngineRequest, RequestOptions]:
     if "input_ids" not in tensors or "request_output_len" not in tensors:
         raise BadRequest("inputs 'input_ids' and 'request_output_len' are required")
     input_ids = np.asarray(tensors["input_ids"]).reshape(-1)
@@ -85,9 +131,19 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray]) -> tuple[Eng
         draft_logits=None if draft_logits is None else np.asarray(draft_logits, dtype=np.float32).reshape(
             -1, np.asarray(draft_logits).shape[-1]),
         return_log_probs=bool(_scalar(tensors, "return_log_probs", False)),
+        grammar=_grammar(tensors, grammars),
+        num_top_log_probs=int(_scalar(tensors, "num_top_log_probs", 0)),
+        return_prompt_log_probs=bool(_scalar(tensors, "return_prompt_log_probs", False)),
     )
     if req.max_new_tokens < 1:
         raise BadRequest(f"request_output_len must be >= 1, got {req.max_new_tokens}")
+    prefix_len = int(_scalar(tensors, "guided_decoding_prefix_len", 0))
+    if prefix_len:
+        if req.grammar is None:
+            raise BadRequest("guided_decoding_prefix_len needs a guide (guided_decoding_guide_type)")
+        _fast_forward(req.grammar, req.prompt_token_ids, prefix_len)
+    if not 0 <= req.num_top_log_probs <= MAX_TOP_LOG_PROBS:
+        raise BadRequest(f"num_top_log_probs must be in 0..{MAX_TOP_LOG_PROBS}, got {req.num_top_log_probs}")
     opts = RequestOptions(
         streaming=bool(_scalar(tensors, "streaming", False)),
         exclude_input_in_output=bool(_scalar(tensors, "exclude_input_in_output", False)),
@@ -99,7 +155,8 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray]) -> tuple[Eng
 
 
 def encode_output(out: RequestOutput, token_ids: list[int], log_probs: list[float] | None,
-                  kv_stats: dict[str, int]) -> dict[str, np.ndarray]:
+                  kv_stats: dict[str, int], top: list[tuple[list[int], list[float]]] | None = None,
+                  prompt: tuple | None = None) -> dict[str, np.ndarray]:
     """Output tensors with the batch dimension: output_ids [1, beams=1, len]."""
     tensors = {
         "output_ids": np.asarray(token_ids, dtype=np.int32).reshape(1, 1, -1),
@@ -116,4 +173,15 @@ def encode_output(out: RequestOutput, token_ids: list[int], log_probs: list[floa
         lp = np.asarray(log_probs, dtype=np.float32)
         tensors["output_log_probs"] = lp.reshape(1, 1, -1)
         tensors["cum_log_probs"] = np.asarray([[lp.sum()]], dtype=np.float32)
+    if top:
+        k = len(top[0][0])
+        tensors["output_top_token_ids"] = np.asarray([ids for ids, _ in top], dtype=np.int32).reshape(1, -1, k)
+        tensors["output_top_log_probs"] = np.asarray([lps for _, lps in top], dtype=np.float32).reshape(1, -1, k)
+    if prompt is not None:
+        lps, prompt_top = prompt
+        tensors["prompt_log_probs"] = np.asarray(lps, dtype=np.float32).reshape(1, -1)
+        if prompt_top:
+            k = len(prompt_top[0][0])
+            tensors["prompt_top_token_ids"] = np.asarray([i for i, _ in prompt_top], np.int32).reshape(1, -1, k)
+            tensors["prompt_top_log_probs"] = np.asarray([v for _, v in prompt_top], np.float32).reshape(1, -1, k)
     return tensors

@@ -1,7 +1,7 @@
 """Reference inference engine: a CPU/NumPy twin of a TensorRT-LLM engine for Llama-family models.
 
-Imports only numpy, ml_dtypes, safetensors and the stdlib, so it runs and is tested without a GPU,
-Triton or torch.
+Imports only numpy, ml_dtypes, safetensors, llguidance (guided decoding) and the stdlib, so it runs and is
+tested without a GPU, Triton or torch.
 """
 
 from .config import LlamaConfig, UnsupportedModelError

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import LlamaConfig
+from .grammar import guide_rows
 from .kv_cache import KVCacheManager, num_kv_blocks
-from .model import ForwardBatch, SeqChunk, forward, rope_inv_freq, softmax
+from .model import ForwardBatch, SeqChunk, forward, forward_dense, rope_inv_freq, softmax
 from .protocol import EngineLimits, EngineRequest, RequestOutput, SamplingParams
-from .sampling import greedy_batch, is_plain_greedy, make_rng, process_row, sample_from_probs
+from .sampling import (MAX_TOP_LOG_PROBS, greedy_batch, is_plain_greedy, log_softmax, make_rng, process_row,
+                       sample_from_probs, top_log_probs)
 from .scheduler import Scheduler, SeqResult, SeqUpdate, StepPlan, StepResult
 from .sequence import Sequence
 from .speculative import AcceptCounts, verify
@@ -33,6 +35,8 @@ class Engine:
         self.accept_counts = AcceptCounts()
         self._inv_freq = rope_inv_freq(config)
         self._seqs: dict[str, Sequence] = {}  # unfinished, by request_id
+        self._top: dict[int, list] = {}  # seq_id -> this step's top log-probs per sampled token (see _output)
+        self._prompt_log_probs: dict[int, tuple] = {}  # seq_id -> prompt log-probs, until the first output
         self._seq_ids = itertools.count()
 
     @classmethod
@@ -46,6 +50,8 @@ class Engine:
         seq = Sequence(next(self._seq_ids), request, make_rng(request.sampling.seed))
         self._seqs[request.request_id] = seq
         self.scheduler.add(seq)
+        if request.return_prompt_log_probs:
+            self._prompt_log_probs[seq.seq_id] = self._score_prompt(request)
 
     def abort(self, request_id: str) -> RequestOutput | None:
         seq = self._seqs.pop(request_id, None)
@@ -95,13 +101,16 @@ class Engine:
         by_id = {s.seq_id: s for s in plan.scheduled}
         # Fast path: plain greedy single-row sequences share one argmax over the batch.
         fast = [i for i, r in rows.items() if len(r) == 1
-                and is_plain_greedy(by_id[i].sampling, by_id[i].num_output_tokens, by_id[i].end_id)]
+                and is_plain_greedy(by_id[i].sampling, by_id[i].num_output_tokens, by_id[i].end_id,
+                                    by_id[i].grammar is not None)]
         if fast:
             want_lp = any(by_id[i].return_log_probs for i in fast)
             tokens, log_probs = greedy_batch(np.concatenate([rows[i] for i in fast]), want_lp)
             for j, i in enumerate(fast):
                 lp = [float(log_probs[j])] if by_id[i].return_log_probs else None
                 results[i] = SeqResult([int(tokens[j])], lp)
+                if by_id[i].num_top_log_probs:
+                    self._top[i] = [top_log_probs(log_softmax(rows[i][0]), by_id[i].num_top_log_probs)]
         for i, r in rows.items():
             if i not in results:
                 results[i] = self._sample_seq(by_id[i], r)
@@ -109,28 +118,55 @@ class Engine:
 
     def _sample_seq(self, seq: Sequence, rows: np.ndarray) -> SeqResult:
         """Sample one token (rows: (1, V)) or verify k drafts (rows: (k+1, V))."""
-        drafts = seq.draft_token_ids
+        drafts = proposed = seq.draft_token_ids
         params = seq.sampling
         context = list(seq.token_ids)
+        masks = None
+        if seq.grammar is not None:
+            masks, num_valid = guide_rows(seq.grammar, drafts)
+            drafts, rows = drafts[:num_valid], rows[:num_valid + 1]  # rejected at the first refused draft
         probs = []
         for i in range(len(rows)):
             # Row i follows the committed tokens plus drafts[:i]: penalties and min_tokens see them.
-            probs.append(process_row(rows[i], context + drafts[:i], seq.num_prompt_tokens, params, seq.end_id))
-        if not drafts:
+            probs.append(process_row(rows[i], context + drafts[:i], seq.num_prompt_tokens, params, seq.end_id,
+                                     None if masks is None else masks[i]))
+        if not proposed:
             token, lp = sample_from_probs(probs[0], params, seq.rng)
+            self._keep_top_log_probs(seq, probs[:1])
             return SeqResult([token], [lp] if seq.return_log_probs else None)
         draft_probs = None
         if seq.draft_logits is not None and not params.is_greedy:
             # NOTE: draft logits are tempered like the target's; top-k/top-p are not applied to them.
             draft_probs = softmax(np.asarray(seq.draft_logits, dtype=np.float64) / params.temperature, axis=-1)
+        if draft_probs is not None:
+            draft_probs = draft_probs[:len(drafts)]
         num_accepted, bonus = verify(drafts, np.stack(probs), draft_probs, None if params.is_greedy else seq.rng)
         self.accept_counts.record(num_accepted)
         tokens = drafts[:num_accepted] + [bonus]
         lps = [float(np.log(probs[i][t])) for i, t in enumerate(tokens)] if seq.return_log_probs else None
-        return SeqResult(tokens, lps, len(drafts), num_accepted)
+        self._keep_top_log_probs(seq, probs[:len(tokens)])
+        return SeqResult(tokens, lps, len(proposed), num_accepted)
+
+    def _score_prompt(self, request: EngineRequest) -> tuple:
+        """Prompt log-probs for echo. NOTE: one dense forward of the prompt outside the paged cache: scoring is
+        rare, and it keeps prompt logits out of the scheduler's plan."""
+        prompt = request.prompt_token_ids
+        logits = forward_dense(self.weights, self.config, prompt)[:-1].astype(np.float64)  # (T-1, V)
+        m = logits.max(axis=-1, keepdims=True)  # (T-1, 1)
+        log_probs = logits - (np.log(np.exp(logits - m).sum(axis=-1, keepdims=True)) + m)  # (T-1, V)
+        lps = log_probs[np.arange(len(prompt) - 1), prompt[1:]].tolist()
+        k = request.num_top_log_probs
+        return lps, [top_log_probs(row, k) for row in log_probs] if k else None
+
+    def _keep_top_log_probs(self, seq: Sequence, probs: list[np.ndarray]) -> None:
+        """The top alternatives of each sampled token, from the distribution it was drawn from."""
+        if seq.num_top_log_probs:
+            with np.errstate(divide="ignore"):
+                self._top[seq.seq_id] = [top_log_probs(np.log(p), seq.num_top_log_probs) for p in probs]
 
     def _output(self, u: SeqUpdate) -> RequestOutput:
         seq = u.seq
+        top = self._top.pop(seq.seq_id, None)
         return RequestOutput(
             request_id=seq.request_id,
             new_token_ids=u.new_token_ids,
@@ -142,6 +178,9 @@ class Engine:
             num_draft_tokens=seq.num_draft_tokens,
             num_accepted_draft_tokens=seq.num_accepted_draft_tokens,
             num_reused_prompt_tokens=seq.num_cached_tokens or 0,
+            # Kept tokens are a prefix of the sampled ones (commit stops at end_id / a stop sequence).
+            new_top_log_probs=top[:len(u.new_token_ids)] if top is not None else None,
+            prompt_log_probs=self._prompt_log_probs.pop(seq.seq_id, None),
         )
 
     # -- validation and reporting ---------------------------------------------------------------
@@ -174,6 +213,8 @@ class Engine:
         if not lim.enable_chunked_context and len(r.prompt_token_ids) + len(drafts) > lim.max_num_tokens:
             raise ValueError(f"without chunked context the prompt must be <= max_num_tokens={lim.max_num_tokens}. "
                              f"Given: {len(r.prompt_token_ids)}")
+        if not 0 <= r.num_top_log_probs <= MAX_TOP_LOG_PROBS:
+            raise ValueError(f"`num_top_log_probs` must be in 0..{MAX_TOP_LOG_PROBS}. Given: {r.num_top_log_probs}")
         if r.end_id is not None and not 0 <= r.end_id < vocab:
             raise ValueError(f"`end_id` must be in [0, {vocab}). Given: {r.end_id}")
         r.sampling.validate()

@@ -6,8 +6,12 @@ Validation errors name the parameter in backticks, the limit and the given value
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .grammar import GrammarState
 
 BATCH_SCHEDULER_POLICIES = ("guaranteed_no_evict", "max_utilization")
 
@@ -85,6 +89,10 @@ class EngineRequest:
     draft_token_ids: list[int] | None = None
     draft_logits: np.ndarray | None = None  # (k, vocab) logits the draft model sampled from
     return_log_probs: bool = False
+    # Guided decoding: this request's own grammar state (engine/grammar.py); None is unconstrained.
+    grammar: GrammarState | None = None
+    num_top_log_probs: int = 0  # per generated token, the k most likely tokens and their log-probs
+    return_prompt_log_probs: bool = False  # each prompt token's log-prob given the ones before (echo)
 
 
 @dataclass
@@ -99,3 +107,7 @@ class RequestOutput:
     num_draft_tokens: int = 0
     num_accepted_draft_tokens: int = 0
     num_reused_prompt_tokens: int = 0  # served from the prefix cache
+    # Per new token, (ids, log-probs) of the num_top_log_probs most likely tokens, most likely first.
+    new_top_log_probs: list[tuple[list[int], list[float]]] | None = None
+    # Once, on the request's first output: log-probs of prompt tokens 1..n-1, and their top alternatives.
+    prompt_log_probs: tuple[list[float], list[tuple[list[int], list[float]]] | None] | None = None

@@ -74,14 +74,30 @@ def process_row(
     num_prompt_tokens: int,
     params: SamplingParams,
     end_id: int | None,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One row of raw logits -> the final distribution for the next token after context_ids."""
+    """One row of raw logits -> the final distribution for the next token after context_ids.
+
+    allowed: (V,) bool, the grammar's token bitmask (guided decoding); None is unconstrained.
+    """
+    raw = logits
     if params.has_penalties:
         logits = apply_penalties(logits, context_ids, num_prompt_tokens, params)
     if end_id is not None and len(context_ids) - num_prompt_tokens < params.min_tokens:
         logits = logits.copy()
         logits[end_id] = -np.inf
+    if allowed is not None:
+        logits = apply_token_mask(logits, allowed, raw)
     return final_probs(logits, params)
+
+
+def apply_token_mask(logits: np.ndarray, allowed: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Tokens the grammar refuses get -inf. The grammar wins over min_tokens: when the only tokens it allows
+    are end-of-sequence ids that min_tokens forbade, they come back (from the raw logits)."""
+    masked = np.where(allowed, logits, -np.inf)
+    if not np.isfinite(masked).any():
+        masked = np.where(allowed, raw, -np.inf)
+    return masked
 
 
 def sample_from_probs(probs: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
@@ -89,10 +105,11 @@ def sample_from_probs(probs: np.ndarray, params: SamplingParams, rng: np.random.
     return token, float(np.log(probs[token]))
 
 
-def is_plain_greedy(params: SamplingParams, num_output_tokens: int, end_id: int | None) -> bool:
+def is_plain_greedy(params: SamplingParams, num_output_tokens: int, end_id: int | None,
+                    is_guided: bool = False) -> bool:
     """True when a row's token is just argmax(logits): the batched fast path applies."""
     min_tokens_active = end_id is not None and num_output_tokens < params.min_tokens
-    return params.is_greedy and not params.has_penalties and not min_tokens_active
+    return params.is_greedy and not params.has_penalties and not min_tokens_active and not is_guided
 
 
 def greedy_batch(logits: np.ndarray, want_log_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -104,3 +121,20 @@ def greedy_batch(logits: np.ndarray, want_log_probs: bool) -> tuple[np.ndarray, 
     m = z.max(axis=-1, keepdims=True)  # (R, 1)
     log_z = np.log(np.exp(z - m).sum(axis=-1)) + m[:, 0]  # (R,)
     return tokens, z[np.arange(len(tokens)), tokens] - log_z
+
+
+MAX_TOP_LOG_PROBS = 20
+
+
+def top_log_probs(log_probs: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    """(V,) log-probabilities -> the k most likely ids and their log-probs, most likely first (ties by id)."""
+    k = min(k, log_probs.shape[0])
+    ids = np.argpartition(-log_probs, k - 1)[:k]
+    ids = ids[np.lexsort((ids, -log_probs[ids]))]
+    return ids.tolist(), log_probs[ids].astype(np.float64).tolist()
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    m = z.max()
+    return z - (np.log(np.exp(z - m).sum()) + m)

@@ -78,6 +78,8 @@ class Sequence:
         self.num_draft_tokens = 0
         self.num_accepted_draft_tokens = 0
         self.num_cached_tokens: int | None = None  # prefix-cache hit at first admission
+        self.grammar = request.grammar  # advanced by commit() only
+        self.num_top_log_probs = request.num_top_log_probs
 
     # -- derived facts --------------------------------------------------------------------------
     @property
@@ -133,6 +135,9 @@ class Sequence:
                 break
             self._token_ids.append(token)
             kept.append(token)
+            if self.grammar is not None and self._advance_grammar(token):
+                self.status = SequenceStatus.FINISHED_STOPPED
+                break
             if self._matches_stop_sequence():
                 self.status = SequenceStatus.FINISHED_STOPPED
                 break
@@ -144,6 +149,12 @@ class Sequence:
         self.draft_token_ids = []
         self.draft_logits = None
         return kept, (new_log_probs[: len(kept)] if new_log_probs is not None else None)
+
+    def _advance_grammar(self, token: int) -> bool:
+        """Feed the grammar a kept token; True when the grammar is complete (the sequence stops there)."""
+        # NOTE: the sampler only offers tokens the grammar allows, so a refusal means the matcher broke (an
+        # error state). It ends this sequence only: an exception here would fail the whole batch's step.
+        return not self.grammar.accept(token) or self.grammar.is_stopped
 
     def _matches_stop_sequence(self) -> bool:
         for stop in self.stop_token_ids:

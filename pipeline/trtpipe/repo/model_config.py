@@ -36,6 +36,13 @@ ENGINE_INPUTS = [
     ("draft_input_ids", T.TYPE_INT32, [-1], True),
     ("draft_logits", T.TYPE_FP32, [-1, -1], True),
     ("stop", T.TYPE_BOOL, [1], True),
+    ("guided_decoding_guide_type", T.TYPE_STRING, [1], True),
+    ("guided_decoding_guide", T.TYPE_STRING, [1], True),
+    # trtpipe's own (the reference engine only): the last N prompt tokens were generated under the guide (a
+    # speculation round resends them), and top-k log-probs per generated token.
+    ("guided_decoding_prefix_len", T.TYPE_INT32, [1], True),
+    ("num_top_log_probs", T.TYPE_INT32, [1], True),
+    ("return_prompt_log_probs", T.TYPE_BOOL, [1], True),
 ]
 ENGINE_OUTPUTS = [
     ("output_ids", T.TYPE_INT32, [-1, -1]),
@@ -49,6 +56,13 @@ ENGINE_OUTPUTS = [
     ("kv_cache_alloc_new_blocks", T.TYPE_INT32, [1]),
     ("kv_cache_reused_blocks", T.TYPE_INT32, [1]),
     ("kv_cache_alloc_total_blocks", T.TYPE_INT32, [1]),
+    # trtpipe's own: [len, k] ids and log-probs of the k most likely tokens at each generated position.
+    ("output_top_token_ids", T.TYPE_INT32, [-1, -1]),
+    ("output_top_log_probs", T.TYPE_FP32, [-1, -1]),
+    # trtpipe's own, on the first response: log-probs of prompt tokens 1..n-1 and their top-k alternatives.
+    ("prompt_log_probs", T.TYPE_FP32, [-1]),
+    ("prompt_top_token_ids", T.TYPE_INT32, [-1, -1]),
+    ("prompt_top_log_probs", T.TYPE_FP32, [-1, -1]),
 ]
 
 

@@ -21,7 +21,8 @@ from trtpipe.serve.registry import ModelRegistry, ServedModel
 from trtpipe.serve.replicas import ReplicaPool
 from trtpipe.serve.responses import GenerationResponse
 from trtpipe.serve.speculation import AdaptiveSpeculation, Speculator
-from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS
+from trtpipe.serve.tool_calls import ReasoningDelta, ToolCallDelta, shape_choice
+from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS, OUTPUT_PROMPT, OUTPUT_TOP
 from trtpipe.serve.validation import Generation, RequestError
 
 log = logging.getLogger("trtpipe.serve")
@@ -133,16 +134,31 @@ class Frontend:
         streams = self._choice_streams(model, gen, adm)
         return streams[0] if len(streams) == 1 else merge(streams)
 
+    def _speculates(self, model: ServedModel, gen: Generation) -> bool:
+        # Speculation rounds carry no top alternatives (the verify step's are not the plain path's).
+        call = gen.calls[0]
+        if call.has_context_dependent_sampling or gen.top_logprobs or (gen.echo and gen.logprobs):
+            return False
+        # A guided round resumes the grammar with trtpipe's guided_decoding_prefix_len (reference engines only),
+        # and learns that the grammar is complete from the end-of-sequence id, which ignore_eos takes away.
+        draft = self.draft_for(model)
+        return call.guide_type is None or (call.end_id is not None and model.spec.backend == "reference"
+                                           and draft is not None and draft[0].spec.backend == "reference")
+
     def _choice_streams(self, model: ServedModel, gen: Generation, adm: Admission) -> list[AsyncIterator]:
         pin: list = [None]  # all engine calls of this request go to one replica (prefix cache)
         outputs = (OUTPUT_IDS, OUTPUT_LOG_PROBS) if gen.logprobs else (OUTPUT_IDS,)
+        if gen.top_logprobs:
+            outputs += OUTPUT_TOP
+        if gen.echo and gen.logprobs:
+            outputs += OUTPUT_PROMPT
         pool, engine = self.pool, model.engine_model
 
         def stream(name, call, outs):
             return pool.generate(name, call, outs, pin)
 
         draft = self.draft_for(model)
-        if draft is not None and not gen.calls[0].has_context_dependent_sampling:
+        if draft is not None and self._speculates(model, gen):
             mm = self.metrics.model(model.name)
 
             def on_round(drafted: int, accepted: int) -> None:
@@ -156,7 +172,10 @@ class Frontend:
         else:
             def source(call):
                 return pool.generate(engine, call, outputs, pin)
-        return [generate_choice(source, model, gen, i) for i in range(gen.num_choices)]
+        choices = [generate_choice(source, model, gen, i) for i in range(gen.num_choices)]
+        if gen.tool_plan is None and gen.reasoning_prompt is None:
+            return choices
+        return [shape_choice(c, i, gen.tool_plan, gen.reasoning_prompt, gen.logprobs) for i, c in enumerate(choices)]
 
     def respond(self, model: ServedModel, gen: Generation, req, *, chat: bool, arrival: float) -> GenerationResponse:
         adm = self.admission(model)
@@ -164,7 +183,7 @@ class Frontend:
         queued = adm.try_acquire(units)  # 429 now if the queue is full; else admitted, or queued in order
         mm = self.metrics.model(model.name)
         rid, created, fp = completion_id("chatcmpl" if chat else "cmpl"), unix_now(), model.manifest.fingerprint
-        speculative = self.draft_for(model) is not None and not gen.calls[0].has_context_dependent_sampling
+        speculative = self.draft_for(model) is not None and self._speculates(model, gen)
         logprobs = Logprobs(model.text.token_piece, chat, {}) if gen.logprobs else None
         include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
         state = {"admitted": queued is None, "queued": queued, "finished": False, "first": None, "last": None}
@@ -196,7 +215,7 @@ class Frontend:
             mm.request_prompt_tokens.observe(gen.num_prompt_tokens)
             mm.request_generation_tokens.observe(completion)
             for d in done.values():
-                mm.success[d.finish_reason].inc()
+                mm.success["stop" if d.finish_reason == "tool_calls" else d.finish_reason].inc()
             if completion > 1 and state["first"] is not None:
                 mm.tpot.observe((state["last"] - state["first"]) / (completion - 1))
             return usage_dict(gen.num_prompt_tokens, done, speculative)
@@ -207,43 +226,51 @@ class Frontend:
             done: dict[int, ChoiceDone] = {}
             try:
                 await admit()
-                if gen.echo:
+                if gen.echo and not gen.logprobs:  # with logprobs, generate_choice sends it with the prompt's
                     for i in range(gen.num_choices):
                         yield writer.text(i, gen.prompt_texts[i // gen.n])
                 t_last = None
                 ttft, itl = mm.ttft, mm.itl
                 async for ev in self._events(model, gen, adm):
-                    if type(ev) is TextDelta:
-                        t = perf_counter()
-                        if t_last is None:
-                            ttft.observe(t - arrival)
-                            state["first"] = t
-                        else:
-                            itl.observe(t - t_last)
-                        t_last = state["last"] = t
-                        yield writer.text(ev.index, ev.text, ev.logprobs)
-                    else:
+                    if type(ev) is ChoiceDone:
                         done[ev.index] = ev
                         yield writer.finish(ev)
+                        continue
+                    t = perf_counter()
+                    if t_last is None:
+                        ttft.observe(t - arrival)
+                        state["first"] = t
+                    else:
+                        itl.observe(t - t_last)
+                    t_last = state["last"] = t
+                    if type(ev) is TextDelta:
+                        yield writer.text(ev.index, ev.text, ev.logprobs)
+                    else:  # tool-call and reasoning deltas (tool_calls.py)
+                        yield _shaped_chunk(writer, ev)
                 usage = finished(done)
                 yield writer.usage(usage) + DONE if include_usage else DONE
             finally:
                 release()
 
         async def json_body() -> bytes:
-            texts = [[gen.prompt_texts[i // gen.n]] if gen.echo else [] for i in range(gen.num_choices)]
+            echo = gen.echo and not gen.logprobs  # with logprobs the echo arrives as the choice's first text
+            texts = [[gen.prompt_texts[i // gen.n]] if echo else [] for i in range(gen.num_choices)]
             lp_parts: list[list] = [[] for _ in range(gen.num_choices)]
+            extras: list[dict] = [{} for _ in range(gen.num_choices)]
             done: dict[int, ChoiceDone] = {}
             try:
                 await admit()
                 async for ev in self._events(model, gen, adm):
-                    if type(ev) is TextDelta:
+                    if type(ev) is ChoiceDone:
+                        done[ev.index] = ev
+                    else:
                         if state["first"] is None:
                             state["first"] = perf_counter()
                             mm.ttft.observe(state["first"] - arrival)
-                        texts[ev.index].append(ev.text)
-                    else:
-                        done[ev.index] = ev
+                        if type(ev) is TextDelta:
+                            texts[ev.index].append(ev.text)
+                        else:
+                            _collect_shaped(extras[ev.index], ev)
                     if ev.logprobs is not None and logprobs is not None:
                         lp_parts[ev.index].append(logprobs.format(ev.index, ev.logprobs))
                 state["last"] = perf_counter()
@@ -252,7 +279,8 @@ class Frontend:
                 release()
             joined = [Logprobs.join(p, chat) for p in lp_parts] if logprobs is not None else None
             return full_response(chat=chat, request_id=rid, created=created, model=model.name, fingerprint=fp,
-                                 texts=["".join(t) for t in texts], done=done, logprobs=joined, usage=usage)
+                                 texts=["".join(t) for t in texts], done=done, logprobs=joined, usage=usage,
+                                 extras=extras if chat else None)
 
         def on_error(err: RequestError) -> None:
             self.metrics.error(model.name, err.type, err.status)
@@ -264,3 +292,20 @@ class Frontend:
         return GenerationResponse(stream=True, produce=stream_body, inflight=self.inflight,
                                   deadline_s=self.settings.request_timeout_s, keepalive_s=self.settings.keepalive_s,
                                   on_error=on_error, on_done=release)
+
+
+def _shaped_chunk(writer: ChunkWriter, ev) -> bytes:
+    if type(ev) is ToolCallDelta:
+        return writer.tool_call(ev.index, ev.call_index, ev.call_id, ev.name, ev.arguments, ev.logprobs)
+    return writer.delta(ev.index, {"reasoning_content": ev.text}, ev.logprobs)
+
+
+def _collect_shaped(extra: dict, ev: ToolCallDelta | ReasoningDelta) -> None:
+    """The non-streamed message's tool_calls and reasoning_content, built from the same events as the stream."""
+    if type(ev) is ReasoningDelta:
+        extra["reasoning_content"] = extra.get("reasoning_content", "") + ev.text
+        return
+    calls = extra.setdefault("tool_calls", [])
+    if ev.name is not None:
+        calls.append({"id": ev.call_id, "type": "function", "function": {"name": ev.name, "arguments": ""}})
+    calls[ev.call_index]["function"]["arguments"] += ev.arguments

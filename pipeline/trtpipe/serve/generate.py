@@ -8,14 +8,17 @@ UTF-8 character, a possible stop-string prefix) has its entry sent with the next
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 from trtpipe.serve.registry import ServedModel
 from trtpipe.serve.stop_strings import StopStringMatcher
 from trtpipe.serve.triton_stream import EngineCall, Final, TokenDelta
-from trtpipe.serve.validation import Generation
 
-LogprobEntries = list[tuple[int, float | None]]
+if TYPE_CHECKING:
+    from trtpipe.serve.validation import Generation
+
+# (token id, its log-prob, the top (id, log-prob) alternatives or None) per token.
+LogprobEntries = list[tuple[int, float | None, list[tuple[int, float]] | None]]
 
 
 class TextDelta:
@@ -47,14 +50,18 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
     stop_ids = {s[0] for s in call.stop_token_ids if len(s) == 1}
     pending: LogprobEntries | None = [] if gen.logprobs else None
     num_out, last_token = 0, None
+    echo_pending = gen.echo and gen.logprobs  # the echo goes out with the prompt's log-probs, when they come
     async for event in stream(call):
         if type(event) is TokenDelta:
+            if echo_pending:
+                echo_pending = False
+                yield TextDelta(index, gen.prompt_texts[index // gen.n], prompt_entries(call.input_ids, event.prompt))
             ids = event.token_ids
             num_out += len(ids)
             last_token = ids[-1]
             if pending is not None:
                 lps = event.log_probs or [None] * len(ids)
-                pending.extend(zip(ids, lps))
+                pending.extend(zip(ids, lps, event.top or [None] * len(ids)))
             text = detok.add(ids)
             if stops is not None:
                 text, stopped = stops.feed(text)
@@ -70,6 +77,8 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
                 if pending is not None:
                     pending = []
         elif type(event) is Final:
+            if echo_pending:  # no token came: the prompt still is the echo
+                yield TextDelta(index, gen.prompt_texts[index // gen.n], prompt_entries(call.input_ids, None))
             text = detok.flush()
             stopped = False
             if stops is not None:
@@ -83,6 +92,13 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
             yield ChoiceDone(index, "length" if length and not stopped else "stop", event.num_output_tokens,
                              event.num_draft_tokens, event.num_accepted_draft_tokens, pending)
             return
+
+
+def prompt_entries(prompt_ids: list[int], prompt: tuple | None) -> LogprobEntries:
+    """The echoed prompt's entries: the first token has no log-prob (nothing precedes it), as in OpenAI."""
+    lps, top = prompt if prompt is not None else ([None] * (len(prompt_ids) - 1), None)
+    tops = top or [None] * len(lps)
+    return [(prompt_ids[0], None, None)] + list(zip(prompt_ids[1:], lps, tops))
 
 
 async def merge(streams: list[AsyncIterator]) -> AsyncIterator:

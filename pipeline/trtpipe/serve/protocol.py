@@ -18,6 +18,31 @@ class StreamOptions(BaseModel):
     include_usage: bool = Field(False, description="send a last chunk with the usage of the whole request")
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict | None = Field(None, alias="schema", description="the JSON schema the output must match")
+    strict: bool | None = Field(None, description="false: keywords the grammar cannot enforce are ignored")
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(BaseModel):
+    """vLLM's `structured_outputs` (one of the fields)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    json_: dict | str | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    structural_tag: dict | str | None = None
+
+
 class _Request(BaseModel):
     # NOTE: unknown fields are ignored, as vLLM and TGI do: clients send vendor extras through extra_body.
     model_config = ConfigDict(extra="ignore")
@@ -39,6 +64,12 @@ class _Request(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
     logit_bias: dict[str, float] | None = Field(None, description="not supported: must be empty")
+    response_format: ResponseFormat | None = Field(None, description="text, json_object or json_schema, enforced")
+    guided_json: dict | str | None = Field(None, description="extension (vLLM): a JSON schema, enforced")
+    guided_regex: str | None = Field(None, description="extension (vLLM): a regular expression, enforced")
+    guided_choice: list[str] | None = Field(None, description="extension (vLLM): exactly one of these strings")
+    guided_grammar: str | None = Field(None, description="extension (vLLM): a GBNF grammar (root ::= ...)")
+    structured_outputs: StructuredOutputs | None = Field(None, description="extension (vLLM): one guide")
 
 
 class TextPart(BaseModel):
@@ -47,34 +78,72 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str = Field(description="the arguments as a JSON text")
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="an assistant turn's calls")
+    tool_call_id: str | None = Field(None, description="the call a tool message answers")
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = Field(None, description="a JSON schema of the arguments object")
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="takes precedence over max_tokens")
     logprobs: bool = Field(False, description="log-probabilities of the sampled tokens")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="only 0: the engine returns sampled tokens only")
-    response_format: ResponseFormat | None = Field(None, description="only {\"type\": \"text\"}")
-    tools: list[dict] | None = Field(None, description="not supported")
-    tool_choice: str | dict | None = Field(None, description="not supported beyond \"none\"")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="0-20 most likely alternatives per token "
+                                                                   "(reference engine)")
+    tools: list[Tool] | None = Field(None, max_length=128, description="functions the model may call")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="auto (default with tools), none, required, or one named function; required and named "
+                          "are enforced by a grammar")
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one call per turn")
 
 
 class CompletionRequest(_Request):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         description="a string, a list of strings, a list of token ids, or a list of token-id lists")
     echo: bool = Field(False, description="prepend the prompt to the text")
-    logprobs: int | None = Field(None, ge=0, le=5, description="only 0: the engine returns sampled tokens only")
+    logprobs: int | None = Field(None, ge=0, le=20, description="log-probs of the sampled tokens and of this many "
+                                                                "alternatives (above 0: reference engine)")
     suffix: str | None = Field(None, description="not supported")
     best_of: int | None = Field(None, ge=1, description="only equal to n")
 
@@ -114,12 +183,14 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = Field(None, description="extension: the <think> text, for templates with it")
 
 
 class ChatChoice(BaseModel):
@@ -139,9 +210,18 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
+class ToolCallChunk(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: dict = Field(description="`name` (first delta of a call) and a piece of `arguments`")
+
+
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
+    reasoning_content: str | None = None
 
 
 class ChatChunkChoice(BaseModel):

@@ -116,6 +116,10 @@ class Speculator:
             rounds += 1
             k = min(self.max_draft_len, remaining - 1)
             new, lps = [], []
+            guided = call.guide_type is not None
+            if guided:  # the engine's grammar resumes after the tokens generated so far
+                base = replace(base, guide_prefix_len=len(generated))
+            asked = 0
             if k > 0 and self.controller.use_draft(self.num_running()):
                 draft = []
                 draft_call = replace(base, input_ids=prefix, max_new_tokens=k, seed=seed, return_log_probs=False)
@@ -131,17 +135,20 @@ class Speculator:
                         lps.extend(ev.log_probs or ())
                     else:
                         accepted = ev.num_accepted_draft_tokens if draft else 0
+                asked = accepted + 1
                 num_draft, num_accepted = num_draft + len(draft), num_accepted + accepted
                 self.controller.record(len(draft), accepted)
                 self.on_round(len(draft), accepted)
             else:
-                plain = replace(base, input_ids=prefix, max_new_tokens=min(remaining, PLAIN_CHUNK_TOKENS), seed=seed)
+                asked = min(remaining, PLAIN_CHUNK_TOKENS)
+                plain = replace(base, input_ids=prefix, max_new_tokens=asked, seed=seed)
                 async for ev in self.stream(self.target_model, plain, out_names):
                     if type(ev) is TokenDelta:
                         new.extend(ev.token_ids)
                         lps.extend(ev.log_probs or ())
             new = new[:remaining]
-            finished = False
+            # A round that returns fewer tokens than it owed ended early in the engine: its grammar is complete.
+            finished = guided and len(new) < asked
             for i, t in enumerate(new):
                 if t == end_id:  # dropped, as the engine drops end_id
                     new, finished = new[:i], True

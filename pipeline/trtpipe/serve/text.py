@@ -17,6 +17,8 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
+from trtpipe.engine.grammar import GrammarCompiler
+
 REPLACEMENT_CHAR = "\ufffd"
 
 
@@ -49,6 +51,7 @@ class ModelText:
     eos_token_ids: list[int]
     # id -> the token's bytes, for byte-level BPE tokenizers whose decode is plain byte concatenation.
     token_bytes: list[bytes] | None = field(default=None, repr=False)
+    _grammars: GrammarCompiler | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_dir(cls, directory: Path, chat_template_override: str | None = None) -> "ModelText":
@@ -67,6 +70,12 @@ class ModelText:
         text.token_bytes = byte_level_table(tokenizer, json.loads((directory / "tokenizer.json").read_text()))
         return text
 
+    def grammars(self) -> GrammarCompiler:
+        """The guided-decoding compiler for this tokenizer (built on first use; it caches compiled guides)."""
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self.tokenizer.to_str(), self.vocab_size, self.eos_token_ids)
+        return self._grammars
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
@@ -78,13 +87,15 @@ class ModelText:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True,
+                    tools: list[dict] | None = None) -> str:
         if not self.chat_template:
             raise ChatTemplateError("this model has no chat template; use /v1/completions or serve with "
                                     "--chat-template")
         try:
+            # `tools` as transformers passes it: a list of {"type": "function", "function": {...}}, or None.
             return _compile(self.chat_template).render(
-                messages=messages, add_generation_prompt=add_generation_prompt,
+                messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
                 bos_token=self.bos_token or "", eos_token=self.eos_token or "")
         except ChatTemplateError:
             raise

@@ -36,6 +36,9 @@ _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 MODEL_STREAM_INFER = f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name['ModelStreamInfer'].name}"
 OUTPUT_IDS = "output_ids"
 OUTPUT_LOG_PROBS = "output_log_probs"
+# trtpipe's reference engine only: [len, k] top ids and log-probs per generated token.
+OUTPUT_TOP = ("output_top_token_ids", "output_top_log_probs")
+OUTPUT_PROMPT = ("prompt_log_probs", "prompt_top_token_ids", "prompt_top_log_probs")
 DRAFT_COUNTERS = ("total_draft_tokens", "total_accepted_draft_tokens")
 
 
@@ -63,6 +66,12 @@ class EngineCall:
     repetition_penalty: float = 1.0
     return_log_probs: bool = False
     draft_input_ids: list[int] | None = None
+    # Guided decoding, as TensorRT-LLM's tensors: json, json_schema, regex, ebnf_grammar or structural_tag.
+    guide_type: str | None = None
+    guide: str | None = None
+    guide_prefix_len: int = 0  # trtpipe's input (reference engine): the last N input_ids were generated under it
+    num_top_log_probs: int = 0  # trtpipe's input, reference engine only
+    return_prompt_log_probs: bool = False  # trtpipe's input, reference engine only (echo with logprobs)
 
     @property
     def is_greedy(self) -> bool:
@@ -70,8 +79,9 @@ class EngineCall:
 
     @property
     def has_context_dependent_sampling(self) -> bool:
-        """Penalties and min_tokens depend on which tokens are 'generated': a speculation round resends
-        the generated tokens as prompt, so such requests are not speculated."""
+        """Penalties and min_tokens depend on which tokens are 'generated': a speculation round resends the
+        generated tokens as prompt, so such requests are not speculated. (A guide's grammar is told where the
+        generated tokens start: `guide_prefix_len`.)"""
         return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0
                 or self.min_tokens > 0)
 
@@ -91,7 +101,10 @@ class EngineCall:
                     ("frequency_penalty", "FP32", "<f", self.frequency_penalty, 0.0),
                     ("repetition_penalty", "FP32", "<f", self.repetition_penalty, 1.0),
                     ("return_log_probs", "BOOL", "<?", self.return_log_probs, False),
-                    ("end_id", "INT32", "<i", self.end_id, None), ("seed", "UINT64", "<Q", self.seed, None))
+                    ("end_id", "INT32", "<i", self.end_id, None), ("seed", "UINT64", "<Q", self.seed, None),
+                    ("num_top_log_probs", "INT32", "<i", self.num_top_log_probs, 0),
+                    ("guided_decoding_prefix_len", "INT32", "<i", self.guide_prefix_len, 0),
+                    ("return_prompt_log_probs", "BOOL", "<?", self.return_prompt_log_probs, False))
         for name, dtype, fmt, value, default in optional:
             if value != default:
                 out.append((name, dtype, [1, 1], struct.pack(fmt, value)))
@@ -100,6 +113,9 @@ class EngineCall:
         if self.draft_input_ids:
             n = len(self.draft_input_ids)
             out.append(("draft_input_ids", "INT32", [1, n], struct.pack(f"<{n}i", *self.draft_input_ids)))
+        if self.guide_type is not None:
+            out.append(("guided_decoding_guide_type", "BYTES", [1, 1], _bytes_element(self.guide_type)))
+            out.append(("guided_decoding_guide", "BYTES", [1, 1], _bytes_element(self.guide or "")))
         return out
 
     def to_request(self, model: str, request_id: str, outputs: tuple[str, ...]) -> service_pb2.ModelInferRequest:
@@ -120,12 +136,21 @@ class EngineCall:
         inputs = []
         for name, dtype, shape, raw in self.tensors():
             t = grpcclient.InferInput(name, shape, dtype)
-            t.set_data_from_numpy(np.frombuffer(raw, dtype=_NP_DTYPES[dtype]).reshape(shape))
+            if dtype == "BYTES":
+                t.set_data_from_numpy(np.array([[raw[4:]]], dtype=object))
+            else:
+                t.set_data_from_numpy(np.frombuffer(raw, dtype=_NP_DTYPES[dtype]).reshape(shape))
             inputs.append(t)
         return inputs
 
 
 _NP_DTYPES = {"INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_, "UINT64": np.uint64}
+
+
+def _bytes_element(text: str) -> bytes:
+    """One BYTES (TYPE_STRING) element in Triton's raw form: a little-endian uint32 length, then the bytes."""
+    raw = text.encode("utf-8")
+    return struct.pack("<I", len(raw)) + raw
 
 
 def _stop_words_list(seqs: list[list[int]]) -> tuple[list[int], bytes]:
@@ -136,13 +161,24 @@ def _stop_words_list(seqs: list[list[int]]) -> tuple[list[int], bytes]:
     return [1, 2, len(flat)], struct.pack(f"<{2 * len(flat)}i", *flat, *offsets)
 
 
+def _top_pairs(ids: list[int] | None, lps: list[float] | None, n: int) -> list[list[tuple[int, float]]] | None:
+    """Flat [n * k] ids and log-probs -> per token, k (id, log-prob) pairs."""
+    if not ids or lps is None:
+        return None
+    k = len(ids) // n
+    return [list(zip(ids[j * k:(j + 1) * k], lps[j * k:(j + 1) * k])) for j in range(n)]
+
+
 class TokenDelta:
-    """New tokens of one engine response (streaming: only this step's tokens)."""
+    """New tokens of one engine response (streaming: only this step's tokens); `top` per token: the k most
+    likely (id, log-prob) pairs, when asked for."""
 
-    __slots__ = ("token_ids", "log_probs")
+    __slots__ = ("token_ids", "log_probs", "top", "prompt")
 
-    def __init__(self, token_ids: list[int], log_probs: list[float] | None):
-        self.token_ids, self.log_probs = token_ids, log_probs
+    def __init__(self, token_ids: list[int], log_probs: list[float] | None,
+                 top: list[list[tuple[int, float]]] | None = None, prompt: tuple | None = None):
+        self.token_ids, self.log_probs, self.top = token_ids, log_probs, top
+        self.prompt = prompt  # first response only, when asked: (log-probs of prompt tokens 1.., their top pairs)
 
 
 @dataclass(frozen=True)
@@ -250,20 +286,32 @@ class TritonEngineClient:
                 self.num_responses += 1
                 response = msg.infer_response
                 raw = response.raw_output_contents
-                ids = lps = None
+                ids = lps = top_ids = top_lps = prompt_lps = prompt_ids = prompt_top = None
                 for i, out in enumerate(response.outputs):
                     name = out.name
                     if name == OUTPUT_IDS:
                         ids = memoryview(raw[i]).cast("i").tolist()
                     elif name == OUTPUT_LOG_PROBS:
                         lps = memoryview(raw[i]).cast("f").tolist()
+                    elif name == OUTPUT_TOP[0]:
+                        top_ids = memoryview(raw[i]).cast("i").tolist()
+                    elif name == OUTPUT_TOP[1]:
+                        top_lps = memoryview(raw[i]).cast("f").tolist()
+                    elif name == OUTPUT_PROMPT[0]:
+                        prompt_lps = memoryview(raw[i]).cast("f").tolist()
+                    elif name == OUTPUT_PROMPT[1]:
+                        prompt_ids = memoryview(raw[i]).cast("i").tolist()
+                    elif name == OUTPUT_PROMPT[2]:
+                        prompt_top = memoryview(raw[i]).cast("f").tolist()
                     elif name == "total_draft_tokens":
                         draft = struct.unpack("<i", raw[i])[0]
                     elif name == "total_accepted_draft_tokens":
                         accepted = struct.unpack("<i", raw[i])[0]
                 if ids:
                     num_out += len(ids)
-                    yield TokenDelta(ids, lps)
+                    prompt = None if prompt_lps is None else (
+                        prompt_lps, _top_pairs(prompt_ids, prompt_top, len(prompt_lps)) if prompt_lps else None)
+                    yield TokenDelta(ids, lps, _top_pairs(top_ids, top_lps, len(ids)), prompt)
                 if response.parameters["triton_final_response"].bool_param:
                     yield Final(num_out, draft, accepted)
                     return

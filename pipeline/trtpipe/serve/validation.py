@@ -10,23 +10,15 @@ from dataclasses import dataclass, replace
 
 from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trtpipe.serve.registry import ServedModel
+from trtpipe.serve.request_error import RequestError  # noqa: F401 - re-exported: the frontend's one error type
+from trtpipe.serve.reasoning import template_has_reasoning
+from trtpipe.serve.structured_outputs import Guide, check_guide, request_guide
 from trtpipe.serve.text import ChatTemplateError
+from trtpipe.serve.tool_calls import ToolPlan, plan_tools, template_tool_calls
+from trtpipe.serve.tool_parsers import parser_for_template
 from trtpipe.serve.triton_stream import EngineCall
 
 MAX_STOP_STRINGS = 4
-
-
-class RequestError(Exception):
-    """An error with an OpenAI envelope: `type` is stable and used both in the envelope and as a metrics label."""
-
-    def __init__(self, message: str, *, param: str | None = None, type: str = "invalid_request_error",
-                 code: str | None = None, status: int = 400, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.message, self.param, self.type, self.code, self.status = message, param, type, code, status
-        self.headers = headers
-
-    def envelope(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 @dataclass(frozen=True)
@@ -42,6 +34,9 @@ class Generation:
     n: int
     logprobs: bool = False
     echo: bool = False
+    top_logprobs: int = 0  # alternatives per token (trtpipe's output tensors; reference engine)
+    tool_plan: ToolPlan | None = None  # chat with tools: how each choice's text becomes tool calls
+    reasoning_prompt: str | None = None  # set when the template separates <think> reasoning
 
     @property
     def num_choices(self) -> int:
@@ -83,7 +78,7 @@ def _common_checks(req) -> None:
 
 
 def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_value: int | None, param: str,
-                 prompt_param: str, logprobs: bool) -> tuple[EngineCall, int]:
+                 prompt_param: str, logprobs: bool, guide: Guide | None = None) -> tuple[EngineCall, int]:
     spec = model.spec
     if not prompt_ids:
         raise RequestError("the prompt is empty", param=prompt_param)
@@ -115,7 +110,8 @@ def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_valu
         temperature=1.0 if req.temperature is None else req.temperature, top_k=req.top_k or 0,
         top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, min_tokens=req.min_tokens,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-        repetition_penalty=req.repetition_penalty, return_log_probs=logprobs)
+        repetition_penalty=req.repetition_penalty, return_log_probs=logprobs,
+        guide_type=guide.guide_type if guide else None, guide=guide.guide if guide else None)
     return call, max_tokens
 
 
@@ -124,6 +120,24 @@ def _check_max_tokens(req, model: ServedModel) -> tuple[str, int | None]:
     if value is not None and value > model.spec.max_max_tokens:
         raise RequestError(f"`{param}` must be <= {model.spec.max_max_tokens}. Given: {value}", param=param)
     return param, value
+
+
+def _check_top_logprobs(model: ServedModel, k: int, param: str) -> None:
+    if k and model.spec.backend != "reference":
+        raise RequestError(f"`{param}` above 0 needs the reference engine: TensorRT-LLM's tensorrt_llm model returns "
+                           f"the sampled token's log-probability only (this model runs on {model.spec.backend}). "
+                           f"Given: {k}", param=param)
+
+
+def _checked_guide(req, model: ServedModel, tool_guide: Guide | None = None) -> Guide | None:
+    guide = request_guide(req)
+    if tool_guide is not None:
+        if guide is not None:
+            raise RequestError(f"`{guide.param}` cannot be combined with a forced `tool_choice`", param=guide.param)
+        guide = tool_guide
+    if guide is not None:
+        check_guide(guide, model)
+    return guide
 
 
 def _message_text(i: int, m) -> str:
@@ -140,28 +154,38 @@ def _message_text(i: int, m) -> str:
 
 def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
     _common_checks(req)
-    if req.top_logprobs:
-        raise RequestError(f"`top_logprobs` must be 0: the engine returns the log-probability of the sampled token "
-                           f"only, not of alternatives. Given: {req.top_logprobs}", param="top_logprobs")
+    _check_top_logprobs(model, req.top_logprobs or 0, "top_logprobs")
     if req.top_logprobs is not None and not req.logprobs:
         raise RequestError("`top_logprobs` requires `logprobs` to be true", param="top_logprobs")
-    if req.tools:
-        raise RequestError("`tools` are not supported by this server", param="tools")
-    if req.tool_choice not in (None, "none"):
-        raise RequestError("`tool_choice` is not supported by this server", param="tool_choice")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise RequestError(f"`response_format` must be {{\"type\": \"text\"}}. Given type "
-                           f"{req.response_format.type!r}", param="response_format")
     param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
-    messages = [{"role": m.role, "content": _message_text(i, m), **({"name": m.name} if m.name else {})}
-                for i, m in enumerate(req.messages)]
+    template = model.text.chat_template
+    plan, tool_guide, template_tools = plan_tools(req, parser_for_template(template))
     try:
-        prompt = model.text.render_chat(messages)
+        prompt = model.text.render_chat([_template_message(i, m) for i, m in enumerate(req.messages)],
+                                        tools=template_tools)
     except ChatTemplateError as e:
         raise RequestError(str(e), param="messages") from None
-    call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs)
-    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs)
+    guide = _checked_guide(req, model, tool_guide)
+    call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs,
+                                    guide)
+    top = (req.top_logprobs or 0) if req.logprobs else 0
+    call = replace(call, num_top_log_probs=top)
+    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs, top_logprobs=top,
+                      tool_plan=plan,
+                      reasoning_prompt=prompt if template_has_reasoning(template) else None)
+
+
+def _template_message(i: int, m) -> dict:
+    """A message as Hugging Face chat templates read it (tool calls with object arguments, tool_call_id)."""
+    msg = {"role": m.role, "content": _message_text(i, m)}
+    if m.name:
+        msg["name"] = m.name
+    if m.tool_calls:
+        msg["tool_calls"] = template_tool_calls(m.tool_calls)
+    if m.tool_call_id:
+        msg["tool_call_id"] = m.tool_call_id
+    return msg
 
 
 def _prompts(req: CompletionRequest, model: ServedModel) -> list[tuple[list[int], str]]:
@@ -179,28 +203,29 @@ def _prompts(req: CompletionRequest, model: ServedModel) -> list[tuple[list[int]
 
 def validate_completion(req: CompletionRequest, model: ServedModel) -> Generation:
     _common_checks(req)
-    if req.logprobs:
-        raise RequestError(f"`logprobs` must be 0 or null: the engine returns the log-probability of the sampled "
-                           f"token only, not the top alternatives. Given: {req.logprobs}", param="logprobs")
+    _check_top_logprobs(model, req.logprobs or 0, "logprobs")
     if req.suffix:
         raise RequestError("`suffix` is not supported by this server", param="suffix")
     if req.best_of is not None and req.best_of != req.n:
         raise RequestError(f"`best_of` must equal `n` ({req.n}). Given: {req.best_of}", param="best_of")
     want_logprobs = req.logprobs is not None
-    if req.echo and want_logprobs:
-        raise RequestError("`echo` with `logprobs` needs prompt log-probabilities, which the engine does not return",
-                           param="echo")
+    if req.echo and want_logprobs and model.spec.backend != "reference":
+        raise RequestError(f"`echo` with `logprobs` needs prompt log-probabilities, which only the reference engine "
+                           f"returns (this model runs on {model.spec.backend})", param="echo")
     param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
     prompts = _prompts(req, model)
     if len(prompts) * req.n > 16:
         raise RequestError(f"at most 16 choices per request (prompts x `n`). Given: {len(prompts) * req.n}",
                            param="n")
+    guide = _checked_guide(req, model)
     calls, texts, max_tokens = [], [], 0
     for ids, text in prompts:
-        call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs)
+        call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs, guide)
+        call = replace(call, num_top_log_probs=req.logprobs or 0, return_prompt_log_probs=req.echo and want_logprobs)
         calls.append(call)
         if text is None:  # token ids: echo shows them decoded, special tokens included
             text = model.text.tokenizer.decode(ids, skip_special_tokens=False) if req.echo else ""
         texts.append(text)
-    return Generation(calls, texts, stops, max_tokens, req.n, logprobs=want_logprobs, echo=req.echo)
+    return Generation(calls, texts, stops, max_tokens, req.n, logprobs=want_logprobs, echo=req.echo,
+                      top_logprobs=req.logprobs or 0)

@@ -56,7 +56,7 @@ def test_with_include_usage_every_chunk_has_null_usage_and_the_last_has_choices_
 
 def test_chat_logprobs_carry_each_tokens_bytes_even_a_partial_character():
     w = writer(chat=True, logprobs=True)
-    chunk = _data(w.text(0, "你", [(2, -0.5), (3, -0.25)]))
+    chunk = _data(w.text(0, "你", [(2, -0.5, None), (3, -0.25, None)]))
     content = chunk["choices"][0]["logprobs"]["content"]
     assert [c["bytes"] for c in content] == [[0xE4, 0xBD], [0xA0]]
     assert content[0]["token"] == "\\xe4\\xbd" and content[0]["top_logprobs"] == []
@@ -66,7 +66,7 @@ def test_chat_logprobs_carry_each_tokens_bytes_even_a_partial_character():
 
 def test_completion_logprobs_offsets_continue_across_chunks():
     lp = Logprobs(PIECES.__getitem__, chat=False, offsets={})
-    first, second = lp.format(0, [(1, -1.0)]), lp.format(0, [(4, -2.0), (1, -3.0)])
+    first, second = lp.format(0, [(1, -1.0, None)]), lp.format(0, [(4, -2.0, None), (1, -3.0, None)])
     assert first["text_offset"] == [0] and second["text_offset"] == [6, 7]
     joined = Logprobs.join([first, None, second], chat=False)
     assert joined == {"tokens": [" hello", "!", " hello"], "token_logprobs": [-1.0, -2.0, -3.0],
@@ -90,3 +90,14 @@ def test_a_stream_error_is_an_envelope_event_and_done_is_the_sentinel():
     event = sse_error(RequestError("gone", type="service_unavailable", code="server_shutting_down", status=503))
     ErrorResponse.model_validate(_data(event))
     assert DONE == b"data: [DONE]\n\n"
+
+
+def test_top_logprobs_are_formatted_for_chat_and_completions_without_ruled_out_tokens():
+    entries = [(1, -0.5, [(1, -0.5), (4, -1.5), (2, float("-inf"))])]
+    chat = writer(chat=True, logprobs=True)
+    chunk = _data(chat.text(0, " hello", entries))
+    [entry] = chunk["choices"][0]["logprobs"]["content"]
+    assert [(t["token"], t["logprob"]) for t in entry["top_logprobs"]] == [(" hello", -0.5), ("!", -1.5)]
+    ChatCompletionChunk.model_validate(chunk)
+    lp = Logprobs(PIECES.__getitem__, chat=False, offsets={})
+    assert lp.format(0, entries)["top_logprobs"] == [{" hello": -0.5, "!": -1.5}]

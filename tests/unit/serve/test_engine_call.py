@@ -28,3 +28,21 @@ def test_defaults_are_left_out_and_set_values_sent_little_endian():
     assert tuned["runtime_top_k"] == ("INT32", [1, 1], struct.pack("<i", 5))
     assert tuned["seed"] == ("UINT64", [1, 1], struct.pack("<Q", 2**40))
     assert tuned["end_id"] == ("INT32", [1, 1], struct.pack("<i", 2))
+
+
+def test_a_guide_is_sent_as_the_two_tensorrt_llm_string_tensors():
+    guide = '{"type": "object", "title": "café"}'
+    sent = tensors_by_name(EngineCall(input_ids=[1], max_new_tokens=4, guide_type="json_schema", guide=guide))
+    raw = guide.encode()
+    assert sent["guided_decoding_guide"] == ("BYTES", [1, 1], struct.pack("<I", len(raw)) + raw)
+    assert sent["guided_decoding_guide_type"] == ("BYTES", [1, 1], struct.pack("<I", 11) + b"json_schema")
+    [inp] = [t for t in EngineCall(input_ids=[1], max_new_tokens=4, guide_type="regex", guide="a+").to_triton()
+             if t.name() == "guided_decoding_guide"]
+    assert inp.datatype() == "BYTES" and inp.shape() == [1, 1]
+
+
+def test_a_speculation_round_tells_the_engine_where_the_guided_output_starts():
+    sent = tensors_by_name(EngineCall(input_ids=[1, 2, 3], max_new_tokens=4, guide_type="regex", guide="a+",
+                                      guide_prefix_len=2))
+    assert sent["guided_decoding_prefix_len"] == ("INT32", [1, 1], struct.pack("<i", 2))
+    assert "guided_decoding_prefix_len" not in tensors_by_name(EngineCall(input_ids=[1], max_new_tokens=4))

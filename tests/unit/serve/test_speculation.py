@@ -144,3 +144,33 @@ def test_gauges_report_the_state():
     gauges = {(name, tuple(labels.items())): v for name, _, labels, v in c.gauges("m")}
     assert gauges[("trtpipe_spec_decode_enabled", (("model", "m"),))] == 1.0
     assert gauges[("trtpipe_spec_decode_state", (("model", "m"), ("state", "on")))] == 1.0
+
+
+class GuidedFakeEngines(FakeEngines):
+    """As FakeEngines, but the target's grammar is complete after `length` generated tokens: the engine then
+    ends the request early, as a guided request ends when its grammar is complete."""
+
+    def __init__(self, draft_next, length: int):
+        super().__init__(draft_next)
+        self.length = length
+
+    async def stream(self, model, call: EngineCall, outputs):
+        room = self.length - call.guide_prefix_len
+        async for ev in super().stream(model, call, outputs):
+            if model == "target" and type(ev) is TokenDelta:
+                ev = TokenDelta(ev.token_ids[:max(room, 0)], None)
+                room -= len(ev.token_ids)
+                if not ev.token_ids:
+                    continue
+            yield ev
+
+
+@pytest.mark.parametrize("draft_next", [target_next, lambda p: 7], ids=["perfect-draft", "useless-draft"])
+async def test_guided_rounds_resume_the_grammar_where_the_output_is_and_stop_when_it_is_complete(draft_next):
+    prompt = [3, 1]
+    engines = GuidedFakeEngines(draft_next, length=11)
+    call = EngineCall(prompt, 40, temperature=0.0, end_id=999, guide_type="json_schema", guide="{}")
+    tokens, final = await run(speculator(engines), call)
+    assert tokens == plain_greedy(prompt, 11) and final.num_output_tokens == 11
+    assert all(c.guide_prefix_len == len(c.input_ids) - len(prompt) for _, c in engines.calls)
+    assert all(c.guide_type == "json_schema" for _, c in engines.calls)
