@@ -40,6 +40,12 @@ class ServingSpec:
     # Set when the engine itself speculates (the LLM API's speculative_config: "Eagle3", "Draft_Target", "NGram").
     # The frontend then runs no draft-target speculation of its own for this model (serve/frontend.py).
     engine_speculation: str | None = None
+    # What the engine can do beyond the tensorrt_llm interface, set by the backend at publish (backends/*.py);
+    # the frontend refuses a request that needs more (serve/validation.py). A spec.json written before these
+    # existed reads as none of them: republish to get them.
+    max_top_log_probs: int = 0  # top alternatives per token (0: the sampled token's log-prob only)
+    returns_prompt_log_probs: bool = False  # prompt log-probs, for `echo` with `logprobs`
+    resumes_guided_decoding: bool = False  # honours guided_decoding_prefix_len, so guided requests can speculate
 
     @property
     def engine_model(self) -> str:

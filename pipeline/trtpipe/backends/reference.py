@@ -104,6 +104,16 @@ class ReferenceBackend(Backend):
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
 
+    def serving_spec(self, config: BuildConfig):
+        import dataclasses
+
+        from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
+        from trtpipe.spec import ServingSpec
+
+        # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.
+        return dataclasses.replace(ServingSpec.from_config(config), max_top_log_probs=MAX_TOP_LOG_PROBS,
+                                   returns_prompt_log_probs=True, resumes_guided_decoding=True)
+
     def engine_version_files(self) -> dict[str, Path]:
         return {"model.py": ADAPTER}
 

@@ -139,11 +139,11 @@ class Frontend:
         call = gen.calls[0]
         if call.has_context_dependent_sampling or gen.top_logprobs or (gen.echo and gen.logprobs):
             return False
-        # A guided round resumes the grammar with trtpipe's guided_decoding_prefix_len (reference engines only),
-        # and learns that the grammar is complete from the end-of-sequence id, which ignore_eos takes away.
+        # A guided round resumes the grammar with trtpipe's guided_decoding_prefix_len (an engine whose spec says
+        # it can), and learns that the grammar is complete from the end-of-sequence id, which ignore_eos takes away.
         draft = self.draft_for(model)
-        return call.guide_type is None or (call.end_id is not None and model.spec.backend == "reference"
-                                           and draft is not None and draft[0].spec.backend == "reference")
+        return call.guide_type is None or (call.end_id is not None and model.spec.resumes_guided_decoding
+                                           and draft is not None and draft[0].spec.resumes_guided_decoding)
 
     def _choice_streams(self, model: ServedModel, gen: Generation, adm: Admission) -> list[AsyncIterator]:
         pin: list = [None]  # all engine calls of this request go to one replica (prefix cache)

@@ -123,10 +123,11 @@ def _check_max_tokens(req, model: ServedModel) -> tuple[str, int | None]:
 
 
 def _check_top_logprobs(model: ServedModel, k: int, param: str) -> None:
-    if k and model.spec.backend != "reference":
-        raise RequestError(f"`{param}` above 0 needs the reference engine: TensorRT-LLM's tensorrt_llm model returns "
-                           f"the sampled token's log-probability only (this model runs on {model.spec.backend}). "
-                           f"Given: {k}", param=param)
+    limit = model.spec.max_top_log_probs
+    if k > limit:
+        why = (f"must be <= {limit} for this model" if limit else
+               "must be 0 for this model: its engine returns the sampled token's log-probability only")
+        raise RequestError(f"`{param}` {why} (backend {model.spec.backend}). Given: {k}", param=param)
 
 
 def _checked_guide(req, model: ServedModel, tool_guide: Guide | None = None) -> Guide | None:
@@ -209,9 +210,9 @@ def validate_completion(req: CompletionRequest, model: ServedModel) -> Generatio
     if req.best_of is not None and req.best_of != req.n:
         raise RequestError(f"`best_of` must equal `n` ({req.n}). Given: {req.best_of}", param="best_of")
     want_logprobs = req.logprobs is not None
-    if req.echo and want_logprobs and model.spec.backend != "reference":
-        raise RequestError(f"`echo` with `logprobs` needs prompt log-probabilities, which only the reference engine "
-                           f"returns (this model runs on {model.spec.backend})", param="echo")
+    if req.echo and want_logprobs and not model.spec.returns_prompt_log_probs:
+        raise RequestError(f"`echo` with `logprobs` needs prompt log-probabilities, which this model's engine does not "
+                           f"return (backend {model.spec.backend})", param="echo")
     param, value = _check_max_tokens(req, model)
     stops = _stop_strings(req.stop)
     prompts = _prompts(req, model)
