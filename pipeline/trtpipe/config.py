@@ -120,6 +120,10 @@ class Serving(_Strict):
     # N > 1 sends the first token at once and then every N tokens, so the gRPC and HTTP work per token falls
     # about N-fold under load at the price of burstier inter-token gaps. Reference backend only.
     stream_interval: int = Field(1, ge=1)
+    # The grammar library the engine enforces structured outputs with (response_format, forced tool calls, guided_*),
+    # or "none": the frontend then refuses those requests with a 400. Unset: the backend's default (its first entry
+    # in `guided_decoding_backends`, backends/<name>.py); which values a backend accepts is its own table.
+    guided_decoding: Literal["xgrammar", "llguidance", "none"] | None = None
 
 
 class LlmApi(_Strict):
@@ -129,7 +133,14 @@ class LlmApi(_Strict):
     # Largest batch captured as a CUDA graph; None = engine.max_batch_size.
     cuda_graph_max_batch_size: int | None = Field(None, ge=1)
     cuda_graph_padding: bool = True
-    guided_decoding_backend: Literal["xgrammar", "llguidance"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "guided_decoding_backend" in data:
+            raise ValueError("llm_api.guided_decoding_backend is now serving.guided_decoding (xgrammar, llguidance or "
+                             "none), one switch for every backend: move it there")
+        return data
 
 
 class Frontend(_Strict):

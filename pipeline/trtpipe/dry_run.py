@@ -195,6 +195,12 @@ def _describe_publish(out: _Writer, config: BuildConfig, repo: Path, engine_key:
     if spec.engine_speculation:
         out(f"spec.json: engine_speculation {spec.engine_speculation}, no draft model: the frontend runs no "
             "draft-target loop of its own for this model", 3)
+    if spec.guided_decoding:
+        out(f"spec.json: guided_decoding {spec.guided_decoding}: the frontend sends response_format, forced tool calls "
+            "and guided_* as guided_decoding_guide_type / guided_decoding_guide, and the engine enforces them", 3)
+    else:
+        out("spec.json: guided_decoding off (serving.guided_decoding: none): the frontend answers response_format, "
+            "forced tool calls and guided_* with a 400", 3)
     staged = [(model_dir, files)] + [(d.model_dir, d.files) for d in backend.describe_companions(repo, spec, version)]
     for directory, names in staged:
         out(f"writes {directory}/.staging-{version}/, renamed to {directory}/{version}/: " + "; ".join(names), 3)

@@ -46,6 +46,9 @@ class ServingSpec:
     max_top_log_probs: int = 0  # top alternatives per token (0: the sampled token's log-prob only)
     returns_prompt_log_probs: bool = False  # prompt log-probs, for `echo` with `logprobs`
     resumes_guided_decoding: bool = False  # honours guided_decoding_prefix_len, so guided requests can speculate
+    # The grammar library the engine enforces guided_decoding_guide_type/guide with (llguidance, xgrammar), or None:
+    # guided decoding is off for this model (serving.guided_decoding: none) and the frontend refuses guided requests.
+    guided_decoding: str | None = None
 
     @property
     def engine_model(self) -> str:

@@ -75,3 +75,29 @@ def test_stream_interval_is_refused_for_the_tensorrtllm_backend():
     with pytest.raises(ConfigError) as err:
         load_config("llama-8b", ["serving.stream_interval=4"])
     assert "serving.stream_interval applies to the reference backend only" in str(err.value)
+
+
+@pytest.mark.parametrize("name, default", [("tiny-llama", "llguidance"), ("tinyllama-trt", "xgrammar"),
+                                           ("tinyllama-pytorch", "xgrammar")])
+def test_guided_decoding_defaults_to_the_backends_library_and_none_turns_it_off(name, default):
+    from trtpipe.backends import get_backend
+
+    config = load_config(name)
+    backend = get_backend(config.backend)
+    assert config.serving.guided_decoding is None
+    assert backend.serving_spec(config).guided_decoding == default
+    off = load_config(name, ["serving.guided_decoding=none"])
+    assert backend.serving_spec(off).guided_decoding is None
+
+
+@pytest.mark.parametrize("name, value, allowed", [("llama-8b", "llguidance", "xgrammar, none"),
+                                                  ("tiny-llama", "xgrammar", "llguidance, none")])
+def test_a_guided_decoding_library_the_backend_lacks_is_refused_naming_what_it_has(name, value, allowed):
+    with pytest.raises(ConfigError, match=f"serving.guided_decoding '{value}' is not available on the .* backend; "
+                                          f"use one of {allowed}"):
+        load_config(name, [f"serving.guided_decoding={value}"])
+
+
+def test_the_old_llm_api_guided_decoding_key_says_where_it_moved():
+    with pytest.raises(ConfigError, match="llm_api.guided_decoding_backend is now serving.guided_decoding"):
+        load_config("llama-8b-pytorch", ["llm_api.guided_decoding_backend=xgrammar"])

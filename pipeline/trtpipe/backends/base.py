@@ -50,6 +50,9 @@ class Backend(ABC):
     supports_stream_interval: bool = False
     # The config's llm_api section and parallelism.ep are TensorRT-LLM LLM API settings.
     uses_llm_api: bool = False
+    # serving.guided_decoding values this backend's engine enforces guides with, its default first; "none" (the
+    # frontend refuses guided requests) is always accepted.
+    guided_decoding_backends: tuple[str, ...] = ()
 
     # --- config -------------------------------------------------------------------------------------------
     def check_config(self, config: "BuildConfig") -> None:
@@ -74,6 +77,10 @@ class Backend(ABC):
         if not self.supports_stream_interval and config.serving.stream_interval != 1:
             raise ValueError(f"serving.stream_interval applies to the reference backend only: the {self.name} "
                              "backend streams every token; remove it or set it to 1")
+        g = config.serving.guided_decoding
+        if g not in (None, "none") and g not in self.guided_decoding_backends:
+            raise ValueError(f"serving.guided_decoding {g!r} is not available on the {self.name} backend; use one of "
+                             f"{', '.join((*self.guided_decoding_backends, 'none'))}")
         s = config.speculation
         if s and s.method not in self.speculation_methods:
             raise ValueError(f"speculation.method {s.method!r} is not served by the {self.name} backend; it "
@@ -84,6 +91,13 @@ class Backend(ABC):
     @abstractmethod
     def stages(self) -> tuple["Stage", ...]:
         """The stages a build runs, in order; the last one's artifact is the published engine/ directory."""
+
+    def guided_decoding(self, config: "BuildConfig") -> str | None:
+        """The grammar library the engine enforces guides with for `config`, or None when guided decoding is off."""
+        g = config.serving.guided_decoding
+        if g == "none" or not self.guided_decoding_backends:
+            return None
+        return g or self.guided_decoding_backends[0]
 
     @property
     def engine_stage(self) -> str:
@@ -105,9 +119,12 @@ class Backend(ABC):
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: "BuildConfig") -> "ServingSpec":
+        import dataclasses
+
         from trtpipe.spec import ServingSpec
 
-        return ServingSpec.from_config(config)
+        # The frontend sends guides only to an engine whose spec says it enforces them (serve/validation.py).
+        return dataclasses.replace(ServingSpec.from_config(config), guided_decoding=self.guided_decoding(config))
 
     def check_can_publish(self, repo: Path, spec: "ServingSpec") -> None:
         """Refuse before anything is written (e.g. a missing upstream file, an unpublished draft)."""

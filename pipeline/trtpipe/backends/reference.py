@@ -99,6 +99,7 @@ class ReferenceBackend(Backend):
     speculation_methods = ("draft-target",)
     max_world_size = 1
     supports_stream_interval = True
+    guided_decoding_backends = ("llguidance",)  # engine/grammar.py
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -108,10 +109,9 @@ class ReferenceBackend(Backend):
         import dataclasses
 
         from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-        from trtpipe.spec import ServingSpec
 
         # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.
-        return dataclasses.replace(ServingSpec.from_config(config), max_top_log_probs=MAX_TOP_LOG_PROBS,
+        return dataclasses.replace(super().serving_spec(config), max_top_log_probs=MAX_TOP_LOG_PROBS,
                                    returns_prompt_log_probs=True, resumes_guided_decoding=True)
 
     def engine_version_files(self) -> dict[str, Path]:

@@ -18,8 +18,8 @@ from typing import Any
 from trtpipe.backends.base import Backend, StagedDir
 from trtpipe.config import BuildConfig
 from trtpipe.stages import fetch
-from trtpipe.stages.base import Inputs, Stage
-from trtpipe.stages.steps import RunCommand, Step, Verify
+from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
+from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify
 
 _PORTS = (8000, 8001, 8002)
 
@@ -83,6 +83,31 @@ def _compile_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[St
     return steps
 
 
+def _tokenizer_info_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    from trtpipe.trt.recipes import TOOLCHAIN
+
+    # The engine is only linked: a change of guided decoding never rebuilds it.
+    return {"compile": inputs["compile"].key, "fetch": inputs["fetch"].key, "toolchain": TOOLCHAIN,
+            "guided_decoding": BACKEND.guided_decoding(config)}
+
+
+def _tokenizer_info_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
+    from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE, TOKENIZER_INFO_KEYS, check_tokenizer_info, \
+        tokenizer_info_command
+    from trtpipe.trt.recipes import TrtTools
+
+    engine, hf_dir = inputs["compile"].path, inputs["fetch"].path
+    cmd = tokenizer_info_command(config, hf_dir, out_dir, TrtTools())
+    return [InProcess(f"in-process: link the files of {engine} (the engine) into <tmp>",
+                      lambda: link_or_copy_tree(engine, out_dir)),
+            RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="tokenizer_info", meta_key="command"),
+            Verify((f"verify: <tmp>/{TOKENIZER_INFO_FILE} holds {', '.join(TOKENIZER_INFO_KEYS)} (what the tensorrtllm "
+                    "backend reads at load)",
+                    f"published as engine/{TOKENIZER_INFO_FILE}; the engine config's xgrammar_tokenizer_info_path "
+                    "names it by its absolute path in the version"),
+                   lambda: check_tokenizer_info(out_dir / TOKENIZER_INFO_FILE))]
+
+
 STAGES = (
     fetch.STAGE,
     Stage("convert", 1, _convert_key, _convert_plan),
@@ -90,6 +115,9 @@ STAGES = (
     Stage("quantize", 1, lambda c, i: {}, lambda c, i, o: [],
           passthrough=lambda c: "quantized by convert" if c.quantization else "no quantization"),
     Stage("compile", 1, _compile_key, _compile_plan),
+    # The engine plus the xgrammar tokenizer info its guided decoding loads (trt/guided_decoding.py).
+    Stage("tokenizer_info", 1, _tokenizer_info_key, _tokenizer_info_plan,
+          passthrough=lambda c: None if BACKEND.guided_decoding(c) else "serving.guided_decoding: none"),
 )
 
 
@@ -102,6 +130,8 @@ class TensorrtEngineBackend(Backend):
                      "int8_wo": "convert_checkpoint.py weight-only", "int4_wo": "convert_checkpoint.py weight-only"}
     kv_cache_dtypes = ("fp8", "int8")
     speculation_methods = ("draft-target",)
+    # The C++ backend accepts "xgrammar" only (getGuidedDecodingConfigFromParams, trt/guided_decoding.py).
+    guided_decoding_backends = ("xgrammar",)
 
     @property
     def stages(self) -> tuple[Stage, ...]:

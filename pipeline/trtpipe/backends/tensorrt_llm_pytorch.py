@@ -115,6 +115,9 @@ class TensorrtLlmPytorchBackend(Backend):
     draft_is_a_model = False
     supports_stream_interval = True  # the adapter groups tokens itself (backend/loop.py deliver)
     uses_llm_api = True
+    # TorchLlmArgs.guided_decoding_backend: Optional[Literal["xgrammar", "llguidance"]] (llm_args.py; "llguidance is
+    # supported in PyTorch backend only").
+    guided_decoding_backends = ("xgrammar", "llguidance")
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -156,10 +159,9 @@ class TensorrtLlmPytorchBackend(Backend):
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):
-        from trtpipe.spec import ServingSpec
         from trtpipe.trt.llm_api import DECODING_TYPE
 
-        spec = ServingSpec.from_config(config)
+        spec = super().serving_spec(config)
         if config.speculation is None:
             return spec
         # The engine speculates: the frontend must not (no draft model to call, no draft length to use).

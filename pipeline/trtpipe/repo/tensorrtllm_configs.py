@@ -27,6 +27,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from trtpipe.errors import ConfigError
 from trtpipe.spec import ServingSpec
 from trtpipe.repo import tensorrtllm_tensors as T
+from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE
 
 # Data types the templates leave as keys; TYPE_FP16 is what the 1.x docs fill for Llama models.
 TEMPLATE_TYPES = {"logits": "TYPE_FP32", "encoder_features": "TYPE_FP16", "prompt_table": "TYPE_FP16"}
@@ -99,10 +100,12 @@ def engine_parameters(spec: ServingSpec, engine_dir: str | Path, *, gpu_device_i
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
         # NOTE: these three are not optional: getGuidedDecodingConfigFromParams() reads them without a
         # try, so a config without them fails to load ("Cannot find parameter with name: tokenizer_dir").
-        # Empty values mean no guided decoding (the C++ workflow never uses tokenizer_dir).
+        # Empty values mean no guided decoding; tokenizer_dir stays empty either way (the C++ workflow does not
+        # use it: it compiles guides against the tokenizer info file, trt/guided_decoding.py).
         "tokenizer_dir": "",
-        "guided_decoding_backend": "",
-        "xgrammar_tokenizer_info_path": "",
+        "guided_decoding_backend": spec.guided_decoding or "",
+        # The build's tokenizer_info stage wrote it beside the engine; the backend opens it as given (absolute).
+        "xgrammar_tokenizer_info_path": str(Path(engine_dir) / TOKENIZER_INFO_FILE) if spec.guided_decoding else "",
     }
     if spec.draft_model_name:
         params[DRAFT_PARAMETER] = RepoNames(spec.draft_model_name).engine

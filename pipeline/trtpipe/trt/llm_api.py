@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from trtpipe.backends.registry import get_backend
 from trtpipe.config import BuildConfig
 from trtpipe.stages.steps import Command
 
@@ -140,8 +141,10 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
         elif has_draft:
             sc["speculative_model_dir"] = DRAFT_DIR  # relative to this file's directory
         args["speculative_config"] = sc
-    if api.guided_decoding_backend:
-        args["guided_decoding_backend"] = api.guided_decoding_backend
+    guided = get_backend(config.backend).guided_decoding(config)
+    if guided:
+        # The engine then enforces each request's GuidedDecodingParams (backend/llm_api.py guided_decoding_kwargs).
+        args["guided_decoding_backend"] = guided
     return args
 
 

@@ -68,6 +68,11 @@ class TrtTools:
     def quantize_script(self) -> str:
         return f"{self.examples_dir}/quantization/quantize.py"
 
+    @property
+    def xgrammar_tokenizer_info_script(self) -> str:
+        """Writes the tokenizer info the tensorrtllm C++ backend's xgrammar guided decoding loads (trt/guided_decoding.py)."""
+        return f"{self.examples_dir}/generate_xgrammar_tokenizer_info.py"
+
     def upstream_model_py(self, kind: str) -> str:
         """The image's Python model for `preprocessing` or `postprocessing`."""
         return f"{self.models_dir}/{kind}/1/model.py"

@@ -78,6 +78,10 @@ def quantize_argv(hf: str, tmp: str, tp: str) -> list[str]:
             "--calib_size", "512", "--seed", "0", "--tp_size", tp, "--pp_size", "1"]
 
 
+def tokenizer_info_argv(hf: str, tmp: str) -> list[str]:
+    return ["python3", "/app/examples/generate_xgrammar_tokenizer_info.py", "--model_dir", hf, "--output_dir", tmp]
+
+
 def test_llama_8b_runs_the_drafts_chain_then_its_own_with_draft_token_verification(env, tmp_path, no_network):
     text = describe_build(load_config("llama-8b"), env)
     art = tmp_path / "home" / "artifacts"
@@ -89,9 +93,12 @@ def test_llama_8b_runs_the_drafts_chain_then_its_own_with_draft_token_verificati
     assert commands(text) == [
         quantize_argv(f"{art}/fetch/{d['fetch']}", tmp("convert", d["convert"]), "1"),
         build_argv(f"{art}/convert/{d['convert']}", tmp("compile", d["compile"]), "64", [], "1"),
+        # Guided decoding (serving.guided_decoding: xgrammar): the tokenizer info the C++ backend loads.
+        tokenizer_info_argv(f"{art}/fetch/{d['fetch']}", tmp("tokenizer_info", d["tokenizer_info"])),
         quantize_argv(f"{art}/fetch/{t['fetch']}", tmp("convert", t["convert"]), "1"),
         build_argv(f"{art}/convert/{t['convert']}", tmp("compile", t["compile"]), "64",
                    ["--speculative_decoding_mode", "draft_tokens_external", "--max_draft_len", "4"], "1"),
+        tokenizer_info_argv(f"{art}/fetch/{t['fetch']}", tmp("tokenizer_info", t["tokenizer_info"])),
         # How trtpipe would serve the pair: one tritonserver, orchestrator mode (target + draft engines).
         ["TRTLLM_ORCHESTRATOR=1", "TRTLLM_ORCHESTRATOR_SPAWN_PROCESSES=1", "/opt/tritonserver/bin/tritonserver",
          f"--model-repository={env}", "--grpc-port=8001", "--http-port=8000", "--metrics-port=8002",
@@ -99,11 +106,11 @@ def test_llama_8b_runs_the_drafts_chain_then_its_own_with_draft_token_verificati
          "--disable-auto-complete-config", "--backend-config=python,shm-region-prefix-name=prefix0_"],
     ]
     # Build order: the draft's whole chain and publish, then the target's.
-    order = [line for line in text.splitlines() if line[:2] in ("==", "1.", "2.", "3.", "4.", "5.")]
+    order = [line for line in text.splitlines() if line[:2] in ("==", "1.", "2.", "3.", "4.", "5.", "6.")]
     assert [line.split("  ")[0] for line in order] == [
         "== llama-3.2-1b-draft: the draft of llama-8b, built and published first, as its own model ==",
-        "1. fetch", "2. convert", "3. quantize", "4. compile", "5. publish",
-        "== llama-8b ==", "1. fetch", "2. convert", "3. quantize", "4. compile", "5. publish"]
+        "1. fetch", "2. convert", "3. quantize", "4. compile", "5. tokenizer_info", "6. publish",
+        "== llama-8b ==", "1. fetch", "2. convert", "3. quantize", "4. compile", "5. tokenizer_info", "6. publish"]
     for key in (*d.values(), *t.values()):
         assert f"key {key}  [would run]" in text
     assert "download meta-llama/Llama-3.1-8B-Instruct@0e9e39f249a16976918f6564b8830bc894c89659 (a commit sha" in text
@@ -116,7 +123,7 @@ def test_llama_8b_publish_lists_both_model_sets_and_the_configs_naming_each_othe
     text = describe_build(load_config("llama-8b"), env)
     repo = str(env)
     for model in ("llama-3.2-1b-draft", "llama-8b"):
-        assert f"5. publish  {model} as version 1 into {repo} (first version)" in text
+        assert f"6. publish  {model} as version 1 into {repo} (first version)" in text
         for kind in ("engine", "preprocessing", "postprocessing", "ensemble"):
             assert f"writes {repo}/{model}-{kind}/.staging-1/, renamed to {repo}/{model}-{kind}/1/" in text
             assert f"--- {repo}/{model}-{kind}/config.pbtxt" in text
@@ -126,15 +133,47 @@ def test_llama_8b_publish_lists_both_model_sets_and_the_configs_naming_each_othe
     assert 'key: "trtpipe_draft_model_name"\n' in text and 'string_value: "llama-3.2-1b-draft-engine"' in text
 
 
+def test_llama_8b_shows_guided_decoding_the_tokenizer_info_step_and_the_config_naming_its_file(env, tmp_path,
+                                                                                             no_network):
+    text = describe_build(load_config("llama-8b"), env)
+    art, t = tmp_path / "home" / "artifacts", keys("llama-8b")
+    tmp = f"{art}/tokenizer_info/.tmp-{t['tokenizer_info'][:16]}-<pid>-<ns>"
+    # The step links the engine, runs TensorRT-LLM's script offline and checks what the backend will read.
+    assert f"5. tokenizer_info  key {t['tokenizer_info']}  [would run]" in text
+    assert f"in-process: link the files of {art}/compile/{t['compile']} (the engine) into <tmp>" in text
+    assert "env: HF_HUB_OFFLINE=1" in text and f"log: {tmp}.log" in text
+    assert "verify: <tmp>/xgrammar_tokenizer_info.json holds encoded_vocab, tokenizer_str, stop_token_ids" in text
+    # Published in the version; the engine config names it by its absolute path, with xgrammar as the backend.
+    assert "engine/ (the tokenizer_info artifact's files, hard-linked)" in text
+    engine = f"{env}/llama-8b-engine/1/engine"
+    assert ('key: "guided_decoding_backend"\n       value {\n         string_value: "xgrammar"' in text)
+    assert (f'key: "xgrammar_tokenizer_info_path"\n       value {{\n         string_value: '
+            f'"{engine}/xgrammar_tokenizer_info.json"' in text)
+    assert '"guided_decoding": "xgrammar"' in text  # spec.json: the frontend sends guides to this model
+    assert "spec.json: guided_decoding xgrammar: the frontend sends response_format, forced tool calls" in text
+
+
+def test_guided_decoding_none_skips_the_tokenizer_info_step_and_writes_it_off(env, no_network):
+    text = describe_build(load_config("llama-70b", ["serving.guided_decoding=none"]), env)
+    assert "5. tokenizer_info  pass-through (serving.guided_decoding: none)" in text
+    assert "generate_xgrammar_tokenizer_info.py" not in text
+    # text_format prints an empty string value as `value { }`: the key is there, empty (guided decoding off).
+    assert 'key: "xgrammar_tokenizer_info_path"\n       value {\n       }' in text
+    assert '"guided_decoding": null' in text  # spec.json: the frontend refuses guided requests with a 400
+    assert "spec.json: guided_decoding off (serving.guided_decoding: none): the frontend answers" in text
+
+
 def test_llama_70b_is_quantized_and_built_for_four_ranks_and_served_by_one_mpirun(env, tmp_path, no_network):
     text = describe_build(load_config("llama-70b"), env)
     art = tmp_path / "home" / "artifacts"
     k = keys("llama-70b")
     tmp_convert = f"{art}/convert/.tmp-{k['convert'][:16]}-<pid>-<ns>"
     tmp_compile = f"{art}/compile/.tmp-{k['compile'][:16]}-<pid>-<ns>"
-    [quantize, trtllm_build, launch] = commands(text)
+    [quantize, trtllm_build, tokenizer_info, launch] = commands(text)
     assert quantize == quantize_argv(f"{art}/fetch/{k['fetch']}", tmp_convert, "4")
     assert trtllm_build == build_argv(f"{art}/convert/{k['convert']}", tmp_compile, "128", [], "4")
+    assert tokenizer_info == tokenizer_info_argv(f"{art}/fetch/{k['fetch']}",
+                                                 f"{art}/tokenizer_info/.tmp-{k['tokenizer_info'][:16]}-<pid>-<ns>")
     rank = ["/opt/tritonserver/bin/tritonserver", f"--model-repository={env}", "--grpc-port=8001",
             "--http-port=8000", "--metrics-port=8002"]
     tail = ["--disable-auto-complete-config", "--backend-config=python,shm-region-prefix-name=prefix{}_"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from trtpipe.backends import get_backend
 from trtpipe.errors import ConfigError
 from trtpipe.spec import ServingSpec
 from trtpipe.repo import tensorrtllm_tensors as T
@@ -19,12 +20,12 @@ from trtpipe.repo.tensorrtllm_configs import (DRAFT_PARAMETER, RepoNames, engine
 
 @pytest.fixture
 def spec(llama_8b) -> ServingSpec:
-    return ServingSpec.from_config(llama_8b)
+    return get_backend("trt-engine").serving_spec(llama_8b)  # what publish writes
 
 
 @pytest.fixture
 def draft_spec(draft_1b) -> ServingSpec:
-    return ServingSpec.from_config(draft_1b)
+    return get_backend("trt-engine").serving_spec(draft_1b)
 
 
 @pytest.fixture
@@ -66,13 +67,24 @@ def test_engine_config_is_decoupled_inflight_batching_on_the_tensorrtllm_backend
         "max_tokens_in_paged_kv_cache": "524288",
         "executor_worker_path": "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker",
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
-        # Read without a try by getGuidedDecodingConfigFromParams(): absent, the model fails to load.
+        # Read without a try by getGuidedDecodingConfigFromParams(): absent, the model fails to load. Guided
+        # decoding on (serving.guided_decoding: xgrammar): the tokenizer info the build wrote beside the engine.
         "tokenizer_dir": "",
-        "guided_decoding_backend": "",
-        "xgrammar_tokenizer_info_path": "",
+        "guided_decoding_backend": "xgrammar",
+        "xgrammar_tokenizer_info_path": str(engine_dir / "xgrammar_tokenizer_info.json"),
         # The draft's engine model, for launch and the frontend; the C++ backend does not read it.
         DRAFT_PARAMETER: "llama-3.2-1b-draft-engine",
     }
+
+
+def test_guided_decoding_off_writes_the_three_guided_keys_empty(llama_8b, tmp_path):
+    config = llama_8b.model_copy(update={"serving": llama_8b.serving.model_copy(update={"guided_decoding": "none"})})
+    spec = get_backend("trt-engine").serving_spec(config)
+    params = _params(engine_model_config(spec, engine_dir=tmp_path / "e"))
+    assert spec.guided_decoding is None
+    # Present but empty: the backend then builds no guided decoder (and refuses no load for want of the keys).
+    assert {k: params[k] for k in ("tokenizer_dir", "guided_decoding_backend", "xgrammar_tokenizer_info_path")} == \
+        {"tokenizer_dir": "", "guided_decoding_backend": "", "xgrammar_tokenizer_info_path": ""}
 
 
 def test_engine_config_values_follow_the_build_config(tmp_path):
