@@ -11,6 +11,7 @@ recorded calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -99,7 +100,9 @@ def test_a_client_that_goes_away_aborts_its_request_in_tensorrt_llm(llm_api_trit
     assert [c["prompt"] for c in _calls(record, "abort")] == [[fake.HOLD, 1]]
 
 
-def test_the_openai_frontend_serves_it_unchanged(llm_api_triton):
+@contextlib.contextmanager
+def _openai_client(server, repo):
+    """trtpipe's frontend in a thread on a free port, and the official client pointed at it."""
     import threading
 
     import uvicorn
@@ -108,7 +111,6 @@ def test_the_openai_frontend_serves_it_unchanged(llm_api_triton):
     from trtpipe.serve.app import FrontendSettings, create_app
     from trtpipe.serve.launcher import wait_http_ok
 
-    server, repo, _ = llm_api_triton
     port = free_port()
     app = create_app(FrontendSettings(repo=repo, triton_grpc_url=server.grpc_url, max_running=8, max_waiting=8))
     web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -116,7 +118,15 @@ def test_the_openai_frontend_serves_it_unchanged(llm_api_triton):
     thread.start()
     try:
         assert wait_http_ok(f"http://127.0.0.1:{port}/health/ready", 30, interval_s=0.1) == "ready"
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        yield OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    finally:
+        web.should_exit = True
+        thread.join(10)
+
+
+def test_the_openai_frontend_serves_it_unchanged(llm_api_triton):
+    server, repo, _ = llm_api_triton
+    with _openai_client(server, repo) as client:
         assert [m.id for m in client.models.list().data] == ["tiny-pytorch"]
         kw = dict(model="tiny-pytorch", prompt="Hello", max_tokens=6, temperature=0)
         full = client.completions.create(**kw)
@@ -124,6 +134,23 @@ def test_the_openai_frontend_serves_it_unchanged(llm_api_triton):
         assert "".join(c.choices[0].text for c in chunks if c.choices) == full.choices[0].text
         assert full.usage.completion_tokens == 6
         assert full.system_fingerprint.startswith("trtpipe-trtllm-pytorch-")
-    finally:
-        web.should_exit = True
-        thread.join(10)
+
+
+def test_response_format_reaches_tensorrt_llm_as_guided_decoding_params(llm_api_triton):
+    # The stand-in enforces nothing (its tokens are scripted), so only the recorded call is checked: the schema the
+    # frontend compiled arrives as SamplingParams(guided_decoding=GuidedDecodingParams(json=...)).
+    server, repo, record = llm_api_triton
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    with _openai_client(server, repo) as client:
+        client.chat.completions.create(
+            model="tiny-pytorch", messages=[{"role": "user", "content": "a number"}], max_tokens=4,
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}})
+        client.completions.create(model="tiny-pytorch", prompt="pick", max_tokens=3,
+                                  extra_body={"guided_regex": "[0-9]+"})
+    guided = [c["sampling"]["guided_decoding"]["GuidedDecodingParams"] for c in _calls(record, "generate_async")
+              if "guided_decoding" in c["sampling"]]
+    assert [g["regex"] for g in guided[-1:]] == ["[0-9]+"]
+    assert json.loads(guided[-2]["json"]) == schema
+    assert [k for k, v in guided[-2].items() if v] == ["json"]  # one guide, in its own field
+    [init] = _calls(record, "init")
+    assert init["kwargs"]["guided_decoding_backend"] == "xgrammar"  # the LlmArgs the build wrote

@@ -43,7 +43,9 @@ class TritonPythonModel:
                 self.loop.stop_request(request.request_id(), sender)
                 continue
             try:
-                engine_request, opts = decode_request(request.request_id() or uuid.uuid4().hex, tensors)
+                # TensorRT-LLM compiles and enforces the guide itself (its guided_decoding_backend).
+                engine_request, opts = decode_request(request.request_id() or uuid.uuid4().hex, tensors,
+                                                      engine_enforces_guides=True)
             except BadRequest as e:
                 sender.send(None, error=str(e), final=True)
                 continue

@@ -8,6 +8,10 @@ one thread owns every request's `generate_async` stream, and a watchdog checks e
 `is_cancelled()` every poll interval and calls `abort()` on the request, so a client that goes away stops
 costing GPU time even while its request is still queued.
 
+Guides (guided_decoding_guide_type / guided_decoding_guide) are passed on, not compiled here: they become
+`SamplingParams(guided_decoding=GuidedDecodingParams(...))` and TensorRT-LLM enforces them with the LlmArgs
+`guided_decoding_backend` the build wrote (xgrammar or llguidance).
+
 Stop sequences (stop_words_list) are matched here, on token ids, and the request is aborted at the match:
 the matched sequence is kept and end_id is dropped, as the reference engine does, so the frontend sees one
 behaviour on every backend. The engine is given end_id, so it stops on it by itself.
@@ -18,6 +22,7 @@ behaviour on every backend. The engine is given end_id, so it stops on it by its
 from __future__ import annotations
 
 import asyncio
+import importlib
 import threading
 from typing import Any
 
@@ -53,6 +58,29 @@ def sampling_kwargs(request: EngineRequest) -> dict[str, Any]:
     if request.return_log_probs:
         kwargs["logprobs"] = 1  # the sampled token's log-prob
     return kwargs
+
+
+# guided_decoding_guide_type -> the GuidedDecodingParams field that carries the guide (tensorrt_llm/sampling_params.py:
+# json, regex, grammar, json_object, structural_tag; one per request). `json` is any JSON: json_object=True, no text.
+GUIDED_DECODING_FIELDS = {"json": "json_object", "json_schema": "json", "regex": "regex", "ebnf_grammar": "grammar",
+                          "structural_tag": "structural_tag"}
+
+
+def guided_decoding_kwargs(guide: tuple[str, str]) -> dict[str, Any]:
+    """(guide type, guide) as decoded from the tensors -> keyword arguments of GuidedDecodingParams."""
+    guide_type, text = guide
+    field = GUIDED_DECODING_FIELDS[guide_type]
+    return {field: True} if field == "json_object" else {field: text}
+
+
+def guided_decoding_params(tensorrt_llm: Any, guide: tuple[str, str] | None) -> Any:
+    """SamplingParams(guided_decoding=...): the engine's own guided decoding (LlmArgs guided_decoding_backend)."""
+    if guide is None:
+        return None
+    # NOTE: not a top-level name of tensorrt_llm; documented as tensorrt_llm.llmapi.GuidedDecodingParams and defined
+    # in tensorrt_llm.sampling_params, which is where it is looked up (the submodule, imported on first use).
+    module = importlib.import_module(f"{tensorrt_llm.__name__}.sampling_params")
+    return module.GuidedDecodingParams(**guided_decoding_kwargs(guide))
 
 
 def _sampled_log_probs(logprobs: Any, token_ids: list[int]) -> list[float]:
@@ -128,7 +156,9 @@ class LlmApiLoop:
                                final=True)
             return
         try:
-            params = self.trtllm.SamplingParams(**sampling_kwargs(request))
+            guided = guided_decoding_params(self.trtllm, active.opts.guide)
+            params = self.trtllm.SamplingParams(**sampling_kwargs(request),
+                                                **({"guided_decoding": guided} if guided is not None else {}))
             result = self.llm.generate_async(request.prompt_token_ids, sampling_params=params, streaming=True)
         except Exception as e:  # noqa: BLE001 - a refused request fails alone, with TensorRT-LLM's reason
             active.sender.send(None, error=f"TensorRT-LLM refused the request: {type(e).__name__}: {e}", final=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trtpipe.engine import EngineRequest, RequestOutput, SamplingParams
-from trtpipe.engine.grammar import GrammarCompiler, GrammarError, GrammarState
+from trtpipe.engine.grammar import GUIDE_TYPES, GrammarCompiler, GrammarError, GrammarState
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 
 
@@ -25,6 +25,9 @@ class RequestOptions:
     return_log_probs: bool
     return_num_input_tokens: bool
     return_num_output_tokens: bool
+    # (guided_decoding_guide_type, guided_decoding_guide), when the engine enforces guides itself (TensorRT-LLM) and
+    # the adapter only passes them on; None otherwise (the reference engine's grammar is on the EngineRequest).
+    guide: tuple[str, str] | None = None
 
 
 def _scalar(tensors: dict[str, np.ndarray], name: str, default):
@@ -65,21 +68,32 @@ def _string(tensors: dict[str, np.ndarray], name: str) -> str | None:
         raise BadRequest(f"input '{name}' must be UTF-8 text") from None
 
 
-def _grammar(tensors: dict[str, np.ndarray], grammars: GrammarCompiler | None) -> GrammarState | None:
-    """guided_decoding_guide_type / guided_decoding_guide -> a fresh grammar state (compiled once, cached)."""
+def decode_guide(tensors: dict[str, np.ndarray]) -> tuple[str, str] | None:
+    """guided_decoding_guide_type / guided_decoding_guide -> (type, guide text), checked as a pair, not compiled."""
     guide_type = _string(tensors, "guided_decoding_guide_type")
     guide = _string(tensors, "guided_decoding_guide")
     if guide_type is None:
         if guide is not None:
             raise BadRequest("input 'guided_decoding_guide' needs 'guided_decoding_guide_type' beside it")
         return None
+    if guide_type not in GUIDE_TYPES:
+        raise BadRequest(f"input 'guided_decoding_guide_type' must be one of {', '.join(GUIDE_TYPES)}. "
+                         f"Given: {guide_type!r}")
+    if guide is None and guide_type != "json":
+        raise BadRequest(f"guided_decoding_guide_type '{guide_type}' needs the input 'guided_decoding_guide'")
+    return guide_type, guide or ""
+
+
+def _grammar(tensors: dict[str, np.ndarray], grammars: GrammarCompiler | None) -> GrammarState | None:
+    """The guide -> a fresh grammar state for the reference engine (compiled once, cached)."""
+    guide = decode_guide(tensors)
+    if guide is None:
+        return None
     if grammars is None:
         raise BadRequest("guided decoding needs the model's tokenizer (tokenizer/tokenizer.json in the version "
                          "directory), which this engine does not have")
-    if guide is None and guide_type != "json":
-        raise BadRequest(f"guided_decoding_guide_type '{guide_type}' needs the input 'guided_decoding_guide'")
     try:
-        return grammars.compile(guide_type, guide or "").new_state()
+        return grammars.compile(*guide).new_state()
     except GrammarError as e:
         raise BadRequest(f"input 'guided_decoding_guide': {e}") from None
 
@@ -94,8 +108,10 @@ def _fast_forward(state: GrammarState, prompt: list[int], n: int) -> None:
                              "follow the guide")
 
 
-def decode_request(request_id: str, tensors: dict[str, np.ndarray],
-                   grammars: GrammarCompiler | None = None) -> tuple[EngineRequest, RequestOptions]:
+def decode_request(request_id: str, tensors: dict[str, np.ndarray], grammars: GrammarCompiler | None = None, *,
+                   engine_enforces_guides: bool = False) -> tuple[EngineRequest, RequestOptions]:
+    """engine_enforces_guides: the engine behind the adapter compiles and enforces guides itself (TensorRT-LLM's LLM
+    API): the guide goes out as RequestOptions.guide instead of being compiled here."""
     if "input_ids" not in tensors or "request_output_len" not in tensors:
         raise BadRequest("inputs 'input_ids' and 'request_output_len' are required")
     input_ids = np.asarray(tensors["input_ids"]).reshape(-1)
@@ -131,13 +147,18 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray],
         draft_logits=None if draft_logits is None else np.asarray(draft_logits, dtype=np.float32).reshape(
             -1, np.asarray(draft_logits).shape[-1]),
         return_log_probs=bool(_scalar(tensors, "return_log_probs", False)),
-        grammar=_grammar(tensors, grammars),
+        grammar=None if engine_enforces_guides else _grammar(tensors, grammars),
         num_top_log_probs=int(_scalar(tensors, "num_top_log_probs", 0)),
         return_prompt_log_probs=bool(_scalar(tensors, "return_prompt_log_probs", False)),
     )
     if req.max_new_tokens < 1:
         raise BadRequest(f"request_output_len must be >= 1, got {req.max_new_tokens}")
     prefix_len = int(_scalar(tensors, "guided_decoding_prefix_len", 0))
+    guide = decode_guide(tensors) if engine_enforces_guides else None
+    if prefix_len and engine_enforces_guides:
+        # The spec says so (resumes_guided_decoding false), so the frontend never sends it to such an engine.
+        raise BadRequest("input 'guided_decoding_prefix_len' is not accepted: this engine cannot resume a grammar "
+                         "part-way through an output")
     if prefix_len:
         if req.grammar is None:
             raise BadRequest("guided_decoding_prefix_len needs a guide (guided_decoding_guide_type)")
@@ -150,6 +171,7 @@ def decode_request(request_id: str, tensors: dict[str, np.ndarray],
         return_log_probs=req.return_log_probs,
         return_num_input_tokens=bool(_scalar(tensors, "return_num_input_tokens", False)),
         return_num_output_tokens=bool(_scalar(tensors, "return_num_output_tokens", False)),
+        guide=guide,
     )
     return req, opts
 

@@ -1,7 +1,7 @@
 """A recorded stand-in for the `tensorrt_llm` module, for driving trtpipe's LLM API adapter without a GPU.
 
-It is not TensorRT-LLM: it records what trtpipe hands to `LLM(...)`, `SamplingParams(...)`,
-`generate_async(...)` and `abort()`, and answers with a scripted token stream (one token per step:
+It is not TensorRT-LLM: it records what trtpipe hands to `LLM(...)`, `SamplingParams(...)` (with its
+`guided_decoding=GuidedDecodingParams(...)`, which constrains nothing here), `generate_async(...)` and `abort()`, and answers with a scripted token stream (one token per step:
 100, 101, ... up to max_tokens, or until end_id is "generated" at step `end_at`). A prompt whose first
 token is HOLD never produces a token until aborted, for testing cancellation of a queued request.
 
@@ -12,6 +12,7 @@ JSON line to $FAKE_TRTLLM_RECORD, so a test in another process can read what the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.machinery
 import json
 import os
@@ -23,11 +24,34 @@ __version__ = "1.2.1"
 HOLD = 999
 
 
+def _jsonable(value):
+    if dataclasses.is_dataclass(value):
+        return {type(value).__name__: dataclasses.asdict(value)}
+    return str(value)
+
+
 def _record(event: str, **data) -> None:
     path = os.environ.get("FAKE_TRTLLM_RECORD")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"event": event, **data}, default=str) + "\n")
+            f.write(json.dumps({"event": event, **data}, default=_jsonable) + "\n")
+
+
+@dataclasses.dataclass(kw_only=True)
+class GuidedDecodingParams:
+    """The fields of tensorrt_llm.sampling_params.GuidedDecodingParams (keyword-only, as upstream); it enforces
+    nothing here, it only records the guide and refuses two at once, as upstream's _validate() does."""
+
+    json: str | None = None
+    regex: str | None = None
+    grammar: str | None = None
+    json_object: bool = False
+    structural_tag: str | None = None
+
+    def __post_init__(self):
+        given = [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
+        if len(given) > 1:
+            raise ValueError(f"Only one guide can be used for a request, but got {len(given)}.")
 
 
 class SamplingParams:
@@ -85,12 +109,26 @@ class LLM:
         self.is_shut_down = True
 
 
+def _sampling_params_module(package: str) -> types.ModuleType:
+    """`tensorrt_llm.sampling_params`, where upstream defines GuidedDecodingParams (not a top-level name)."""
+    sub = types.ModuleType(f"{package}.sampling_params")
+    sub.SamplingParams, sub.GuidedDecodingParams = SamplingParams, GuidedDecodingParams
+    return sub
+
+
 def install(monkeypatch, version: str = "1.2.1") -> types.ModuleType:
     """Put the stand-in in sys.modules as `tensorrt_llm` (importable, with a module spec) for one test."""
     module = types.ModuleType("tensorrt_llm")
     module.__spec__ = importlib.machinery.ModuleSpec("tensorrt_llm", None)
     module.__version__ = version
     module.LLM, module.SamplingParams = LLM, SamplingParams
+    module.sampling_params = _sampling_params_module("tensorrt_llm")
     LLM.instances = []
     monkeypatch.setitem(sys.modules, "tensorrt_llm", module)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.sampling_params", module.sampling_params)
     return module
+
+
+if __name__ == "tensorrt_llm":
+    # Copied in as the `tensorrt_llm` package (integration tests): make the submodule importable too.
+    sampling_params = sys.modules["tensorrt_llm.sampling_params"] = _sampling_params_module(__name__)

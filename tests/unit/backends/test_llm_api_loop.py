@@ -122,3 +122,54 @@ def test_draft_tokens_are_refused_because_the_engine_speculates_itself(loop):
     [(tensors_out, error, final)] = submit(loop, "r7", t).wait_final()
     assert tensors_out is None and final and "draft_input_ids' is not accepted" in error
     assert loop.llm.calls == []
+
+
+def submit_guided(loop, request_id, guide_type, guide=None):
+    extra = {"guided_decoding_guide_type": np.array([[guide_type]], dtype=object)}
+    if guide is not None:
+        extra["guided_decoding_guide"] = np.array([[guide]], dtype=object)
+    request, opts = decode_request(request_id, {**tensors([1, 2], 2), **extra}, engine_enforces_guides=True)
+    sender = Sender()
+    loop.submit(request, opts, sender)
+    return sender
+
+
+SCHEMA = '{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}'
+TAG = '{"type":"structural_tag","structures":[{"begin":"<f>","schema":{"type":"object"},"end":"</f>"}],"triggers":["<f>"]}'
+
+
+@pytest.mark.parametrize("guide_type, guide, expected", [
+    ("json", None, fake.GuidedDecodingParams(json_object=True)),
+    ("json_schema", SCHEMA, fake.GuidedDecodingParams(json=SCHEMA)),
+    ("regex", r"\d{3}", fake.GuidedDecodingParams(regex=r"\d{3}")),
+    ("ebnf_grammar", 'root ::= "yes" | "no"', fake.GuidedDecodingParams(grammar='root ::= "yes" | "no"')),
+    ("structural_tag", TAG, fake.GuidedDecodingParams(structural_tag=TAG)),
+])
+def test_each_guide_type_becomes_sampling_params_guided_decoding_with_its_field(loop, guide_type, guide, expected):
+    sent = submit_guided(loop, f"g-{guide_type}", guide_type, guide).wait_final()
+    assert sent[-1][1] is None  # answered, not refused
+    [(_, kwargs, _)] = loop.llm.calls
+    assert kwargs["guided_decoding"] == expected
+    assert kwargs["max_tokens"] == 2  # beside the usual sampling arguments, which are unchanged
+
+
+def test_a_request_without_a_guide_passes_no_guided_decoding(loop):
+    submit(loop, "plain", tensors([1, 2], 2)).wait_final()
+    [(_, kwargs, _)] = loop.llm.calls
+    assert "guided_decoding" not in kwargs
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"guided_decoding_guide_type": "yaml"}, "'guided_decoding_guide_type' must be one of json, json_schema"),
+    ({"guided_decoding_guide_type": "regex"}, "'regex' needs the input 'guided_decoding_guide'"),
+    ({"guided_decoding_guide": "x"}, "'guided_decoding_guide' needs 'guided_decoding_guide_type'"),
+    ({"guided_decoding_guide_type": "json", "guided_decoding_prefix_len": 1},
+     "'guided_decoding_prefix_len' is not accepted: this engine cannot resume a grammar"),
+])
+def test_a_malformed_guide_is_refused_at_decode_naming_the_tensor(extra, match):
+    t = {**tensors([1, 2, 3], 2), **{k: np.array([[v]], dtype=object if isinstance(v, str) else np.int32)
+                                     for k, v in extra.items()}}
+    from trtpipe.backend.tensors import BadRequest
+
+    with pytest.raises(BadRequest, match=match):
+        decode_request("bad", t, engine_enforces_guides=True)
