@@ -108,6 +108,17 @@ def request_guide(req) -> Guide | None:
     return found[0] if found else None
 
 
+def require_guided_decoding(guide: Guide, model: ServedModel, param: str | None = None) -> None:
+    """A guide goes only to an engine whose spec says it enforces guides; otherwise the output would ignore it."""
+    if model.spec.guided_decoding:
+        return
+    param = param or guide.param
+    fix = ("use `tool_choice: auto`" if param == "tool_choice" else f"send the request without `{param}`")
+    raise RequestError(f"`{param}` needs guided decoding, which this model was published without (serving."
+                       f"guided_decoding: none; backend {model.spec.backend}): {fix}, or republish the model with "
+                       "guided decoding on", param=param)
+
+
 def check_guide(guide: Guide, model: ServedModel) -> None:
     """Compile the guide against the model's tokenizer (cached), so a guide that cannot compile is a 400 now
     rather than an engine error later."""

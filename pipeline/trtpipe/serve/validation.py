@@ -12,7 +12,7 @@ from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trtpipe.serve.registry import ServedModel
 from trtpipe.serve.request_error import RequestError  # noqa: F401 - re-exported: the frontend's one error type
 from trtpipe.serve.reasoning import template_has_reasoning
-from trtpipe.serve.structured_outputs import Guide, check_guide, request_guide
+from trtpipe.serve.structured_outputs import Guide, check_guide, request_guide, require_guided_decoding
 from trtpipe.serve.text import ChatTemplateError
 from trtpipe.serve.tool_calls import ToolPlan, plan_tools, template_tool_calls
 from trtpipe.serve.tool_parsers import parser_for_template
@@ -137,6 +137,8 @@ def _checked_guide(req, model: ServedModel, tool_guide: Guide | None = None) -> 
             raise RequestError(f"`{guide.param}` cannot be combined with a forced `tool_choice`", param=guide.param)
         guide = tool_guide
     if guide is not None:
+        # A forced tool call (tool_choice required or named) is what asked for the tools' guide.
+        require_guided_decoding(guide, model, "tool_choice" if guide is tool_guide else None)
         check_guide(guide, model)
     return guide
 

@@ -44,3 +44,64 @@ def test_echo_with_logprobs_on_a_model_without_prompt_log_probs_is_a_400_naming_
     with pytest.raises(RequestError) as e:
         validate_completion(req, model)
     assert e.value.param == "echo"
+
+
+# --- guided decoding: the spec says whether the engine enforces guides; without it, every guided request is a 400 ---
+
+@pytest.mark.parametrize("backend, config, library", [("reference", "tiny-llama", "llguidance"),
+                                                      ("trt-engine", "llama-8b", "xgrammar"),
+                                                      ("trtllm-pytorch", "llama-8b-pytorch", "xgrammar")])
+def test_each_backend_writes_which_library_enforces_guides_into_the_spec(backend, config, library):
+    assert _spec(backend, config).guided_decoding == library
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    from trtpipe.serve.text import ModelText
+    from trtpipe.stages.synthetic import write_synthetic_checkpoint
+
+    d = tmp_path_factory.mktemp("tiny-tok")
+    write_synthetic_checkpoint("tiny-llama", d)
+    return ModelText.from_dir(d)
+
+
+def _off(backend: str, config: str, text):
+    spec = get_backend(backend).serving_spec(load_config(config, ["serving.guided_decoding=none"]))
+    assert spec.guided_decoding is None
+    return SimpleNamespace(spec=spec, text=text)
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": SCHEMA}}]
+
+
+@pytest.mark.parametrize("kw, param", [
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}}}, "response_format"),
+    ({"guided_regex": "a+"}, "guided_regex"),
+    ({"guided_choice": ["yes", "no"]}, "guided_choice"),
+    ({"structured_outputs": {"grammar": 'root ::= "x"'}}, "structured_outputs.grammar"),
+    ({"tools": TOOLS, "tool_choice": "required"}, "tool_choice"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+])
+@pytest.mark.parametrize("backend, config", [("trt-engine", "llama-8b"), ("trtllm-pytorch", "llama-8b-pytorch"),
+                                             ("reference", "tiny-llama")])
+def test_a_guided_request_to_a_model_without_guided_decoding_is_a_400_naming_the_parameter(kw, param, backend, config,
+                                                                                          text):
+    req = ChatCompletionRequest(model=config, messages=[{"role": "user", "content": "hi"}], **kw)
+    with pytest.raises(RequestError) as e:
+        validate_chat(req, _off(backend, config, text))
+    assert e.value.param == param
+    assert f"`{param}` needs guided decoding, which this model was published without" in str(e.value)
+    assert f"backend {backend}" in str(e.value)
+
+
+def test_without_guided_decoding_auto_tools_and_plain_requests_still_pass(text):
+    model = _off("trt-engine", "llama-8b", text)
+    plain = validate_chat(ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}]), model)
+    auto = validate_chat(ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}], tools=TOOLS,
+                                               tool_choice="auto"), model)
+    assert plain.calls[0].guide_type is None and auto.calls[0].guide_type is None
+    completion = validate_completion(CompletionRequest(model="m", prompt="hi", guided_json=SCHEMA),
+                                     SimpleNamespace(spec=_spec("trt-engine", "llama-8b"), text=text))
+    assert completion.calls[0].guide_type == "json_schema"  # on: compiled here and sent to the engine
