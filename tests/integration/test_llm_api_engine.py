@@ -71,7 +71,9 @@ def test_triton_loads_the_llm_api_model_with_the_published_arguments(llm_api_tri
     server, repo, record = llm_api_triton
     [init] = _calls(record, "init")
     assert init["kwargs"]["model"].endswith("/tiny-pytorch-engine/1/engine/checkpoint")
-    assert init["kwargs"]["skip_tokenizer_init"] is True and init["kwargs"]["max_batch_size"] == 64
+    assert init["kwargs"]["max_batch_size"] == 64
+    # Guided decoding (on by default) compiles grammars against the checkpoint's tokenizer: TensorRT-LLM loads it.
+    assert init["kwargs"]["guided_decoding_backend"] == "xgrammar" and init["kwargs"]["skip_tokenizer_init"] is False
 
 
 def test_a_stream_carries_new_token_ids_then_the_final_flag(llm_api_triton):
@@ -152,5 +154,3 @@ def test_response_format_reaches_tensorrt_llm_as_guided_decoding_params(llm_api_
     assert [g["regex"] for g in guided[-1:]] == ["[0-9]+"]
     assert json.loads(guided[-2]["json"]) == schema
     assert [k for k, v in guided[-2].items() if v] == ["json"]  # one guide, in its own field
-    [init] = _calls(record, "init")
-    assert init["kwargs"]["guided_decoding_backend"] == "xgrammar"  # the LlmArgs the build wrote

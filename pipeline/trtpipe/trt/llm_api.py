@@ -106,6 +106,7 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
     """The LLM API arguments for `config`, as the YAML mapping (model and tokenizer are given at load)."""
     e, s, p, api = config.engine, config.serving, config.parallelism, config.llm_api
     q = config.quantization
+    guided = get_backend(config.backend).guided_decoding(config)
     args: dict[str, Any] = {
         "tensor_parallel_size": p.tp,
         "pipeline_parallel_size": p.pp,
@@ -116,8 +117,10 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
         "max_input_len": e.max_input_len,
         "max_beam_width": 1,
         "enable_chunked_prefill": s.enable_chunked_context,
-        # trtpipe's frontend tokenizes and detokenizes; the engine sees token ids only.
-        "skip_tokenizer_init": True,
+        # trtpipe's frontend tokenizes and detokenizes; the engine sees token ids only (SamplingParams detokenize
+        # false). NOTE: but guided decoding compiles grammars against the tokenizer: create_py_executor asserts one
+        # when guided_decoding_backend is set, and LLM loads none under skip_tokenizer_init, so it is loaded then.
+        "skip_tokenizer_init": not guided,
         "kv_cache_config": {"enable_block_reuse": s.enable_kv_cache_reuse,
                             "free_gpu_memory_fraction": s.kv_cache_free_gpu_mem_fraction,
                             # "auto" takes the checkpoint's: an FP8-KV ModelOpt export says fp8 itself.
@@ -141,7 +144,6 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
         elif has_draft:
             sc["speculative_model_dir"] = DRAFT_DIR  # relative to this file's directory
         args["speculative_config"] = sc
-    guided = get_backend(config.backend).guided_decoding(config)
     if guided:
         # The engine then enforces each request's GuidedDecodingParams (backend/llm_api.py guided_decoding_kwargs).
         args["guided_decoding_backend"] = guided

@@ -27,7 +27,8 @@ def test_llama_8b_pytorch_writes_fp8_kv_block_reuse_cuda_graphs_and_eagle3_in_do
     assert args == {
         "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "dtype": "bfloat16", "max_batch_size": 64,
         "max_num_tokens": 8192, "max_seq_len": 8192, "max_input_len": 7168, "max_beam_width": 1,
-        "enable_chunked_prefill": True, "skip_tokenizer_init": True,
+        # Guided decoding on (serving.guided_decoding defaults to xgrammar): TensorRT-LLM loads the tokenizer.
+        "enable_chunked_prefill": True, "skip_tokenizer_init": False,
         "kv_cache_config": {"enable_block_reuse": True, "free_gpu_memory_fraction": 0.85, "dtype": "fp8"},
         "scheduler_config": {"capacity_scheduler_policy": "GUARANTEED_NO_EVICT"},
         "cuda_graph_config": {"max_batch_size": 64, "enable_padding": True},
@@ -58,6 +59,14 @@ def test_expert_parallelism_max_utilization_and_eager_mode_map_to_their_llm_args
     assert args["moe_expert_parallel_size"] == 2
     assert args["scheduler_config"] == {"capacity_scheduler_policy": "MAX_UTILIZATION"}
     assert args["cuda_graph_config"] is None and args["kv_cache_config"]["dtype"] == "auto"
+
+
+def test_guided_decoding_writes_its_backend_and_keeps_the_tokenizer_and_none_writes_neither():
+    # create_py_executor asserts a tokenizer when guided_decoding_backend is set; without it, token ids suffice.
+    on = llm_args(load_config("tinyllama-pytorch", ["serving.guided_decoding=llguidance"]), has_draft=False)
+    assert (on["guided_decoding_backend"], on["skip_tokenizer_init"]) == ("llguidance", False)
+    off = llm_args(load_config("tinyllama-pytorch", ["serving.guided_decoding=none"]), has_draft=False)
+    assert "guided_decoding_backend" not in off and off["skip_tokenizer_init"] is True
 
 
 def test_the_yaml_round_trips_and_its_relative_paths_resolve_against_the_engine_dir(tmp_path):

@@ -129,7 +129,9 @@ def test_the_published_python_model_loads_llm_from_the_version_and_streams_token
                       "model_config": "{}", "model_name": "tiny-pytorch-engine"})
     [llm] = fake.LLM.instances
     assert llm.kwargs["model"] == str(version / "engine" / "checkpoint")
-    assert llm.kwargs["skip_tokenizer_init"] is True and llm.kwargs["kv_cache_config"]["enable_block_reuse"] is True
+    # Guided decoding is on by default, so TensorRT-LLM loads the checkpoint's tokenizer (its grammars need it).
+    assert llm.kwargs["guided_decoding_backend"] == "xgrammar" and llm.kwargs["skip_tokenizer_init"] is False
+    assert llm.kwargs["kv_cache_config"]["enable_block_reuse"] is True
     request = _Request({"input_ids": np.array([[5, 6, 7]], dtype=np.int32),
                         "request_output_len": np.array([[2]], dtype=np.int32),
                         "streaming": np.array([[True]])}, "req-1")

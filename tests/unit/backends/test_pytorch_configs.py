@@ -65,6 +65,18 @@ def test_llama_8b_pytorch_dry_run_fetches_the_eagle3_head_quantizes_writes_the_y
     assert not (tmp_path / "home").exists() and not env.exists()
 
 
+def test_llama_8b_pytorch_dry_run_shows_guided_decoding_on_in_the_yaml_and_the_spec_and_none_turns_both_off(env):
+    text = describe_build(load_config("llama-8b-pytorch"), env)
+    assert _yaml_block(text)["guided_decoding_backend"] == "xgrammar"  # TorchLlmArgs: the engine enforces guides
+    assert "spec.json: guided_decoding xgrammar: the frontend sends response_format, forced tool calls" in text
+    assert "generate_xgrammar_tokenizer_info.py" not in text  # the LLM API compiles against its own tokenizer
+    off = describe_build(load_config("llama-8b-pytorch", ["serving.guided_decoding=none"]), env)
+    assert "guided_decoding_backend" not in _yaml_block(off)
+    assert "spec.json: guided_decoding off (serving.guided_decoding: none)" in off
+    llguidance = describe_build(load_config("llama-8b-pytorch", ["serving.guided_decoding=llguidance"]), env)
+    assert _yaml_block(llguidance)["guided_decoding_backend"] == "llguidance"
+
+
 def test_llama_70b_pytorch_dry_run_has_no_draft_chain_and_says_the_llm_api_starts_four_ranks(env):
     text = describe_build(load_config("llama-70b-pytorch"), env)
     assert "==" not in text.split("== llama-70b-pytorch ==")[0].split("preflight")[1]
