@@ -149,6 +149,9 @@ def test_plan_command_writes_the_four_documents_and_json(tmp_path):
     assert "meta-llama/Llama-3.1-8B-Instruct@0e9e39f249a16976918f6564b8830bc894c89659" in serving
     assert "python3 /app/examples/quantization/quantize.py --model_dir LLAMA_8B_HF_DIR" in serving
     assert "--speculative_decoding_mode draft_tokens_external --max_draft_len 4" in serving
+    # Guided decoding (xgrammar) on the engine path: the tokenizer info beside each engine.
+    assert ("HF_HUB_OFFLINE=1 python3 /app/examples/generate_xgrammar_tokenizer_info.py --model_dir LLAMA_8B_HF_DIR "
+            "--output_dir LLAMA_8B_ENGINE_DIR") in serving
     assert "TRTLLM_ORCHESTRATOR=1" in serving  # two engines: orchestrator mode
     scaling = docs["scaling-plan.md"]
     assert "vllm:num_requests_waiting" in scaling and "| Replicas | 12 |" in scaling and "least" in scaling

@@ -224,6 +224,7 @@ class TensorrtEngineBackend(Backend):
 
     def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
         from trtpipe.serve.trt_launch import device_ids, triton_launch_argv, triton_launch_env
+        from trtpipe.trt.guided_decoding import tokenizer_info_command
         from trtpipe.trt.recipes import IMAGE, Command, TrtTools, build_commands, checkpoint_command
 
         class _Ports:
@@ -239,6 +240,8 @@ class TensorrtEngineBackend(Backend):
             cmds.append(checkpoint_command(cfg, Path(f"{tag}_HF_DIR"), Path(f"{tag}_CKPT_DIR"), tools))
             cmds += build_commands(cfg, Path(f"{tag}_CKPT_DIR"), Path(f"{tag}_ENGINE_DIR"), tools,
                                    draft=role == "draft")
+            if self.guided_decoding(cfg):
+                cmds.append(tokenizer_info_command(cfg, Path(f"{tag}_HF_DIR"), Path(f"{tag}_ENGINE_DIR"), tools))
         engines = [f"{config.name}-engine"] + ([f"{draft.name}-engine"] if draft else [])
         argv = triton_launch_argv("/models", world_size, _Ports(), engine_models=engines, gpu_count=world_size)
         env = triton_launch_env(world_size, len(engines))
