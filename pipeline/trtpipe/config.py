@@ -134,14 +134,6 @@ class LlmApi(_Strict):
     cuda_graph_max_batch_size: int | None = Field(None, ge=1)
     cuda_graph_padding: bool = True
 
-    @model_validator(mode="before")
-    @classmethod
-    def _moved_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "guided_decoding_backend" in data:
-            raise ValueError("llm_api.guided_decoding_backend is now serving.guided_decoding (xgrammar, llguidance or "
-                             "none), one switch for every backend: move it there")
-        return data
-
 
 class Frontend(_Strict):
     default_max_tokens: int = Field(256, ge=1)
@@ -175,6 +167,21 @@ class BuildConfig(_Strict):
     frontend: Frontend = Frontend()
     gate: Gate = Gate()
     llm_api: LlmApi = LlmApi()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Manifests written before serving.guided_decoding hold llm_api.guided_decoding_backend: read it there.
+        (A YAML file that still has it is refused by load_config, naming the new key.)"""
+        api = data.get("llm_api") if isinstance(data, dict) else None
+        if isinstance(api, dict) and "guided_decoding_backend" in api:
+            api = dict(api)
+            old = api.pop("guided_decoding_backend")
+            serving = dict(data.get("serving") or {})
+            if old is not None:
+                serving.setdefault("guided_decoding", old)
+            data = {**data, "llm_api": api, "serving": serving}
+        return data
 
     @field_validator("backend")
     @classmethod
@@ -283,6 +290,10 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> BuildConfig:
     for item in overrides:
         _apply_override(data, *parse_override(item))
     data.setdefault("name", path.stem)
+    if isinstance(data.get("llm_api"), dict) and "guided_decoding_backend" in data["llm_api"]:
+        raise ConfigError("llm_api.guided_decoding_backend is now serving.guided_decoding (xgrammar, llguidance or "
+                          "none), one switch for every backend", where=str(path),
+                          fix="move it: serving: {guided_decoding: xgrammar}")
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as e:

@@ -99,5 +99,16 @@ def test_a_guided_decoding_library_the_backend_lacks_is_refused_naming_what_it_h
 
 
 def test_the_old_llm_api_guided_decoding_key_says_where_it_moved():
-    with pytest.raises(ConfigError, match="llm_api.guided_decoding_backend is now serving.guided_decoding"):
+    with pytest.raises(ConfigError, match="llm_api.guided_decoding_backend is now serving.guided_decoding") as e:
         load_config("llama-8b-pytorch", ["llm_api.guided_decoding_backend=xgrammar"])
+    assert "llama-8b-pytorch.yaml" in str(e.value) and "serving: {guided_decoding: xgrammar}" in str(e.value)
+
+
+@pytest.mark.parametrize("old, read_as", [(None, None), ("llguidance", "llguidance")])
+def test_a_manifest_written_with_the_old_key_still_reads(old, read_as):
+    from trtpipe.config import BuildConfig
+
+    dumped = load_config("tinyllama-pytorch").model_dump(mode="json")
+    dumped["llm_api"]["guided_decoding_backend"] = old  # what a manifest written before the move holds
+    del dumped["serving"]["guided_decoding"]
+    assert BuildConfig.model_validate(dumped).serving.guided_decoding == read_as
