@@ -10,9 +10,10 @@ Python backend reads it). The file is written by TensorRT-LLM's examples/generat
 tensorrt_llm.llmapi.tokenizer._xgrammar_tokenizer_info), the step tensorrtllm_backend's docs/guided_decoding.md
 gives for `triton_backend: tensorrtllm`.
 
-NOTE: read in TensorRT-LLM main-branch sources (the script at commit 7ed07f0; model_instance_state.cc as
-stored), not in the v1.2.1 tag itself, which the search corpus does not hold: that the script sits at the same
-path in the 1.2.1 image's /app/examples is an assumption, checked only when the stage runs there.
+NOTE: read in NVIDIA/TensorRT-LLM sources at the commits the search corpus holds (the script at 7ed07f0,
+model_instance_state.cc at 0c8de69), not in the v1.2.1 tag itself: that the script sits at this path in the
+1.2.1 image's /app/examples (the image copies TensorRT-LLM's examples/ there) is an assumption, checked only
+when the stage runs there.
 """
 
 from __future__ import annotations

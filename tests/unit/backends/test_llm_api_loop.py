@@ -153,6 +153,13 @@ def test_each_guide_type_becomes_sampling_params_guided_decoding_with_its_field(
     assert kwargs["max_tokens"] == 2  # beside the usual sampling arguments, which are unchanged
 
 
+def test_every_guide_type_the_tensors_accept_has_a_guided_decoding_field():
+    from trtpipe.backend.llm_api import GUIDED_DECODING_FIELDS
+    from trtpipe.engine.grammar import GUIDE_TYPES
+
+    assert sorted(GUIDED_DECODING_FIELDS) == sorted(GUIDE_TYPES)
+
+
 def test_a_request_without_a_guide_passes_no_guided_decoding(loop):
     submit(loop, "plain", tensors([1, 2], 2)).wait_final()
     [(_, kwargs, _)] = loop.llm.calls
