@@ -142,3 +142,29 @@ def test_api_keys_guard_every_route_but_liveness(triton, built_repo):
         assert httpx.get(f"{root}/metrics").status_code == 401
         assert httpx.get(f"{root}/metrics", headers={"Authorization": "Bearer k"}).status_code == 200
         assert httpx.get(f"{root}/health/live").status_code == 200
+
+
+def test_a_model_published_without_guided_decoding_answers_guided_requests_with_a_400(triton, built_repo, tmp_path):
+    # The same tiny-llama, published with serving.guided_decoding: none into its own repository; its spec.json
+    # says so and the frontend refuses every guided request before Triton is called (the official client sees it).
+    from trtpipe.build import build
+    from trtpipe.config import load_config
+
+    repo = tmp_path / "repo"
+    build(load_config("tiny-llama", ["serving.guided_decoding=none"]), repo)
+    with running_frontend(settings_for(triton, repo)) as url:
+        client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+        schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+        tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+        for kw, param in [
+            ({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}},
+             "response_format"),
+            ({"extra_body": {"guided_regex": "[0-9]+"}}, "guided_regex"),
+            ({"tools": tools, "tool_choice": "required"}, "tool_choice"),
+        ]:
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=4, **kw)
+            assert e.value.body["param"] == param and "needs guided decoding" in e.value.body["message"]
+        # Plain requests, and tools the model may or may not call, are served as before.
+        assert client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2).choices
+        assert client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2, tools=tools).choices
