@@ -188,6 +188,8 @@ class Engine:
             "kv_blocks_used": pool.num_used_blocks,
             "kv_blocks_free": pool.num_free_blocks,
             "kv_blocks_reused_total": pool.num_reused_blocks_total,
+            "prefix_cache_queries": self.kv.prefix_cache_queries,
+            "prefix_cache_hits": self.kv.prefix_cache_hits,
             "tokens_per_block": self.kv.block_size,
             "accept_counts": list(self.accept_counts.counts),
         }

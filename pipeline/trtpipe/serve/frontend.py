@@ -21,7 +21,7 @@ from trtpipe.serve.registry import ModelRegistry, ServedModel
 from trtpipe.serve.replicas import ReplicaPool
 from trtpipe.serve.responses import GenerationResponse
 from trtpipe.serve.speculation import AdaptiveSpeculation, Speculator
-from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS
+from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_KV_REUSED, OUTPUT_LOG_PROBS
 from trtpipe.serve.validation import Generation, RequestError
 
 log = logging.getLogger("trtpipe.serve")
@@ -133,7 +133,7 @@ class Frontend:
 
     def _choice_streams(self, model: ServedModel, gen: Generation, adm: Admission) -> list[AsyncIterator]:
         pin: list = [None]  # all engine calls of this request go to one replica (prefix cache)
-        outputs = (OUTPUT_IDS, OUTPUT_LOG_PROBS) if gen.logprobs else (OUTPUT_IDS,)
+        outputs = (OUTPUT_IDS, OUTPUT_KV_REUSED) + ((OUTPUT_LOG_PROBS,) if gen.logprobs else ())
         pool, engine = self.pool, model.engine_model
 
         def stream(name, call, outs):
@@ -195,6 +195,9 @@ class Frontend:
             mm.request_generation_tokens.observe(completion)
             for d in done.values():
                 mm.success[d.finish_reason].inc()
+                if d.prefix_cache is not None:
+                    mm.prefix_cache_queries.inc(d.prefix_cache[0])
+                    mm.prefix_cache_hits.inc(d.prefix_cache[1])
             if completion > 1 and state["first"] is not None:
                 mm.tpot.observe((state["last"] - state["first"]) / (completion - 1))
             return usage_dict(gen.num_prompt_tokens, done, speculative)

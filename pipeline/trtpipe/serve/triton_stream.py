@@ -36,6 +36,7 @@ _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 MODEL_STREAM_INFER = f"/{_SERVICE.full_name}/{_SERVICE.methods_by_name['ModelStreamInfer'].name}"
 OUTPUT_IDS = "output_ids"
 OUTPUT_LOG_PROBS = "output_log_probs"
+OUTPUT_KV_REUSED = "kv_cache_reused_blocks"
 DRAFT_COUNTERS = ("total_draft_tokens", "total_accepted_draft_tokens")
 
 
@@ -150,6 +151,7 @@ class Final:
     num_output_tokens: int
     num_draft_tokens: int = 0
     num_accepted_draft_tokens: int = 0
+    num_reused_blocks: int | None = None  # prefix-cache blocks the engine reused (None: it did not say)
 
 
 class EngineError(Exception):
@@ -237,6 +239,7 @@ class TritonEngineClient:
             self._connect()
         rpc = self._stream_infer(request)
         num_out = draft = accepted = 0
+        reused = None
         try:
             while True:
                 try:
@@ -261,11 +264,13 @@ class TritonEngineClient:
                         draft = struct.unpack("<i", raw[i])[0]
                     elif name == "total_accepted_draft_tokens":
                         accepted = struct.unpack("<i", raw[i])[0]
+                    elif name == OUTPUT_KV_REUSED:
+                        reused = struct.unpack("<i", raw[i])[0]
                 if ids:
                     num_out += len(ids)
                     yield TokenDelta(ids, lps)
                 if response.parameters["triton_final_response"].bool_param:
-                    yield Final(num_out, draft, accepted)
+                    yield Final(num_out, draft, accepted, reused)
                     return
         finally:
             # A no-op after the final response; on an early exit (client gone, stop string) it cancels the
