@@ -98,10 +98,13 @@ class Engine:
                 and is_plain_greedy(by_id[i].sampling, by_id[i].num_output_tokens, by_id[i].end_id)]
         if fast:
             want_lp = any(by_id[i].return_log_probs for i in fast)
-            tokens, log_probs = greedy_batch(np.concatenate([rows[i] for i in fast]), want_lp)
+            # Every row plain greedy (the usual decode step): the logits are already that batch, uncopied.
+            every = len(fast) == len(rows) == len(logits)
+            tokens, log_probs = greedy_batch(logits if every else np.concatenate([rows[i] for i in fast]), want_lp)
+            tokens = tokens.tolist()
             for j, i in enumerate(fast):
                 lp = [float(log_probs[j])] if by_id[i].return_log_probs else None
-                results[i] = SeqResult([int(tokens[j])], lp)
+                results[i] = SeqResult([tokens[j]], lp)
         for i, r in rows.items():
             if i not in results:
                 results[i] = self._sample_seq(by_id[i], r)
