@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import LlamaConfig
 from .kv_cache import KVCacheManager, num_kv_blocks
+from .malloc_tuning import keep_freed_memory_for_reuse
 from .model import ForwardBatch, SeqChunk, forward, rope_inv_freq, softmax
 from .protocol import EngineLimits, EngineRequest, RequestOutput, SamplingParams
 from .sampling import greedy_batch, is_plain_greedy, make_rng, process_row, sample_from_probs
@@ -24,6 +25,7 @@ from .weights import ModelWeights, load_weights
 
 class Engine:
     def __init__(self, config: LlamaConfig, weights: ModelWeights, limits: EngineLimits | None = None) -> None:
+        keep_freed_memory_for_reuse()  # each step's temporaries would otherwise page-fault back in
         self.config = config
         self.limits = limits or EngineLimits()
         self.weights = weights
