@@ -4,9 +4,10 @@ Random fp32 weights shaped like stories15M (dim 288, 6 layers, 6 heads, ffn 768,
 real safetensors + config.json, loaded by `LlamaForCausalLM.from_pretrained` and, after trtpipe's own
 `convert_checkpoint`, by `trtpipe.engine.Engine`. Greedy, 16 prompt + 64 new tokens, 2 BLAS threads each:
 batch 1 (prompts one after another) and 16 requests at once (transformers: one static batch; the engine:
-16 concurrent requests). Each side runs in its own process, the sides alternate, and every round measures
-all of them back to back, so a ratio is taken within one round. The greedy tokens of every side are checked
-against transformers'. Nothing is downloaded.
+16 concurrent requests). Each side runs in its own long-lived process; every round runs each side once,
+back to back, in alternating order, so a ratio is taken within one round and slow drifts in the load of the
+shared machine hit both sides alike. The greedy tokens of every side are checked against transformers'.
+Nothing is downloaded.
 
 torch and transformers are the optional `bench` extra (`pip install -e ".[bench]"`), never needed by the tests.
 
@@ -29,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine_load import wait_until_quiet
 
 HF_CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 32000, "hidden_size": 288,
@@ -38,9 +38,7 @@ HF_CONFIG = {
     "hidden_act": "silu", "torch_dtype": "float32",
 }
 PROMPT_LEN, NEW_TOKENS, THREADS = 16, 64, 2
-# The machine is shared: start each process on idle cores, and redo it when other processes kept more than this
-# many cores busy during its best repetition.
-QUIET_IDLE, QUIET_TIMEOUT_S, MAX_FOREIGN_CORES, MAX_ATTEMPTS = 0.85, 180.0, 0.25, 4
+SETTLE_S = 0.5
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -69,8 +67,8 @@ def write_checkpoint(d: Path, seed: int = 0) -> None:
     save_file(t, str(d / "model.safetensors"))
 
 
-# --- workers: one side, one batch size, a few timed repetitions; JSON on stdout -------------------------------
-def run_transformers(ckpt: Path, prompts: list[list[int]], batch: int, reps: int) -> tuple[list[float], list]:
+# --- workers: one side, both batch sizes, kept alive; one timed repetition per command -----------------------
+def transformers_runner(ckpt: Path):
     import torch
     from transformers import LlamaForCausalLM
 
@@ -80,77 +78,80 @@ def run_transformers(ckpt: Path, prompts: list[list[int]], batch: int, reps: int
 
     def gen(group: list[list[int]]) -> list[list[int]]:
         ids = torch.tensor(group)
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
         return out[:, ids.shape[1]:].tolist()
 
-    with torch.inference_mode():
-        gen(prompts[:batch])  # warm-up
-        return _timed(lambda: [t for g in _groups(prompts, batch) for t in gen(g)], reps)
+    return gen
 
 
-def run_engine(engine_dir: Path, prompts: list[list[int]], batch: int, reps: int) -> tuple[list[float], list]:
+def engine_runner(engine_dir: Path):
     from trtpipe.engine import Engine, EngineLimits, SamplingParams
 
     limits = EngineLimits(max_batch_size=16, max_num_tokens=2048, max_seq_len=256, tokens_per_block=32,
                           max_tokens_in_paged_kv_cache=16 * 256)
     engine = Engine.from_dir(engine_dir, limits)
     greedy = SamplingParams(temperature=0.0)
-    engine.generate(prompts[:batch], 4, greedy)  # warm-up
-    return _timed(lambda: [t for g in _groups(prompts, batch) for t in engine.generate(g, NEW_TOKENS, greedy)], reps)
-
-
-def _groups(prompts: list[list[int]], batch: int) -> list[list[list[int]]]:
-    return [prompts[i:i + batch] for i in range(0, len(prompts), batch)]
-
-
-def _timed(fn, reps: int) -> tuple[list[float], list[float], list]:
-    from machine_load import ForeignLoad
-
-    rates, foreign, tokens = [], [], None
-    for _ in range(reps):
-        with ForeignLoad() as load:
-            t0 = time.perf_counter()
-            tokens = fn()
-            elapsed = time.perf_counter() - t0
-        rates.append(sum(len(t) for t in tokens) / elapsed)
-        foreign.append(load.cores)
-    return rates, foreign, tokens
+    return lambda group: engine.generate(group, NEW_TOKENS, greedy)
 
 
 def worker(args) -> None:
+    """Reads `BATCH NUM_PROMPTS` lines; answers each with one timed repetition as a JSON line."""
+    from machine_load import ForeignLoad
+
     prompts = json.loads(Path(args.prompts).read_text())
-    prompts = prompts[:args.num_prompts]
     if args.worker == "transformers":
-        rates, foreign, tokens = run_transformers(Path(args.ckpt), prompts, args.batch, args.reps)
+        gen = transformers_runner(Path(args.ckpt))
     else:
         import trtpipe
-        rates, foreign, tokens = run_engine(Path(args.engine_dir), prompts, args.batch, args.reps)
-        print(f"# trtpipe from {Path(trtpipe.__file__).parent}", file=sys.stderr)
-    print(json.dumps({"tok_s": rates, "foreign_cores": foreign, "tokens": tokens}))
+        gen = engine_runner(Path(args.engine_dir))
+        print(f"# trtpipe from {Path(trtpipe.__file__).parent}", file=sys.stderr, flush=True)
+    for b in (1, 16):
+        gen(prompts[:b])  # warm-up at both sizes
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        batch, n = map(int, line.split())
+        with ForeignLoad() as load:
+            t0 = time.perf_counter()
+            tokens = [t for i in range(0, n, batch) for t in gen(prompts[i:i + batch])]
+            elapsed = time.perf_counter() - t0
+        print(json.dumps({"tok_s": sum(map(len, tokens)) / elapsed, "foreign_cores": load.cores,
+                          "tokens": tokens}), flush=True)
 
 
 # --- the driver ------------------------------------------------------------------------------------------------
-def spawn(side: str, src: str | None, tmp: Path, batch: int, reps: int, num_prompts: int) -> dict:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(THREADS), "OMP_NUM_THREADS": str(THREADS),
-           "MKL_NUM_THREADS": str(THREADS)}
-    if src:
-        env["PYTHONPATH"] = src
-    cmd = [sys.executable, __file__, "--worker", "transformers" if side == "transformers" else "engine",
-           "--ckpt", str(tmp / "hf"), "--engine-dir", str(tmp / "engine"), "--prompts", str(tmp / "prompts.json"),
-           "--batch", str(batch), "--reps", str(reps), "--num-prompts", str(num_prompts)]
-    for attempt in range(MAX_ATTEMPTS):
-        wait_until_quiet(min_idle=QUIET_IDLE, timeout_s=QUIET_TIMEOUT_S)
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"{side} batch {batch} failed:\n{out.stderr[-3000:]}")
-        if src and src not in out.stderr:
-            raise SystemExit(f"{side} did not import trtpipe from {src}: {out.stderr[-500:]}")
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-        res["attempts"] = attempt + 1
-        # The best repetition is the one reported; redo the process if even that one shared the cores.
-        if res["foreign_cores"][int(np.argmax(res["tok_s"]))] <= MAX_FOREIGN_CORES:
-            return res
-    return res
+class Worker:
+    def __init__(self, side: str, src: str | None, tmp: Path):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(THREADS), "OMP_NUM_THREADS": str(THREADS),
+               "MKL_NUM_THREADS": str(THREADS)}
+        if src:
+            env["PYTHONPATH"] = src
+        cmd = [sys.executable, __file__, "--worker", "transformers" if side == "transformers" else "engine",
+               "--ckpt", str(tmp / "hf"), "--engine-dir", str(tmp / "engine"), "--prompts", str(tmp / "prompts.json")]
+        self.side, self.src = side, src
+        self.log = open(tmp / f"{side}.stderr", "w+")
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     text=True)
+        self._read()  # loaded and warmed up
+        self.log.seek(0)
+        if src and src not in self.log.read():
+            raise SystemExit(f"{side} did not import trtpipe from {src}")
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            raise SystemExit(f"{self.side} worker died:\n{self.log.read()[-3000:]}")
+        return json.loads(line)
+
+    def run(self, batch: int, num_prompts: int) -> dict:
+        self.proc.stdin.write(f"{batch} {num_prompts}\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
 def first_mismatches(ref: list[list[int]], got: list[list[int]]) -> list[int | None]:
@@ -161,8 +162,7 @@ def first_mismatches(ref: list[list[int]], got: list[list[int]]) -> list[int | N
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--reps", type=int, default=3, help="timed repetitions per process")
+    ap.add_argument("--rounds", type=int, default=8, help="repetitions of every side and batch size, interleaved")
     ap.add_argument("--batch1-prompts", type=int, default=4, help="prompts run one after another at batch 1")
     ap.add_argument("--baseline-src", help="a directory holding another trtpipe package (its engine is measured too)")
     ap.add_argument("--baseline-name", default="baseline")
@@ -170,8 +170,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--worker", choices=["transformers", "engine"], help=argparse.SUPPRESS)
     for hidden in ("--ckpt", "--engine-dir", "--prompts"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
-    ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--num-prompts", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -191,44 +189,44 @@ def main(argv: list[str] | None = None) -> dict:
         convert_checkpoint(tmp / "hf", tmp / "engine", dtype="float32")
         rng = np.random.default_rng(1)
         (tmp / "prompts.json").write_text(json.dumps(rng.integers(1, 32000, (16, PROMPT_LEN)).tolist()))
-        for r in range(args.rounds):
-            order = sides if r % 2 == 0 else sides[::-1]
-            for batch, n in batches.items():
-                for side in order:
-                    load.append(os.getloadavg()[0])
-                    res = spawn(side, srcs[side], tmp, batch, args.reps, n)
-                    runs[side][batch].append(res)
-                    tokens[side][batch] = res["tokens"]
-                    print(f"round {r} batch {batch:>2} {side:>20}: "
-                          + " ".join(f"{x:7.1f}" for x in res["tok_s"]) + " tok/s, foreign cores "
-                          + " ".join(f"{x:.2f}" for x in res["foreign_cores"]) + f", attempts {res['attempts']}",
-                          flush=True)
+        workers = {side: Worker(side, srcs[side], tmp) for side in sides}
+        try:
+            for r in range(args.rounds):
+                order = sides if r % 2 == 0 else sides[::-1]
+                for batch, n in batches.items():
+                    for side in order:
+                        time.sleep(SETTLE_S)  # the previous side's BLAS/OpenMP threads stop spinning
+                        load.append(os.getloadavg()[0])
+                        res = workers[side].run(batch, n)
+                        runs[side][batch].append(res)
+                        tokens[side][batch] = res["tokens"]
+                        print(f"round {r:2d} batch {batch:>2} {side:>20}: {res['tok_s']:7.1f} tok/s, "
+                              f"foreign cores {res['foreign_cores']:.2f}", flush=True)
+        finally:
+            for w in workers.values():
+                w.close()
     return report(args, sides, batches, runs, tokens, load)
 
 
 def report(args, sides, batches, runs, tokens, load) -> dict:
-    def best(res: dict) -> float:  # the best repetition of a process: least disturbed by the shared machine
-        return max(res["tok_s"])
-
     summary: dict = {"model": HF_CONFIG, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS, "threads": THREADS,
-                     "rounds": args.rounds, "reps": args.reps, "loadavg_1m": [round(x, 2) for x in load],
+                     "rounds": args.rounds, "loadavg_1m": [round(x, 2) for x in load],
                      "command": "python bench/engine_vs_transformers.py " + " ".join(sys.argv[1:]), "batches": {}}
     for batch in batches:
         row: dict = {}
         for side in sides:
-            per_round = [best(x) for x in runs[side][batch]]
-            row[side] = {"tok_s_per_round": [round(x, 1) for x in per_round],
-                         "tok_s_median": round(statistics.median(per_round), 1),
-                         "foreign_cores_of_best_rep": [round(x["foreign_cores"][int(np.argmax(x["tok_s"]))], 2)
-                                                       for x in runs[side][batch]],
-                         "attempts": [x["attempts"] for x in runs[side][batch]]}
+            rates = [x["tok_s"] for x in runs[side][batch]]
+            row[side] = {"tok_s_per_round": [round(x, 1) for x in rates], "tok_s_median": round(statistics.median(rates), 1),
+                         "tok_s_best": round(max(rates), 1),
+                         "foreign_cores_per_round": [round(x["foreign_cores"], 2) for x in runs[side][batch]]}
             if side != "transformers":
-                ratios = [e / t for e, t in zip(per_round, row["transformers"]["tok_s_per_round"])]
-                row[side]["ratio_to_transformers_per_round"] = [round(x, 2) for x in ratios]
-                row[side]["ratio_to_transformers_median"] = round(statistics.median(ratios), 2)
+                ref = [x["tok_s"] for x in runs["transformers"][batch]]
+                ratios = [e / t for e, t in zip(rates, ref)]
+                row[side] |= {"ratio_per_round": [round(x, 2) for x in ratios],
+                              "ratio_median": round(statistics.median(ratios), 2),
+                              "ratio_of_bests": round(max(rates) / max(ref), 2)}
                 mism = first_mismatches(tokens["transformers"][batch], tokens[side][batch])
-                row[side]["greedy_sequences_equal"] = sum(m is None for m in mism)
-                row[side]["greedy_first_mismatch"] = mism
+                row[side] |= {"greedy_sequences_equal": sum(m is None for m in mism), "greedy_first_mismatch": mism}
         row["num_sequences"] = len(tokens["transformers"][batch])
         summary["batches"][str(batch)] = row
     args.out.mkdir(parents=True, exist_ok=True)
@@ -246,24 +244,29 @@ def markdown(s: dict, sides: list[str]) -> str:
         "",
         f"Random fp32 weights shaped like stories15M (dim {m['hidden_size']}, {m['num_hidden_layers']} layers, "
         f"{m['num_attention_heads']} heads, ffn {m['intermediate_size']}, vocab {m['vocab_size']}); "
-        f"{s['prompt_len']} prompt + {s['new_tokens']} new tokens, {s['threads']} threads each. Batch 1: prompts one "
-        "after another; 16: transformers as one static batch, the engine as 16 concurrent requests. Per process the "
-        f"best of {s['reps']} repetitions; {s['rounds']} rounds alternating the sides; the ratio is taken within each "
-        "round, the median shown. A shared, noisy 2-core machine: 1-minute load average during the run "
-        f"{min(s['loadavg_1m']):.2f}-{max(s['loadavg_1m']):.2f}.",
+        f"{s['prompt_len']} prompt + {s['new_tokens']} new tokens, {s['threads']} BLAS/OpenMP threads each. Batch 1: "
+        "prompts one after another; 16: transformers as one static batch, the engine as 16 concurrent requests. "
+        "One long-lived process per side; every round runs each side once, back to back, in alternating order, "
+        "and a ratio is taken within a round. Output tokens/s include prefill.",
+        "",
+        "The machine is shared (2 cores, other sessions running tests): 1-minute load average during the run "
+        f"{min(s['loadavg_1m']):.2f}-{max(s['loadavg_1m']):.2f}; `foreign_cores_per_round` in the JSON is how many "
+        "cores other processes kept busy during each measurement.",
         "",
         f"Command: `{s['command']}`",
         "",
-        "| batch | side | output tok/s (median) | per round | x transformers (median) | per round | greedy = transformers |",
-        "| --- | --- | ---: | --- | ---: | --- | --- |",
+        "| batch | side | tok/s median | tok/s best | x transformers, median of rounds | x, best vs best | greedy = transformers |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for batch, row in s["batches"].items():
         for side in sides:
             r = row[side]
-            ratio = r.get("ratio_to_transformers_median")
-            lines.append(f"| {batch} | {side} | {r['tok_s_median']:.0f} | {', '.join(f'{x:.0f}' for x in r['tok_s_per_round'])} | "
-                         + (f"{ratio:.2f} | {', '.join(f'{x:.2f}' for x in r['ratio_to_transformers_per_round'])} | "
-                            f"{r['greedy_sequences_equal']}/{row['num_sequences']} |" if ratio is not None else "1 | | |"))
+            if side == "transformers":
+                lines.append(f"| {batch} | {side} | {r['tok_s_median']:.0f} | {r['tok_s_best']:.0f} | 1 | 1 | |")
+            else:
+                lines.append(f"| {batch} | {side} | {r['tok_s_median']:.0f} | {r['tok_s_best']:.0f} | "
+                             f"{r['ratio_median']:.2f} | {r['ratio_of_bests']:.2f} | "
+                             f"{r['greedy_sequences_equal']}/{row['num_sequences']} |")
     return "\n".join(lines) + "\n"
 
 

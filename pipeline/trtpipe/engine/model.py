@@ -163,6 +163,11 @@ class ForwardBatch:
         # Built with whole-array operations: its cost is paid every step for every sequence.
         if all(len(c.token_ids) == 1 and c.num_logits == 1 for c in chunks):
             return cls._build_decode(chunks, block_size)
+        return cls._build_mixed(chunks, block_size)
+
+    @classmethod
+    def _build_mixed(cls, chunks: list[SeqChunk], block_size: int) -> ForwardBatch:
+        """Any mix of prefill chunks, decode tokens and draft verifications."""
         B = len(chunks)
         lens = np.fromiter((len(c.token_ids) for c in chunks), np.int64, B)  # (B,)
         first_row = np.cumsum(lens) - lens  # (B,)
