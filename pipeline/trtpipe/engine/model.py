@@ -74,10 +74,11 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, axis: int = -1, *, in_place: bool = False) -> np.ndarray:
+    # The ufuncs' own reductions: ndarray.max/sum add a Python wrapper call each, per layer at decode sizes.
     e = x if in_place else x.copy()
-    e -= x.max(axis=axis, keepdims=True)
+    e -= np.maximum.reduce(x, axis=axis, keepdims=True)
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e
 
 
@@ -238,19 +239,26 @@ def decoder_layer(x: np.ndarray, w: LayerWeights, cfg: LlamaConfig, cos: np.ndar
     k_cache.reshape(num_blocks * block_size, n_kv, d)[batch.slot_mapping] = k
     v_cache.reshape(num_blocks * block_size, n_kv, d)[batch.slot_mapping] = v
 
-    attn = np.empty((N, n_heads * d), dtype=np.float32)  # (N, n_heads d)
-    for g in batch.groups:
-        S, T = g.bias.shape[:2]
-        ctx_k = k_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
-        ctx_v = v_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
-        # One group holding every row in order (a pure decode step) needs no row gather or scatter.
-        rows = slice(None) if len(batch.groups) == 1 else g.rows
-        attn[rows] = attention(q[rows].reshape(S, T, n_heads, d), ctx_k, ctx_v, g.bias).reshape(S * T, -1)
+    if len(batch.groups) == 1:  # every row in one group, in order (a decode step): no row gather or scatter
+        attn = _group_attention(q, k_cache, v_cache, batch.groups[0]).reshape(N, n_heads * d)  # (N, n_heads d)
+    else:
+        attn = np.empty((N, n_heads * d), dtype=np.float32)  # (N, n_heads d)
+        for g in batch.groups:
+            attn[g.rows] = _group_attention(q[g.rows], k_cache, v_cache, g).reshape(len(g.rows), -1)
     o = linear(attn, w.o)  # (N, H)
     if w.o_bias is not None:
         o += w.o_bias
     x = x + o
     return x + mlp(rms_norm(x, w.mlp_norm, cfg.rms_norm_eps), w.gate_up, w.down)
+
+
+def _group_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, g: AttnGroup) -> np.ndarray:
+    """q: the group's rows (S*T, n_heads, d) -> (S, T, n_heads d), over its context gathered from the cache."""
+    S, T = g.bias.shape[:2]
+    n_kv, d = k_cache.shape[2:]
+    ctx_k = k_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
+    ctx_v = v_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
+    return attention(q.reshape(S, T, -1, d), ctx_k, ctx_v, g.bias)
 
 
 def forward(weights: ModelWeights, cfg: LlamaConfig, inv_freq: np.ndarray,
@@ -263,7 +271,9 @@ def forward(weights: ModelWeights, cfg: LlamaConfig, inv_freq: np.ndarray,
     x = weights.embed_tokens[batch.token_ids]  # (N, H)
     for i, layer in enumerate(weights.layers):
         x = decoder_layer(x, layer, cfg, cos, sin, k_cache[i], v_cache[i], batch)
-    h = rms_norm(x[batch.logit_rows], weights.final_norm, cfg.rms_norm_eps)  # (R, H)
+    if len(batch.logit_rows) < len(x):  # prefill rows need no logits; a decode step wants every row
+        x = x[batch.logit_rows]
+    h = rms_norm(x, weights.final_norm, cfg.rms_norm_eps)  # (R, H)
     return linear(h, weights.lm_head)  # (R, V)
 
 
