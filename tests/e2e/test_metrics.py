@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 from openai import OpenAI
 
@@ -44,3 +45,28 @@ def test_vllm_names_appear_exactly_and_count_what_the_client_got(frontend):
     assert ours['trtpipe_generation_tokens_total{model="tiny-llama"}'] == after[f"vllm:generation_tokens_total{M}"]
     assert ours["trtpipe_ready"] == 1
     assert any(k.startswith("trtpipe_replica_healthy{") and v == 1 for k, v in ours.items())
+
+
+def test_prefix_cache_hits_and_queries_count_prompt_tokens_with_vllm_names(frontend, triton):
+    from tests.e2e.helpers import engine_state, wait_engine_idle
+
+    client = OpenAI(base_url=frontend, api_key="x", max_retries=0)
+    # 70 random token ids: tiny-llama's blocks hold 32 tokens, so the second call reuses exactly 2 blocks.
+    prompt = np.random.default_rng().integers(300, 1000, 70).tolist()
+    engine_before = wait_engine_idle(triton.ports.metrics)
+    before = metric_lines(frontend, "vllm:prefix_cache")
+    for _ in range(2):
+        client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=2, temperature=0)
+    after = metric_lines(frontend, "vllm:prefix_cache")
+    engine_after = wait_engine_idle(triton.ports.metrics)
+
+    def delta(name: str) -> float:
+        return after.get(f"{name}_total{M}", 0.0) - before.get(f"{name}_total{M}", 0.0)
+
+    assert delta("vllm:prefix_cache_queries") == 2 * 70
+    assert delta("vllm:prefix_cache_hits") == 64
+    # The engine's own running totals on Triton's /metrics saw the same hits (its queries also count canaries).
+    assert engine_after["prefix_cache_hits"] - engine_before["prefix_cache_hits"] == 64
+    assert engine_after["prefix_cache_queries"] - engine_before["prefix_cache_queries"] >= 2 * 70
+    assert "# TYPE vllm:prefix_cache_hits_total counter" in httpx.get(frontend.removesuffix("/v1") + "/metrics").text
+    assert engine_state(triton.ports.metrics)["prefix_cache_hits"] >= 64

@@ -61,15 +61,20 @@ def test_a_bad_request_gets_an_error_and_the_next_request_still_works(triton):
 
 
 def test_cancelled_stream_frees_the_request_and_its_kv_blocks(triton):
-    session = StreamSession(triton.grpc_url)
-    session.send(MODEL, inputs(PROMPT * 8, 800, min_tokens=np.array([[800]], dtype=np.int32)))
-    session.responses.get(timeout=30)  # generation has started
+    # Several long streams at once, so that generation outlasts a /metrics scrape on a loaded machine (one
+    # 800-token stream takes under 2 s); every one of them is cancelled.
+    sessions = [StreamSession(triton.grpc_url) for _ in range(6)]
+    for session in sessions:
+        session.send(MODEL, inputs(PROMPT * 8, 900, min_tokens=np.array([[900]], dtype=np.int32)))
+    for session in sessions:
+        session.responses.get(timeout=30)  # generation has started
     deadline = time.monotonic() + 10  # the engine publishes its gauges at most every 50 ms
     busy = engine_state(triton.ports.metrics)
     while time.monotonic() < deadline and not busy.get("num_active_requests"):
         time.sleep(0.05)
         busy = engine_state(triton.ports.metrics)
-    session.close(cancel=True)
+    for session in sessions:
+        session.close(cancel=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         state = engine_state(triton.ports.metrics)

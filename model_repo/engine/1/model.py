@@ -11,7 +11,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from trtpipe.backend.loop import EngineLoop
+from trtpipe.backend.loop import ENGINE_GAUGES, EngineLoop
 from trtpipe.backend.tensors import BadRequest, decode_request
 from trtpipe.backend.triton_io import TritonSender, read_inputs
 from trtpipe.engine import Engine, EngineLimits
@@ -53,13 +53,11 @@ class TritonPythonModel:
             return None
 
     def _make_metrics(self, model_name):
-        """Engine counters on Triton's own /metrics (port 8002): active requests and KV blocks."""
+        """Engine counters on Triton's own /metrics (port 8002): active requests, KV blocks, prefix-cache tokens."""
         # The family must outlive its metrics: keep it on self.
         self._metric_family = family = pb_utils.MetricFamily(name="trtpipe_engine_state", description="reference engine state",
                                        kind=pb_utils.MetricFamily.GAUGE)
-        names = ("num_active_requests", "num_waiting_requests", "kv_blocks_used", "kv_blocks_free",
-                 "kv_blocks_total", "kv_blocks_reused_total")
-        return {n: family.Metric(labels={"model": model_name, "state": n}) for n in names}
+        return {n: family.Metric(labels={"model": model_name, "state": n}) for n in ENGINE_GAUGES}
 
     def _publish_stats(self, stats):
         # At most every 50 ms while busy (each set() is a message to the server); always when idle.

@@ -18,6 +18,12 @@ from trtpipe.backend.tensors import RequestOptions, encode_output
 from trtpipe.engine import Engine, EngineRequest, RequestOutput
 
 
+# Engine.stats() keys published as Triton metrics (`trtpipe_engine_state{state=...}`). The prefix-cache pair are
+# running totals in tokens, as vLLM counts `prefix_cache_queries` / `prefix_cache_hits`.
+ENGINE_GAUGES = ("num_active_requests", "num_waiting_requests", "kv_blocks_used", "kv_blocks_free",
+                 "kv_blocks_total", "kv_blocks_reused_total", "prefix_cache_queries", "prefix_cache_hits")
+
+
 class ResponseSender(Protocol):
     def send(self, tensors: dict[str, np.ndarray] | None, *, error: str | None = None, final: bool = False) -> None: ...
 

@@ -7,13 +7,20 @@ Design forces:
   in O(1): an OrderedDict (insertion-ordered, O(1) delete) is exactly that queue.
 - Callers free a sequence's blocks tail first, so a sequence's last blocks (the least shareable)
   are evicted before its first ones.
+- A hit must never serve another prompt's K/V. The key is a chained BLAKE2b digest (the block's tokens and
+  everything before them), which no prompt can collide with by chance or on purpose (Python's `hash()` of
+  ints is trivially invertible); and every hit also compares the block's own token ids, as nano-vllm does,
+  so a bug in or a stand-in for the digest costs a miss, never wrong K/V.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
+from collections.abc import Sequence as AbcSequence
 from dataclasses import dataclass
 
 
@@ -21,16 +28,22 @@ def num_blocks_for(num_tokens: int, block_size: int) -> int:
     return math.ceil(num_tokens / block_size)
 
 
-def hash_block_tokens(parent_hash: int | None, token_ids: Iterable[int]) -> int:
-    """Chained hash: a block's identity is its tokens *and* everything before them."""
-    return hash((parent_hash, tuple(token_ids)))
+BlockHash = bytes
+
+
+def hash_block_tokens(parent_hash: BlockHash | None, token_ids: Iterable[int]) -> BlockHash:
+    """Chained digest: a block's identity is its tokens *and* everything before them (128-bit BLAKE2b)."""
+    h = hashlib.blake2b(parent_hash or b"", digest_size=16)
+    h.update(array("q", token_ids).tobytes())
+    return h.digest()
 
 
 @dataclass
 class KVBlock:
     block_id: int
     ref_cnt: int = 0
-    block_hash: int | None = None  # set once the block is full of committed tokens and published
+    block_hash: BlockHash | None = None  # set once the block is full of committed tokens and published
+    token_ids: tuple[int, ...] = ()  # the tokens it was published with: every hit compares them
 
 
 class BlockPool:
@@ -40,7 +53,7 @@ class BlockPool:
         self.blocks = [KVBlock(i) for i in range(num_blocks)]
         # Head = least recently freed = evicted first.
         self._free_queue: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
-        self._cached: dict[int, int] = {}  # block_hash -> block_id
+        self._cached: dict[BlockHash, int] = {}  # block_hash -> block_id
         self._num_used = 0  # counted on its own so that used + free == total is a real check
         self.num_reused_blocks_total = 0  # prefix hits, cumulative
         self.num_evicted_blocks_total = 0  # cached blocks whose hash was dropped to reuse them
@@ -61,8 +74,12 @@ class BlockPool:
         """The free queue in eviction order (for tests and debugging)."""
         return list(self._free_queue)
 
-    def get_cached_block(self, block_hash: int) -> int | None:
-        return self._cached.get(block_hash)
+    def get_cached_block(self, block_hash: BlockHash, token_ids: AbcSequence[int]) -> int | None:
+        """The published block with this hash *and* these token ids, or None."""
+        b = self._cached.get(block_hash)
+        if b is None or self.blocks[b].token_ids != tuple(token_ids):
+            return None  # a miss, or a hash collision with another block's tokens
+        return b
 
     def num_free_among(self, block_ids: Iterable[int]) -> int:
         """How many of these (cached) blocks a touch would take out of the free queue."""
@@ -88,7 +105,7 @@ class BlockPool:
             block = self.blocks[b]
             if block.block_hash is not None:
                 del self._cached[block.block_hash]
-                block.block_hash = None
+                block.block_hash, block.token_ids = None, ()
                 self.num_evicted_blocks_total += 1
             block.ref_cnt = 1
             block_ids.append(b)
@@ -105,12 +122,12 @@ class BlockPool:
                 self._free_queue[b] = None
                 self._num_used -= 1
 
-    def cache_block(self, block_id: int, block_hash: int) -> bool:
-        """Publish a full block under its hash. False if an identical block is already published."""
+    def cache_block(self, block_id: int, block_hash: BlockHash, token_ids: AbcSequence[int]) -> bool:
+        """Publish a full block under its hash. False if a block with this hash is already published."""
         block = self.blocks[block_id]
         if block.block_hash is not None or block_hash in self._cached:
             return False
-        block.block_hash = block_hash
+        block.block_hash, block.token_ids = block_hash, tuple(token_ids)
         self._cached[block_hash] = block_id
         return True
 

@@ -14,6 +14,7 @@ import numpy as np
 from .config import LlamaConfig
 from .grammar import guide_rows
 from .kv_cache import KVCacheManager, num_kv_blocks
+from .malloc_tuning import keep_freed_memory_for_reuse
 from .model import ForwardBatch, SeqChunk, forward, forward_dense, rope_inv_freq, softmax
 from .protocol import EngineLimits, EngineRequest, RequestOutput, SamplingParams
 from .sampling import (MAX_TOP_LOG_PROBS, greedy_batch, is_plain_greedy, log_softmax, make_rng, process_row,
@@ -26,6 +27,7 @@ from .weights import ModelWeights, load_weights
 
 class Engine:
     def __init__(self, config: LlamaConfig, weights: ModelWeights, limits: EngineLimits | None = None) -> None:
+        keep_freed_memory_for_reuse()  # each step's temporaries would otherwise page-fault back in
         self.config = config
         self.limits = limits or EngineLimits()
         self.weights = weights
@@ -105,10 +107,13 @@ class Engine:
                                     by_id[i].grammar is not None)]
         if fast:
             want_lp = any(by_id[i].return_log_probs for i in fast)
-            tokens, log_probs = greedy_batch(np.concatenate([rows[i] for i in fast]), want_lp)
+            # Every row plain greedy (the usual decode step): the logits are already that batch, uncopied.
+            every = len(fast) == len(rows) == len(logits)
+            tokens, log_probs = greedy_batch(logits if every else np.concatenate([rows[i] for i in fast]), want_lp)
+            tokens = tokens.tolist()
             for j, i in enumerate(fast):
                 lp = [float(log_probs[j])] if by_id[i].return_log_probs else None
-                results[i] = SeqResult([int(tokens[j])], lp)
+                results[i] = SeqResult([tokens[j]], lp)
                 if by_id[i].num_top_log_probs:
                     self._top[i] = [top_log_probs(log_softmax(rows[i][0]), by_id[i].num_top_log_probs)]
         for i, r in rows.items():
@@ -229,6 +234,8 @@ class Engine:
             "kv_blocks_used": pool.num_used_blocks,
             "kv_blocks_free": pool.num_free_blocks,
             "kv_blocks_reused_total": pool.num_reused_blocks_total,
+            "prefix_cache_queries": self.kv.prefix_cache_queries,
+            "prefix_cache_hits": self.kv.prefix_cache_hits,
             "tokens_per_block": self.kv.block_size,
             "accept_counts": list(self.accept_counts.counts),
         }

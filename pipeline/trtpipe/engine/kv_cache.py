@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .block_pool import BlockPool, hash_block_tokens, num_blocks_for
+from .block_pool import BlockHash, BlockPool, hash_block_tokens, num_blocks_for
 from .config import LlamaConfig
 from .protocol import EngineLimits
 from .sequence import Sequence
@@ -59,12 +59,15 @@ class KVCacheManager:
         self.k_cache = np.zeros(shape, dtype=np.float32)  # (layers, num_blocks, block_size, n_kv, d)
         self.v_cache = np.zeros(shape, dtype=np.float32)
         self._num_published: dict[int, int] = {}  # seq_id -> leading blocks already in the prefix map
+        # As vLLM counts them, in tokens: every admission queries its whole sequence, hits are the reused prefix.
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
 
     @property
     def num_free_blocks(self) -> int:
         return self.pool.num_free_blocks
 
-    def _block_hashes(self, seq: Sequence, num_full_blocks: int) -> list[int]:
+    def _block_hashes(self, seq: Sequence, num_full_blocks: int) -> list[BlockHash]:
         """Chained hashes of seq's first num_full_blocks blocks; memoised on the sequence."""
         bs = self.block_size
         hashes = seq.block_hashes
@@ -82,13 +85,20 @@ class KVCacheManager:
         """
         if not self.enable_prefix_caching or seq.num_computed_tokens:
             return [], 0
+        bs = self.block_size
         block_ids: list[int] = []
-        for h in self._block_hashes(seq, (seq.num_tokens - 1) // self.block_size):
-            b = self.pool.get_cached_block(h)
+        for i, h in enumerate(self._block_hashes(seq, (seq.num_tokens - 1) // bs)):
+            b = self.pool.get_cached_block(h, seq.token_ids[i * bs:(i + 1) * bs])
             if b is None:
                 break
             block_ids.append(b)
-        return block_ids, len(block_ids) * self.block_size
+        return block_ids, len(block_ids) * bs
+
+    def record_admission(self, seq: Sequence, num_hit_tokens: int) -> None:
+        """Count one admission's prefix-cache query (seq's tokens) and hit (the reused tokens)."""
+        if self.enable_prefix_caching:
+            self.prefix_cache_queries += seq.num_tokens
+            self.prefix_cache_hits += num_hit_tokens
 
     def num_blocks_to_take(self, seq: Sequence, num_tokens: int, computed_blocks: list[int] | None = None) -> int:
         """Free-queue blocks seq would consume to hold num_tokens slots in total after this hit."""
@@ -131,9 +141,9 @@ class KVCacheManager:
         start = self._num_published.get(seq.seq_id, 0)
         if num_full <= start:
             return
-        hashes = self._block_hashes(seq, num_full)
+        hashes, bs = self._block_hashes(seq, num_full), self.block_size
         for i in range(start, num_full):
-            self.pool.cache_block(seq.block_table[i], hashes[i])
+            self.pool.cache_block(seq.block_table[i], hashes[i], seq.token_ids[i * bs:(i + 1) * bs])
         self._num_published[seq.seq_id] = num_full
 
     def truncate(self, seq: Sequence, num_tokens: int) -> None:

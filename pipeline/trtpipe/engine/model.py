@@ -22,8 +22,12 @@ from .weights import LayerWeights, ModelWeights
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    variance = np.mean(x * x, axis=-1, keepdims=True)  # (N, 1)
-    return x / np.sqrt(variance + eps) * weight
+    # np.mean's Python wrapper costs more than the sum at decode sizes; add.reduce / H is the same arithmetic.
+    variance = np.add.reduce(x * x, axis=-1, keepdims=True)  # (N, 1)
+    variance /= x.shape[-1]
+    variance += eps
+    np.sqrt(variance, out=variance)
+    return x / variance * weight
 
 
 def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
@@ -47,23 +51,34 @@ def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
 
 
 def rope_cos_sin(inv_freq: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row factors for apply_rope, (N, 1, d) each: cos twice, and sin with its first half negated.
+
+    Built once per forward, so each layer's rotation is two multiplies and an add.
+    """
     angles = positions[:, None].astype(np.float64) * inv_freq[None, :]  # (N, d/2)
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    return np.concatenate([cos, cos], -1)[:, None], np.concatenate([-sin, sin], -1)[:, None]
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate-half RoPE (the HF Llama layout): pairs are (i, i + d/2), not adjacent elements."""
+    """Rotate-half RoPE (the HF Llama layout): pairs are (i, i + d/2), not adjacent elements.
+
+    x: (N, heads, d); cos, sin: rope_cos_sin's (N, 1, d). Halves [x1*c - x2*s, x2*c + x1*s], bit for bit.
+    """
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]  # (N, heads, d/2) each
-    c, s = cos[:, None, :], sin[:, None, :]  # (N, 1, d/2)
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)  # (N, heads, d)
+    swapped = np.concatenate([x[..., half:], x[..., :half]], axis=-1)  # (N, heads, d): [x2, x1]
+    out = x * cos
+    swapped *= sin
+    out += swapped
+    return out
 
 
 def softmax(x: np.ndarray, axis: int = -1, *, in_place: bool = False) -> np.ndarray:
+    # The ufuncs' own reductions: ndarray.max/sum add a Python wrapper call each, per layer at decode sizes.
     e = x if in_place else x.copy()
-    e -= x.max(axis=axis, keepdims=True)
+    e -= np.maximum.reduce(x, axis=axis, keepdims=True)
     np.exp(e, out=e)
-    e /= e.sum(axis=axis, keepdims=True)
+    e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e
 
 
@@ -91,11 +106,15 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray) -> 
 # left, (out, in) @ (in, N), the packed operand is the small activation. Above ~16 rows packing the weight
 # pays off again. bench/gemm_forms.py measures both forms on the model's shapes (16 rows: ~1.5-1.9x).
 SMALL_BATCH_ROWS = 16
+# Not for a weight with tens of thousands of rows (the vocab projection, tens of MB, past the caches): there
+# the weight-left form was 2-2.5x slower at 4-16 rows (32000 x 288, 2 threads), and it returns the logits
+# transposed (column-major), which every row-wise step after it then reads with a stride.
+LARGE_OUT_FEATURES = 8192
 
 
 def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x (N, in) times w (out, in) transposed -> (N, out)."""
-    if x.shape[0] <= SMALL_BATCH_ROWS:
+    if x.shape[0] <= SMALL_BATCH_ROWS and w.shape[0] <= LARGE_OUT_FEATURES:
         return (w @ x.T).T
     return x @ w.T
 
@@ -143,6 +162,13 @@ class ForwardBatch:
     @classmethod
     def build(cls, chunks: list[SeqChunk], block_size: int) -> ForwardBatch:
         # Built with whole-array operations: its cost is paid every step for every sequence.
+        if all(len(c.token_ids) == 1 and c.num_logits == 1 for c in chunks):
+            return cls._build_decode(chunks, block_size)
+        return cls._build_mixed(chunks, block_size)
+
+    @classmethod
+    def _build_mixed(cls, chunks: list[SeqChunk], block_size: int) -> ForwardBatch:
+        """Any mix of prefill chunks, decode tokens and draft verifications."""
         B = len(chunks)
         lens = np.fromiter((len(c.token_ids) for c in chunks), np.int64, B)  # (B,)
         first_row = np.cumsum(lens) - lens  # (B,)
@@ -160,6 +186,21 @@ class ForwardBatch:
                   for t in np.unique(lens)]
         token_ids = np.fromiter(chain.from_iterable(c.token_ids for c in chunks), np.int64, N)
         return cls(token_ids, pos, slot_mapping, groups, logit_rows)
+
+    @classmethod
+    def _build_decode(cls, chunks: list[SeqChunk], block_size: int) -> ForwardBatch:
+        """The common step: one token per sequence, each sampled. Same batch as build(), fewer array ops."""
+        B = len(chunks)
+        pos = np.fromiter((c.start_pos for c in chunks), np.int64, B)  # (B,) one row per sequence
+        width = int(pos.max()) // block_size + 1  # blocks any query can see
+        tables = np.array([c.block_table[:width] + [0] * (width - len(c.block_table[:width])) for c in chunks],
+                          dtype=np.int64)  # (B, width), padded with block 0
+        rows = np.arange(B)
+        slot_mapping = tables[rows, pos // block_size] * block_size + pos % block_size  # (B,)
+        key_pos = np.arange(width * block_size)  # (C,)
+        bias = np.where(key_pos[None, None, :] <= pos[:, None, None], 0.0, -np.inf).astype(np.float32)  # (B, 1, C)
+        token_ids = np.fromiter((c.token_ids[0] for c in chunks), np.int64, B)
+        return cls(token_ids, pos, slot_mapping, [AttnGroup(rows, tables, bias)], rows)
 
 
 def _last_rows(ends: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -189,28 +230,35 @@ def decoder_layer(x: np.ndarray, w: LayerWeights, cfg: LlamaConfig, cos: np.ndar
     qkv = linear(h, w.qkv)  # (N, (n_heads + 2 n_kv) d)
     if w.qkv_bias is not None:
         qkv += w.qkv_bias
-    q = qkv[:, : n_heads * d].reshape(N, n_heads, d)  # (N, n_heads, d)
-    k = qkv[:, n_heads * d : (n_heads + n_kv) * d].reshape(N, n_kv, d)  # (N, n_kv, d)
+    # q and k sit side by side in qkv: one rotation for both.
+    qk = apply_rope(qkv[:, : (n_heads + n_kv) * d].reshape(N, n_heads + n_kv, d), cos, sin)
+    q, k = qk[:, :n_heads], qk[:, n_heads:]  # (N, n_heads, d), (N, n_kv, d)
     v = qkv[:, (n_heads + n_kv) * d :].reshape(N, n_kv, d)  # (N, n_kv, d)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
     num_blocks, block_size = k_cache.shape[:2]
     k_cache.reshape(num_blocks * block_size, n_kv, d)[batch.slot_mapping] = k
     v_cache.reshape(num_blocks * block_size, n_kv, d)[batch.slot_mapping] = v
 
-    attn = np.empty((N, n_heads * d), dtype=np.float32)  # (N, n_heads d)
-    for g in batch.groups:
-        S, T = g.bias.shape[:2]
-        ctx_k = k_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
-        ctx_v = v_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
-        # One group holding every row in order (a pure decode step) needs no row gather or scatter.
-        rows = slice(None) if len(batch.groups) == 1 else g.rows
-        attn[rows] = attention(q[rows].reshape(S, T, n_heads, d), ctx_k, ctx_v, g.bias).reshape(S * T, -1)
+    if len(batch.groups) == 1:  # every row in one group, in order (a decode step): no row gather or scatter
+        attn = _group_attention(q, k_cache, v_cache, batch.groups[0]).reshape(N, n_heads * d)  # (N, n_heads d)
+    else:
+        attn = np.empty((N, n_heads * d), dtype=np.float32)  # (N, n_heads d)
+        for g in batch.groups:
+            attn[g.rows] = _group_attention(q[g.rows], k_cache, v_cache, g).reshape(len(g.rows), -1)
     o = linear(attn, w.o)  # (N, H)
     if w.o_bias is not None:
         o += w.o_bias
     x = x + o
     return x + mlp(rms_norm(x, w.mlp_norm, cfg.rms_norm_eps), w.gate_up, w.down)
+
+
+def _group_attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, g: AttnGroup) -> np.ndarray:
+    """q: the group's rows (S*T, n_heads, d) -> (S, T, n_heads d), over its context gathered from the cache."""
+    S, T = g.bias.shape[:2]
+    n_kv, d = k_cache.shape[2:]
+    ctx_k = k_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
+    ctx_v = v_cache[g.block_tables].reshape(S, -1, n_kv, d)  # (S, C, n_kv, d)
+    return attention(q.reshape(S, T, -1, d), ctx_k, ctx_v, g.bias)
 
 
 def forward(weights: ModelWeights, cfg: LlamaConfig, inv_freq: np.ndarray,
@@ -223,7 +271,9 @@ def forward(weights: ModelWeights, cfg: LlamaConfig, inv_freq: np.ndarray,
     x = weights.embed_tokens[batch.token_ids]  # (N, H)
     for i, layer in enumerate(weights.layers):
         x = decoder_layer(x, layer, cfg, cos, sin, k_cache[i], v_cache[i], batch)
-    h = rms_norm(x[batch.logit_rows], weights.final_norm, cfg.rms_norm_eps)  # (R, H)
+    if len(batch.logit_rows) < len(x):  # prefill rows need no logits; a decode step wants every row
+        x = x[batch.logit_rows]
+    h = rms_norm(x, weights.final_norm, cfg.rms_norm_eps)  # (R, H)
     return linear(h, weights.lm_head)  # (R, V)
 
 

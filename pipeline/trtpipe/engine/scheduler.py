@@ -115,6 +115,7 @@ class Scheduler:
             if new_blocks is None:
                 return
             self.waiting.popleft()
+            self.kv.record_admission(seq, num_hit_tokens)
             seq.status = SequenceStatus.RUNNING
             seq.num_computed_tokens = num_hit_tokens
             if seq.num_cached_tokens is None:

@@ -64,7 +64,7 @@ class Sequence:
         self.num_prompt_tokens = len(self._token_ids)
         self.num_computed_tokens = 0
         self.block_table: list[int] = []  # written by KVCacheManager only
-        self.block_hashes: list[int] = []  # chained hashes of full blocks; KVCacheManager only
+        self.block_hashes: list[bytes] = []  # chained digests of full blocks; KVCacheManager only
         self.status = SequenceStatus.WAITING
         self.max_new_tokens = request.max_new_tokens
         self.end_id = request.end_id

@@ -22,7 +22,7 @@ from trtpipe.serve.replicas import ReplicaPool
 from trtpipe.serve.responses import GenerationResponse
 from trtpipe.serve.speculation import AdaptiveSpeculation, Speculator
 from trtpipe.serve.tool_calls import ReasoningDelta, ToolCallDelta, shape_choice
-from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_LOG_PROBS, OUTPUT_PROMPT, OUTPUT_TOP
+from trtpipe.serve.triton_stream import OUTPUT_IDS, OUTPUT_KV_REUSED, OUTPUT_LOG_PROBS, OUTPUT_PROMPT, OUTPUT_TOP
 from trtpipe.serve.validation import Generation, RequestError
 
 log = logging.getLogger("trtpipe.serve")
@@ -147,7 +147,7 @@ class Frontend:
 
     def _choice_streams(self, model: ServedModel, gen: Generation, adm: Admission) -> list[AsyncIterator]:
         pin: list = [None]  # all engine calls of this request go to one replica (prefix cache)
-        outputs = (OUTPUT_IDS, OUTPUT_LOG_PROBS) if gen.logprobs else (OUTPUT_IDS,)
+        outputs = (OUTPUT_IDS, OUTPUT_KV_REUSED) + ((OUTPUT_LOG_PROBS,) if gen.logprobs else ())
         if gen.top_logprobs:
             outputs += OUTPUT_TOP
         if gen.echo and gen.logprobs:
@@ -216,6 +216,9 @@ class Frontend:
             mm.request_generation_tokens.observe(completion)
             for d in done.values():
                 mm.success["stop" if d.finish_reason == "tool_calls" else d.finish_reason].inc()
+                if d.prefix_cache is not None:
+                    mm.prefix_cache_queries.inc(d.prefix_cache[0])
+                    mm.prefix_cache_hits.inc(d.prefix_cache[1])
             if completion > 1 and state["first"] is not None:
                 mm.tpot.observe((state["last"] - state["first"]) / (completion - 1))
             return usage_dict(gen.num_prompt_tokens, done, speculative)

@@ -30,13 +30,15 @@ class TextDelta:
 
 class ChoiceDone:
     __slots__ = ("index", "finish_reason", "completion_tokens", "num_draft_tokens", "num_accepted_draft_tokens",
-                 "logprobs")
+                 "logprobs", "prefix_cache")
 
     def __init__(self, index: int, finish_reason: str, completion_tokens: int, num_draft_tokens: int = 0,
-                 num_accepted_draft_tokens: int = 0, logprobs: LogprobEntries | None = None):
+                 num_accepted_draft_tokens: int = 0, logprobs: LogprobEntries | None = None,
+                 prefix_cache: tuple[int, int] | None = None):
         self.index, self.finish_reason, self.completion_tokens = index, finish_reason, completion_tokens
         self.num_draft_tokens, self.num_accepted_draft_tokens = num_draft_tokens, num_accepted_draft_tokens
         self.logprobs = logprobs
+        self.prefix_cache = prefix_cache  # (queried, hit) prompt tokens, where the engine reported its reuse
 
 
 Stream = Callable[[EngineCall], AsyncIterator[TokenDelta | Final]]
@@ -89,8 +91,10 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
                 yield TextDelta(index, text, pending)
                 pending = [] if pending is not None else None
             length = event.num_output_tokens >= call.max_new_tokens and last_token not in stop_ids
+            reused = event.num_reused_blocks
+            prefix = None if reused is None else (len(call.input_ids), reused * model.spec.tokens_per_block)
             yield ChoiceDone(index, "length" if length and not stopped else "stop", event.num_output_tokens,
-                             event.num_draft_tokens, event.num_accepted_draft_tokens, pending)
+                             event.num_draft_tokens, event.num_accepted_draft_tokens, pending, prefix)
             return
 
 

@@ -35,6 +35,8 @@ VLLM_ALIASES = {
     "trtpipe_spec_decode_num_drafts": ("vllm:spec_decode_num_drafts",),
     "trtpipe_spec_decode_num_draft_tokens": ("vllm:spec_decode_num_draft_tokens",),
     "trtpipe_spec_decode_num_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens",),
+    "trtpipe_prefix_cache_queries": ("vllm:prefix_cache_queries",),
+    "trtpipe_prefix_cache_hits": ("vllm:prefix_cache_hits",),
     "trtpipe_num_requests_running": ("vllm:num_requests_running",),
     "trtpipe_num_requests_waiting": ("vllm:num_requests_waiting",),
 }
@@ -57,6 +59,8 @@ class ModelMetrics:
         self.spec_drafts = m.spec_drafts.labels(model)
         self.spec_draft_tokens = m.spec_draft_tokens.labels(model)
         self.spec_accepted_tokens = m.spec_accepted_tokens.labels(model)
+        self.prefix_cache_queries = m.prefix_cache_queries.labels(model)
+        self.prefix_cache_hits = m.prefix_cache_hits.labels(model)
 
 
 class FrontendMetrics:
@@ -88,12 +92,17 @@ class FrontendMetrics:
         self.spec_drafts = counter("trtpipe_spec_decode_num_drafts", "Speculation rounds (draft + verify)")
         self.spec_draft_tokens = counter("trtpipe_spec_decode_num_draft_tokens", "Draft tokens proposed")
         self.spec_accepted_tokens = counter("trtpipe_spec_decode_num_accepted_tokens", "Draft tokens accepted")
+        # As vLLM counts them, in prompt tokens, from what each engine call reports it reused.
+        self.prefix_cache_queries = counter("trtpipe_prefix_cache_queries",
+                                            "Prefix cache queries, in prompt tokens looked up")
+        self.prefix_cache_hits = counter("trtpipe_prefix_cache_hits", "Prefix cache hits, in prompt tokens reused")
         self.state = StateCollector()
         r.register(self.state)
         r.register(AliasCollector([self.ttft, self.itl, self.tpot, self.e2e, self.queue_time, self.prompt_tokens,
                                    self.generation_tokens, self.request_prompt_tokens,
                                    self.request_generation_tokens, self.success, self.spec_drafts,
-                                   self.spec_draft_tokens, self.spec_accepted_tokens, self.state]))
+                                   self.spec_draft_tokens, self.spec_accepted_tokens, self.prefix_cache_queries,
+                                   self.prefix_cache_hits, self.state]))
         self._models: dict[str, ModelMetrics] = {}
 
     def model(self, name: str) -> ModelMetrics:

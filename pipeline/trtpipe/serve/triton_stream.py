@@ -39,6 +39,7 @@ OUTPUT_LOG_PROBS = "output_log_probs"
 # trtpipe's reference engine only: [len, k] top ids and log-probs per generated token.
 OUTPUT_TOP = ("output_top_token_ids", "output_top_log_probs")
 OUTPUT_PROMPT = ("prompt_log_probs", "prompt_top_token_ids", "prompt_top_log_probs")
+OUTPUT_KV_REUSED = "kv_cache_reused_blocks"
 DRAFT_COUNTERS = ("total_draft_tokens", "total_accepted_draft_tokens")
 
 
@@ -186,6 +187,7 @@ class Final:
     num_output_tokens: int
     num_draft_tokens: int = 0
     num_accepted_draft_tokens: int = 0
+    num_reused_blocks: int | None = None  # prefix-cache blocks the engine reused (None: it did not say)
 
 
 class EngineError(Exception):
@@ -273,6 +275,7 @@ class TritonEngineClient:
             self._connect()
         rpc = self._stream_infer(request)
         num_out = draft = accepted = 0
+        reused = None
         try:
             while True:
                 try:
@@ -307,13 +310,15 @@ class TritonEngineClient:
                         draft = struct.unpack("<i", raw[i])[0]
                     elif name == "total_accepted_draft_tokens":
                         accepted = struct.unpack("<i", raw[i])[0]
+                    elif name == OUTPUT_KV_REUSED:
+                        reused = struct.unpack("<i", raw[i])[0]
                 if ids:
                     num_out += len(ids)
                     prompt = None if prompt_lps is None else (
                         prompt_lps, _top_pairs(prompt_ids, prompt_top, len(prompt_lps)) if prompt_lps else None)
                     yield TokenDelta(ids, lps, _top_pairs(top_ids, top_lps, len(ids)), prompt)
                 if response.parameters["triton_final_response"].bool_param:
-                    yield Final(num_out, draft, accepted)
+                    yield Final(num_out, draft, accepted, reused)
                     return
         finally:
             # A no-op after the final response; on an early exit (client gone, stop string) it cancels the

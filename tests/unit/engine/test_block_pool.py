@@ -24,18 +24,18 @@ def test_cached_block_is_evicted_only_when_handed_out_again():
     pool = BlockPool(2)
     [b0, b1] = pool.allocate(2)
     h = hash_block_tokens(None, [1, 2, 3, 4])
-    assert pool.cache_block(b0, h)
+    assert pool.cache_block(b0, h, [1, 2, 3, 4])
     pool.free([b0, b1])
-    assert pool.get_cached_block(h) == b0  # free but still findable
+    assert pool.get_cached_block(h, [1, 2, 3, 4]) == b0  # free but still findable
     assert pool.allocate(1) == [b0]  # LRU head is b0: its hash goes
-    assert pool.get_cached_block(h) is None
+    assert pool.get_cached_block(h, [1, 2, 3, 4]) is None
     assert pool.num_evicted_blocks_total == 1
 
 
 def test_touch_shares_a_block_and_pulls_an_idle_one_out_of_the_free_queue():
     pool = BlockPool(3)
     [b0] = pool.allocate(1)
-    pool.cache_block(b0, 7)
+    pool.cache_block(b0, b"7", [7])
     pool.touch([b0])
     assert pool.blocks[b0].ref_cnt == 2
     pool.free([b0])
@@ -50,12 +50,37 @@ def test_touch_shares_a_block_and_pulls_an_idle_one_out_of_the_free_queue():
 def test_duplicate_hash_is_not_published_twice():
     pool = BlockPool(2)
     a, b = pool.allocate(2)
-    assert pool.cache_block(a, 42)
-    assert not pool.cache_block(b, 42)
-    assert pool.get_cached_block(42) == a and pool.blocks[b].block_hash is None
+    assert pool.cache_block(a, b"42", [4, 2])
+    assert not pool.cache_block(b, b"42", [4, 2])
+    assert pool.get_cached_block(b"42", [4, 2]) == a and pool.blocks[b].block_hash is None
 
 
 def test_chained_hash_depends_on_the_prefix():
     h1 = hash_block_tokens(None, [1, 2])
     assert hash_block_tokens(h1, [3, 4]) != hash_block_tokens(hash_block_tokens(None, [9, 9]), [3, 4])
     assert hash_block_tokens(h1, [3, 4]) == hash_block_tokens(hash_block_tokens(None, (1, 2)), (3, 4))
+
+
+def test_a_hit_on_the_hash_with_other_token_ids_is_a_miss():
+    pool = BlockPool(2)
+    [b0] = pool.allocate(1)
+    pool.cache_block(b0, b"same-hash", [1, 2, 3, 4])
+    assert pool.get_cached_block(b"same-hash", [1, 2, 3, 5]) is None
+    assert pool.get_cached_block(b"same-hash", (1, 2, 3, 4)) == b0
+
+
+def test_an_evicted_block_forgets_its_token_ids():
+    pool = BlockPool(1)
+    [b0] = pool.allocate(1)
+    pool.cache_block(b0, b"h", [1, 2])
+    pool.free([b0])
+    pool.allocate(1)
+    assert pool.blocks[b0].block_hash is None and pool.blocks[b0].token_ids == ()
+
+
+def test_block_digest_is_128_bits_and_not_python_hash():
+    # hash() of a tuple of small ints is invertible and equal across prompts built to collide; the digest is
+    # BLAKE2b over the parent digest and the token ids as int64.
+    d = hash_block_tokens(None, [1, 2])
+    assert isinstance(d, bytes) and len(d) == 16
+    assert hash_block_tokens(None, [-1]) != hash_block_tokens(None, [-2])  # hash(-1) == hash(-2) in CPython

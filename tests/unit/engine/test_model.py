@@ -103,3 +103,20 @@ def test_paged_chunked_batched_forward_matches_dense(family):
         ref = dense_reference(t, c, ids_)
         ours = np.concatenate(got[s])
         assert np.abs(ours - ref).max() < 1e-4 * np.abs(ref).max(), f"sequence {s}"
+
+
+def test_decode_batch_builder_gives_the_batch_the_general_builder_gives():
+    rng = np.random.default_rng(3)
+    chunks = []
+    for i in range(7):
+        pos = int(rng.integers(0, 40))
+        table = rng.permutation(64)[: pos // 4 + 1 + (i % 2)].tolist()  # some tables hold a block more than needed
+        chunks.append(SeqChunk([int(rng.integers(0, 128))], pos, table, num_logits=1))
+    fast, general = ForwardBatch._build_decode(chunks, 4), ForwardBatch._build_mixed(chunks, 4)
+    assert ForwardBatch.build(chunks, 4).groups[0].bias.shape == fast.groups[0].bias.shape
+    for name in ("token_ids", "positions", "slot_mapping", "logit_rows"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(general, name), err_msg=name)
+    [fg], [gg] = fast.groups, general.groups
+    np.testing.assert_array_equal(fg.rows, gg.rows)
+    np.testing.assert_array_equal(fg.block_tables, gg.block_tables)
+    np.testing.assert_array_equal(fg.bias, gg.bias)
