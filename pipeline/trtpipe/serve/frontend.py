@@ -29,8 +29,10 @@ perf_counter = time.perf_counter
 
 
 class Frontend:
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, settings, limits=None):
+        """`limits`: shared_limits.SharedCounters when this is one of several API-server processes (the
+        admission bounds are then counted across all of them); None: this process alone."""
+        self.settings, self.limits = settings, limits
         self.registry = ModelRegistry(settings.repo, settings.chat_template)
         self.pool = ReplicaPool(list(settings.replica_urls))
         self.metrics = FrontendMetrics()
@@ -100,7 +102,8 @@ class Frontend:
             s = self.settings
             adm = self._admissions[model.name] = Admission(min(s.max_running, model.spec.max_concurrency),
                                                            min(s.max_waiting, model.spec.max_queued),
-                                                           s.retry_after_s)
+                                                           s.retry_after_s,
+                                                           self.limits.slots(model.name) if self.limits else None)
         return adm
 
     def controller(self, model: ServedModel) -> AdaptiveSpeculation:
