@@ -151,6 +151,48 @@ def test_cancelled_streams_on_both_workers_return_the_engine_to_idle(two_servers
     assert after[COUNTERS[1]] - before.get(COUNTERS[1], 0.0) == 2  # the two aborts
 
 
+@pytest.fixture
+def reload_model(built_repo, triton, tmp_path, monkeypatch):
+    """A separate model in the session's repository, removed again afterwards (as test_publish_rollback.py)."""
+    import shutil
+
+    import tritonclient.http as httpclient
+
+    (tmp_path / "workers-reload.yaml").write_text("extends: tiny-llama\nname: workers-reload\n")
+    monkeypatch.setenv("TRTPIPE_CONFIG_PATH", str(tmp_path))
+    yield "workers-reload"
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    client.unload_model("workers-reload-engine")
+    client.close()
+    shutil.rmtree(built_repo / "workers-reload-engine", ignore_errors=True)
+
+
+def test_publish_and_rollback_reach_every_worker(two_servers, built_repo, reload_model):
+    from trtpipe.build import build
+    from trtpipe.config import load_config
+    from trtpipe.repo.versions import rollback
+
+    def served() -> list[tuple[int, str]]:
+        """(version, greedy text) as each worker serves the model."""
+        out = []
+        for http in two_servers.client_per_worker().values():
+            card = http.get(f"/v1/models/{reload_model}").json()
+            text = openai_client(two_servers, http).completions.create(
+                model=reload_model, prompt="Once upon a time", max_tokens=16, temperature=0,
+                extra_body={"ignore_eos": True}).choices[0].text
+            out.append((card["trtpipe"]["version"], text))
+        return out
+
+    assert build(load_config(reload_model), built_repo).published.version == 1
+    v1 = served()
+    assert [v for v, _ in v1] == [1, 1] and v1[0][1] == v1[1][1]
+    assert build(load_config(reload_model, ["quantization.format=int4_wo"]), built_repo).published.version == 2
+    v2 = served()
+    assert [v for v, _ in v2] == [2, 2] and v2[0][1] == v2[1][1] != v1[0][1]
+    assert rollback(built_repo, reload_model) == 1
+    assert served() == v1
+
+
 def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(two_servers, triton):
     # Connections made before the kill: a new one made while the victim dies may land in its accept queue and
     # be reset (the SO_REUSEPORT trade-off, serve/workers.py).
