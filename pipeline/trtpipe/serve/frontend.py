@@ -109,7 +109,8 @@ class Frontend:
     def controller(self, model: ServedModel) -> AdaptiveSpeculation:
         c = self._controllers.get(model.name)
         if c is None:
-            c = self._controllers[model.name] = AdaptiveSpeculation(self.settings.speculation)
+            c = self._controllers[model.name] = AdaptiveSpeculation(
+                self.settings.speculation, self.limits.window(model.name) if self.limits else None)
         return c
 
     def _canary_models(self) -> list[tuple[str, int]]:
@@ -120,6 +121,9 @@ class Frontend:
         return out
 
     def _state_gauges(self):
+        if self.limits is not None:  # other API servers may hold requests for a model this one has not served
+            for m in self.registry.all():
+                self.admission(m)
         for name, adm in self._admissions.items():
             labels = {"model": name}
             yield "trtpipe_num_requests_running", "Requests admitted and generating", labels, float(adm.num_running)

@@ -1,4 +1,5 @@
-"""Admission counts shared by the API-server processes of one `trtpipe serve`, so the bounds stay global.
+"""Admission counts shared by the API-server processes of one `trtpipe serve`, so the bounds stay global
+(and the speculation acceptance window, so every process turns a model's speculation off and on together).
 
 `--max-running` / `--max-waiting` mean the same with N workers as with one: every worker checks and updates
 the same counts, under one lock, before it admits, queues or refuses a request (429). Shared memory
@@ -25,17 +26,22 @@ LOCK_TIMEOUT_S = 5.0
 class SharedCounters:
     """Per-worker (running, waiting) counts for up to `max_models` model names, in shared memory."""
 
-    def __init__(self, num_workers: int, max_models: int = 256, ctx=None):
+    def __init__(self, num_workers: int, max_models: int = 256, window_rounds: int = 64, ctx=None):
         ctx = ctx or multiprocessing.get_context("spawn")
-        self.num_workers, self.max_models = num_workers, max_models
+        self.num_workers, self.max_models, self.window_rounds = num_workers, max_models, window_rounds
         self.lock = ctx.Lock()
         self._keys = ctx.RawArray("c", max_models * KEY_BYTES)
         self._cells = ctx.RawArray("q", num_workers * max_models * 2)
+        # Per model: rounds recorded, drafted and accepted over the window, then the window's (drafted, accepted).
+        self._windows = ctx.RawArray("q", max_models * (3 + 2 * window_rounds))
         self.worker = 0  # the row this process writes; set by the worker after it is spawned
         self._slot_of: dict[str, int] = {}
 
     def slots(self, model: str) -> "SharedSlots":
         return SharedSlots(self, self._slot(model))
+
+    def window(self, model: str) -> "SharedWindow":
+        return SharedWindow(self, self._slot(model))
 
     def _slot(self, model: str) -> int:
         slot = self._slot_of.get(model)
@@ -99,3 +105,30 @@ class SharedSlots:
 
     def add(self, running: int, waiting: int) -> None:
         self._counters.add(self._slot, running, waiting)
+
+
+class SharedWindow:
+    """One model's last `window_rounds` speculation rounds, from every worker (the interface of
+    speculation.LocalWindow). Not cleared when a worker dies: its rounds were real."""
+
+    __slots__ = ("_c", "_base", "_size")
+
+    def __init__(self, counters: SharedCounters, slot: int):
+        self._c, self._size = counters, counters.window_rounds
+        self._base = slot * (3 + 2 * self._size)
+
+    def record(self, num_draft: int, num_accepted: int) -> None:
+        w, b = self._c._windows, self._base
+        with self._c.lock:
+            count = w[b]
+            at = b + 3 + 2 * (count % self._size)
+            if count >= self._size:  # the oldest round leaves the window
+                w[b + 1] -= w[at]
+                w[b + 2] -= w[at + 1]
+            w[at], w[at + 1] = num_draft, num_accepted
+            w[b], w[b + 1], w[b + 2] = count + 1, w[b + 1] + num_draft, w[b + 2] + num_accepted
+
+    def totals(self) -> tuple[int, int, int]:
+        w, b = self._c._windows, self._base
+        with self._c.lock:
+            return min(w[b], self._size), w[b + 1], w[b + 2]

@@ -12,10 +12,9 @@ worker's own accept queue are reset (an accepted one is lost with its worker eit
 a bound, not listening, SO_REUSEPORT socket on the port for its whole life: an address in use fails `serve`
 at once with a clear error, and no other program can take the port while a worker restarts. Linux only.
 
-Shared: admission counts (shared_limits.py) and metrics (metrics.py, prometheus multiprocess mode). Each
-worker's own: gRPC channels to the same Triton(s), health checks and canaries, the model registry (each
-notices a publish or rollback itself from config.pbtxt), speculation controllers (the batch rule reads the
-global running count; the acceptance window is the worker's own sample).
+Shared: admission counts and the speculation acceptance window (shared_limits.py), metrics (metrics.py,
+prometheus multiprocess mode). Each worker's own: gRPC channels to the same Triton(s), health checks and
+canaries, the model registry (each notices a publish or rollback itself from config.pbtxt).
 
 Supervision: a worker that exits is logged and replaced (its admission counts zeroed first), after a backoff
 when it keeps dying young. SIGTERM/SIGINT: forwarded once as SIGTERM to every worker, each drains exactly as a
@@ -92,7 +91,7 @@ class Supervisor:
         self.settings, self.num_workers, self.host, self.port = settings, num_workers, host, port
         self.drain_timeout_s = drain_timeout_s
         self._ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited event loop or gRPC
-        self.counters = SharedCounters(num_workers, ctx=self._ctx)
+        self.counters = SharedCounters(num_workers, window_rounds=settings.speculation.window_rounds, ctx=self._ctx)
         self.workers: list[Worker] = []
         self._signals = 0
 
@@ -113,7 +112,8 @@ class Supervisor:
             try:
                 self.workers = [self._spawn(i) for i in range(self.num_workers)]
                 self._wait_started()
-                on_ready(f"http://{self.host}:{self.port}/v1")
+                if not self._signals:
+                    on_ready(f"http://{self.host}:{self.port}/v1")
                 self._supervise()
                 self._wait_stopped()
             finally:

@@ -14,8 +14,8 @@ from trtpipe.serve.shared_limits import SharedCounters
 from trtpipe.serve.validation import RequestError
 
 
-def workers(n: int = 2) -> list[SharedCounters]:
-    counters = SharedCounters(n, max_models=4)
+def workers(n: int = 2, window_rounds: int = 64) -> list[SharedCounters]:
+    counters = SharedCounters(n, max_models=4, window_rounds=window_rounds)
     views = []
     for i in range(n):
         view = copy.copy(counters)  # the same shared memory and lock; its own row, as in a spawned worker
@@ -77,3 +77,18 @@ def test_a_dead_workers_units_are_freed_when_its_row_is_cleared():
     assert slots.totals() == (2, 0)
     assert counters.clear_worker(1)
     assert slots.totals() == (0, 0)
+
+
+def test_speculation_turned_off_by_one_workers_low_acceptance_is_off_in_every_worker():
+    from trtpipe.serve.speculation import OFF_ACCEPTANCE, ON, AdaptiveSpeculation, SpeculationConfig
+
+    config = SpeculationConfig(threshold=0.6, window_rounds=4, min_rounds=2)
+    a_view, b_view = workers(window_rounds=4)
+    a = AdaptiveSpeculation(config, a_view.window("m"))
+    b = AdaptiveSpeculation(config, b_view.window("m"))
+    for _ in range(2):
+        a.record(4, 0)
+    assert a.state == b.state == OFF_ACCEPTANCE and b.acceptance_rate == 0.0
+    for _ in range(4):  # good rounds in b push a's bad ones out of the shared 4-round window
+        b.record(4, 4)
+    assert a.state == b.state == ON and a.acceptance_rate == 1.0
