@@ -153,9 +153,10 @@ def measure_run(serve: subprocess.Popen, triton_pid: int, url: str, idle_rate: f
     return {"tokens": tokens, "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 1),
             "frontend_cpu_s": round(front, 3), "frontend_cores": round(front / wall, 2),
             "us_per_token": round(1e6 * (front - idle_rate * wall) / tokens, 1),
-            "triton_us_per_token": round(1e6 * triton / tokens, 1), "client_us_per_token": round(1e6 * client / tokens, 1),
-            "foreign_cores": round(max(0.0, foreign) / wall, 2), "loadavg_1m": [round(load0, 2),
-                                                                                round(os.getloadavg()[0], 2)]}
+            "triton_us_per_token": round(1e6 * triton / tokens, 1),
+            "client_us_per_token": round(1e6 * client / tokens, 1),
+            "foreign_cores": round(max(0.0, foreign) / wall, 2),
+            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
 def idle_cpu_rate(pid: int, seconds: float = 2.0) -> float:
@@ -236,8 +237,8 @@ def write_report(result: dict, out_dir: Path) -> None:
             s = iv[f"n{n}"]
             loads = [r["loadavg_1m"][0] for r in s["runs"]]
             foreign = [r["foreign_cores"] for r in s["runs"]]
-            ratio = (f"{iv['ratio_n2_over_n1_tokens_per_s']['median']} ({', '.join(map(str, iv['ratio_n2_over_n1_tokens_per_s']['pairs']))})"
-                     if n == 2 else "")
+            r = iv["ratio_n2_over_n1_tokens_per_s"]
+            ratio = f"{r['median']} ({', '.join(map(str, r['pairs']))})" if n == 2 else ""
             triton = statistics.median(r["triton_us_per_token"] for r in s["runs"])
             client = statistics.median(r["client_us_per_token"] for r in s["runs"])
             lines.append(f"| {iv['stream_interval']} | {n} | {s['tokens_per_s']:.0f} | {s['us_per_token']:.0f} | "
@@ -245,7 +246,8 @@ def write_report(result: dict, out_dir: Path) -> None:
                          f"{min(loads):.1f}-{max(loads):.1f} | {min(foreign):.2f}-{max(foreign):.2f} |")
     lines += ["", f"Projection for {H100_SOURCE}; one process carries at most 1e6 / (us per token, N=1) tok/s on "
               f"one core of this machine, and is planned at {int(HEADROOM * 100)}% of that:", "",
-              "| stream_interval | per-process ceiling (tok/s) | N for 27.6k tok/s | N for 22.0k tok/s |", "|---|---|---|---|"]
+              "| stream_interval | per-process ceiling (tok/s) | N for 27.6k tok/s | N for 22.0k tok/s |",
+              "|---|---|---|---|"]
     for iv in result["intervals"]:
         p = iv["projected_api_servers"]
         k = f"n_at_{int(HEADROOM * 100)}pct"

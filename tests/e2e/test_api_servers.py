@@ -158,13 +158,13 @@ def reload_model(built_repo, triton, tmp_path, monkeypatch):
 
     import tritonclient.http as httpclient
 
-    (tmp_path / "workers-reload.yaml").write_text("extends: tiny-llama\nname: workers-reload\n")
+    (tmp_path / "api-servers-reload.yaml").write_text("extends: tiny-llama\nname: api-servers-reload\n")
     monkeypatch.setenv("TRTPIPE_CONFIG_PATH", str(tmp_path))
-    yield "workers-reload"
+    yield "api-servers-reload"
     client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    client.unload_model("workers-reload-engine")
+    client.unload_model("api-servers-reload-engine")
     client.close()
-    shutil.rmtree(built_repo / "workers-reload-engine", ignore_errors=True)
+    shutil.rmtree(built_repo / "api-servers-reload-engine", ignore_errors=True)
 
 
 def test_publish_and_rollback_reach_every_worker(two_servers, built_repo, reload_model):

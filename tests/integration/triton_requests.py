@@ -70,14 +70,15 @@ def generate(url: str, model: str, prompt: list[int], max_tokens: int, **kw) -> 
         session.close()
 
 
-def engine_state(metrics_port: int) -> dict[str, float]:
-    """The reference engine's gauges from Triton's own /metrics endpoint."""
+def engine_state(metrics_port: int, model: str = "tiny-llama-engine") -> dict[str, float]:
+    """The reference engine's gauges for one model from Triton's own /metrics endpoint. (Triton goes on
+    listing the gauges of models unloaded since, at their last values: without the filter they would mix.)"""
     import httpx
 
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     state = {}
     for line in text.splitlines():
-        if line.startswith("trtpipe_engine_state{"):
+        if line.startswith("trtpipe_engine_state{") and f'model="{model}"' in line:
             labels, value = line.rsplit(" ", 1)
             name = labels.split('state="')[1].split('"')[0]
             state[name] = float(value)
