@@ -96,10 +96,20 @@ class ServeProcess:
         return pinned
 
     def client_per_worker(self) -> dict[int, httpx.Client]:
-        """One kept-alive connection to each live worker (closed with the ServeProcess)."""
+        """One kept-alive connection to each live worker, checked just now (closed with the ServeProcess).
+        A client idle past uvicorn's keep-alive timeout reconnects, maybe to the other worker: re-pinned."""
         live = self.worker_pids()
-        for pid in [p for p in self.clients if p not in live]:
-            self.clients.pop(pid).close()
+        for pid, client in list(self.clients.items()):
+            ok = False
+            if pid in live:
+                try:
+                    with client.stream("GET", "/health/live") as r:
+                        ok = self.owner(stream_port(r)) == pid
+                        r.read()
+                except httpx.HTTPError:
+                    pass
+            if not ok:
+                self.clients.pop(pid).close()
         if set(self.clients) != live:
             for pid, clients in self.pinned_clients(1).items():
                 if pid in self.clients:

@@ -132,7 +132,8 @@ def test_metrics_from_either_worker_are_the_whole_servers_counts(two_servers):
 def test_cancelled_streams_on_both_workers_return_the_engine_to_idle(two_servers, triton):
     before = wait_idle_gauges(two_servers)
     streams = []
-    for pid, http in two_servers.client_per_worker().items():
+    pinned = two_servers.pinned_clients(1)  # not the probe clients that whole_server_metrics re-checks
+    for pid, (http,) in pinned.items():
         stream = openai_client(two_servers, http).completions.create(
             model=MODEL, prompt="cancel me", max_tokens=400, temperature=0, stream=True,
             extra_body={"ignore_eos": True})
@@ -149,6 +150,8 @@ def test_cancelled_streams_on_both_workers_return_the_engine_to_idle(two_servers
     after = wait_idle_gauges(two_servers)
     assert all(after[g] == 0.0 for g in GAUGES)
     assert after[COUNTERS[1]] - before.get(COUNTERS[1], 0.0) == 2  # the two aborts
+    for (http,) in pinned.values():
+        http.close()
 
 
 @pytest.fixture
@@ -249,7 +252,6 @@ DRAIN_S = 4.0  # as in test_drain.py: a 30-token stream finishes within it, 4 x 
 def test_sigterm_drains_streams_on_both_workers_and_exits_0(triton, built_repo, trtpipe_home):
     with serve_api_servers(triton, built_repo, trtpipe_home, "--drain-timeout", str(DRAIN_S), "--keepalive", "0.5",
                            log_name="serve-api-servers-drain.log") as sp:
-        probes = sp.client_per_worker()
         pinned = sp.pinned_clients(10)
         jobs = [(http, i % 2 == 0) for clients in pinned.values() for i, http in enumerate(clients)]  # 5 long each
         started, out = [threading.Event() for _ in jobs], {}
@@ -275,7 +277,7 @@ def test_sigterm_drains_streams_on_both_workers_and_exits_0(triton, built_repo, 
         t_term = time.monotonic()
         sp.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
-        for client in probes.values():  # every worker drains
+        for client in sp.client_per_worker().values():  # every worker drains
             ready = client.get("/health/ready")
             assert ready.status_code == 503 and ready.json()["draining"] is True
             refused = client.post("/v1/completions", json={"model": MODEL, "prompt": "late"})
