@@ -121,9 +121,11 @@ class Frontend:
         return out
 
     def _state_gauges(self):
-        if self.limits is not None:  # other API servers may hold requests for a model this one has not served
+        if self.limits is not None:  # other API servers may serve a model this one has not served yet
             for m in self.registry.all():
                 self.admission(m)
+                if self.draft_for(m) is not None:
+                    self.controller(m)
         for name, adm in self._admissions.items():
             labels = {"model": name}
             yield "trtpipe_num_requests_running", "Requests admitted and generating", labels, float(adm.num_running)
