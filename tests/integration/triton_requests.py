@@ -71,7 +71,8 @@ def generate(url: str, model: str, prompt: list[int], max_tokens: int, **kw) -> 
 
 
 def engine_state(metrics_port: int, model: str = "tiny-llama-engine") -> dict[str, float]:
-    """One reference engine's gauges from Triton's own /metrics endpoint (the server may hold several)."""
+    """The reference engine's gauges for one model from Triton's own /metrics endpoint. (Triton goes on
+    listing the gauges of models unloaded since, at their last values: without the filter they would mix.)"""
     import httpx
 
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text

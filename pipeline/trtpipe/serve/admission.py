@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from contextlib import nullcontext
 
 from trtpipe.serve.validation import RequestError
 
@@ -19,29 +20,63 @@ def overloaded(what: str, retry_after_s: int) -> RequestError:
                         headers={"Retry-After": str(retry_after_s)})
 
 
-class Admission:
-    """FIFO admission of requests that each need `units` engine slots (their number of choices)."""
+class LocalSlots:
+    """The counts of one process (the default). shared_limits.SharedSlots is the same for N API servers."""
 
-    def __init__(self, max_running: int, max_waiting: int, retry_after_s: int = 1):
+    shared = False
+    lock = nullcontext()
+
+    def __init__(self) -> None:
+        self.running = self.waiting = 0
+
+    def totals(self) -> tuple[int, int]:
+        return self.running, self.waiting
+
+    def add(self, running: int, waiting: int) -> None:
+        self.running += running
+        self.waiting += waiting
+
+
+class Admission:
+    """FIFO admission of requests that each need `units` engine slots (their number of choices).
+
+    The counts (units running, requests waiting) live in `slots`: this process's own, or shared by every API
+    server of `trtpipe serve --api-servers N`, so the bounds are global. Requests queue in the process they
+    reached, in order; a new request never goes ahead of one waiting in any process. A process only learns
+    that another one freed a slot by looking, so while it has requests waiting it looks every POLL_S."""
+
+    POLL_S = 0.005
+
+    def __init__(self, max_running: int, max_waiting: int, retry_after_s: int = 1, slots=None):
         self.max_running, self.max_waiting, self.retry_after_s = max(1, max_running), max(0, max_waiting), retry_after_s
-        self.num_running = 0  # units
+        self.slots = slots if slots is not None else LocalSlots()
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
+        self._poll: asyncio.TimerHandle | None = None
 
     @property
-    def num_waiting(self) -> int:
-        return len(self._waiters)
+    def num_running(self) -> int:  # units, every process
+        return self.slots.totals()[0]
+
+    @property
+    def num_waiting(self) -> int:  # requests, every process
+        return self.slots.totals()[1]
 
     def try_acquire(self, units: int) -> asyncio.Future | None:
         """None: admitted now. A future: queued (FIFO), resolved when admitted; await it with `wait`, or give
         it up with `abandon`. Raises a 429 RequestError when the queue is full."""
         units = min(units, self.max_running)
-        if not self._waiters and self.num_running + units <= self.max_running:
-            self.num_running += units
-            return None
-        if len(self._waiters) >= self.max_waiting:
-            raise overloaded(f"{self.num_running} running, {len(self._waiters)} waiting", self.retry_after_s)
+        slots = self.slots
+        with slots.lock:
+            running, waiting = slots.totals()
+            if not waiting and running + units <= self.max_running:
+                slots.add(units, 0)
+                return None
+            if waiting >= self.max_waiting:
+                raise overloaded(f"{running} running, {waiting} waiting", self.retry_after_s)
+            slots.add(0, 1)
         future = asyncio.get_running_loop().create_future()
         self._waiters.append((units, future))
+        self._watch()
         return future
 
     async def wait(self, future: asyncio.Future, units: int) -> None:
@@ -57,15 +92,43 @@ class Admission:
             self.release(units)
             return
         future.cancel()
+        before = len(self._waiters)
         self._waiters = deque(w for w in self._waiters if w[1] is not future)
+        if len(self._waiters) < before:
+            with self.slots.lock:
+                self.slots.add(0, -1)
+            self._admit_waiting()  # the next in line may fit where the one that left did not
 
     def release(self, units: int) -> None:
-        self.num_running -= min(units, self.max_running)
-        while self._waiters and self.num_running + self._waiters[0][0] <= self.max_running:
-            units, future = self._waiters.popleft()
-            if not future.done():
-                self.num_running += units
-                future.set_result(None)
+        with self.slots.lock:
+            self.slots.add(-min(units, self.max_running), 0)
+        self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        slots = self.slots
+        while self._waiters:
+            units, future = self._waiters[0]
+            if future.done():  # cancelled; its task has not run `abandon` yet, and now will not find it here
+                self._waiters.popleft()
+                with slots.lock:
+                    slots.add(0, -1)
+                continue
+            with slots.lock:
+                running, _ = slots.totals()
+                if running + units > self.max_running:
+                    break
+                slots.add(units, -1)
+            self._waiters.popleft()
+            future.set_result(None)
+        self._watch()
+
+    def _watch(self) -> None:
+        if self.slots.shared and self._waiters and self._poll is None:
+            self._poll = asyncio.get_running_loop().call_later(self.POLL_S, self._poll_tick)
+
+    def _poll_tick(self) -> None:
+        self._poll = None
+        self._admit_waiting()
 
 
 class Ticket:

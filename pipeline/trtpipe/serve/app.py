@@ -73,8 +73,9 @@ def _doc_responses(model) -> dict:
     return responses
 
 
-def create_app(settings: FrontendSettings) -> FastAPI:
-    front = Frontend(settings)
+def create_app(settings: FrontendSettings, limits=None) -> FastAPI:
+    """`limits`: the admission counts shared by the API-server processes (serve.shared_limits); None: one process."""
+    front = Frontend(settings, limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -117,7 +118,7 @@ def create_app(settings: FrontendSettings) -> FastAPI:
 
     @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:
-        return Response(generate_latest(front.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(front.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
     def card(m: ServedModel) -> ModelCard:
         draft = front.draft_for(m)

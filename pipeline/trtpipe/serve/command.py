@@ -37,6 +37,9 @@ console = Console(stderr=True)
 @click.option("--drain-timeout", default=30.0, show_default=True,
               help="on SIGTERM, seconds for requests in flight to finish before they are ended")
 @click.option("--max-body-bytes", default=4 * 1024 * 1024, show_default=True, help="larger request bodies get 413")
+@click.option("--api-servers", type=click.IntRange(min=1), default=None,
+              help="OpenAI frontend processes sharing the port, each with its own gRPC channels to Triton; the "
+                   "bounds and /metrics stay those of the whole server [default: one per 4 usable cores, 1 to 4]")
 @click.option("--engine-threads", type=click.IntRange(min=1), default=None,
               help="BLAS threads of the reference engine in the Triton serve starts [default: "
                    "$OPENBLAS_NUM_THREADS / $OMP_NUM_THREADS if set, else all cores but one, left to the frontend]")
@@ -44,11 +47,11 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
           triton_urls: tuple[str, ...], chat_template: Path | None, api_keys: tuple[str, ...],
           api_key_file: Path | None, protect_metrics: bool, max_running: int, max_waiting: int,
           request_timeout: float, keepalive: float, drain_timeout: float, max_body_bytes: int,
-          engine_threads: int | None) -> None:
+          api_servers: int | None, engine_threads: int | None) -> None:
     """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
     from trtpipe.serve.launcher import TritonPorts
     from trtpipe.serve.middleware import load_api_keys
-    from trtpipe.serve.server import ServeOptions
+    from trtpipe.serve.server import ServeOptions, default_api_servers
     from trtpipe.serve.server import serve as run_serve
 
     keys = load_api_keys(api_keys, api_key_file)
@@ -57,10 +60,12 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
                         chat_template=chat_template.read_text() if chat_template else None, api_keys=keys,
                         protect_metrics=protect_metrics, max_running=max_running, max_waiting=max_waiting,
                         request_timeout_s=request_timeout or None, keepalive_s=keepalive or None,
-                        drain_timeout_s=drain_timeout, max_body_bytes=max_body_bytes, engine_threads=engine_threads)
+                        drain_timeout_s=drain_timeout, max_body_bytes=max_body_bytes, engine_threads=engine_threads,
+                        api_servers=api_servers or default_api_servers())
     if triton_urls:
         console.print(f"using Triton replica(s) {', '.join(triton_urls)}")
     else:
         console.print(f"starting Triton on {opts.repo} (grpc :{grpc_port}) ...")
     auth = f"{len(keys)} API key(s)" if keys else "no API keys (open)"
-    run_serve(opts, on_ready=lambda url: console.print(f"OpenAI frontend on {url} ({auth})"))
+    procs = f", {opts.api_servers} API server processes" if opts.api_servers > 1 else ""
+    run_serve(opts, on_ready=lambda url: console.print(f"OpenAI frontend on {url} ({auth}{procs})"))

@@ -30,8 +30,10 @@ perf_counter = time.perf_counter
 
 
 class Frontend:
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, settings, limits=None):
+        """`limits`: shared_limits.SharedCounters when this is one of several API-server processes (the
+        admission bounds are then counted across all of them); None: this process alone."""
+        self.settings, self.limits = settings, limits
         self.registry = ModelRegistry(settings.repo, settings.chat_template)
         self.pool = ReplicaPool(list(settings.replica_urls))
         self.metrics = FrontendMetrics()
@@ -103,13 +105,15 @@ class Frontend:
             s = self.settings
             adm = self._admissions[model.name] = Admission(min(s.max_running, model.spec.max_concurrency),
                                                            min(s.max_waiting, model.spec.max_queued),
-                                                           s.retry_after_s)
+                                                           s.retry_after_s,
+                                                           self.limits.slots(model.name) if self.limits else None)
         return adm
 
     def controller(self, model: ServedModel) -> AdaptiveSpeculation:
         c = self._controllers.get(model.name)
         if c is None:
-            c = self._controllers[model.name] = AdaptiveSpeculation(self.settings.speculation)
+            c = self._controllers[model.name] = AdaptiveSpeculation(
+                self.settings.speculation, self.limits.window(model.name) if self.limits else None)
         return c
 
     def _canary_models(self) -> list[tuple[str, int]]:
@@ -120,6 +124,11 @@ class Frontend:
         return out
 
     def _state_gauges(self):
+        if self.limits is not None:  # other API servers may serve a model this one has not served yet
+            for m in self.registry.all():
+                self.admission(m)
+                if self.draft_for(m) is not None:
+                    self.controller(m)
         for name, adm in self._admissions.items():
             labels = {"model": name}
             yield "trtpipe_num_requests_running", "Requests admitted and generating", labels, float(adm.num_running)

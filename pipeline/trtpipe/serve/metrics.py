@@ -6,13 +6,23 @@ Each metric is recorded once; `AliasCollector` exposes it a second time under th
 `model_name` instead of `model`), so dashboards and autoscalers written for vLLM
 (`vllm:num_requests_waiting`, `vllm:time_to_first_token_seconds`, ...) work unchanged. Gauges that mirror
 live state (running, waiting, replica health, speculation state) are read at scrape time, not kept in step.
+
+Several API-server processes (`trtpipe serve --api-servers N`) are one server to a scraper: each worker's
+counters and histograms live in prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set by the
+supervisor before it spawns them), and whichever worker answers /metrics sums every worker's files, those of
+workers that died included, so counters never go back. Running/waiting gauges read the shared admission
+counts (serve.shared_limits), so they too are the whole server's, as is the speculation state (from the
+shared acceptance window). Replica health and outstanding requests, and readiness, are the answering
+worker's own view: every worker checks the same replicas.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 # SLO-friendly: fine below 100 ms, where TTFT and inter-token targets live.
@@ -103,6 +113,12 @@ class FrontendMetrics:
                                    self.request_generation_tokens, self.success, self.spec_drafts,
                                    self.spec_draft_tokens, self.spec_accepted_tokens, self.prefix_cache_queries,
                                    self.prefix_cache_hits, self.state]))
+        # What /metrics exposes: this registry, or with several API servers every worker's files summed (read
+        # once per scrape, each family also under its vLLM names) plus this worker's live gauges.
+        self.exposition = r
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.exposition = CollectorRegistry()
+            self.exposition.register(AliasCollector([MultiProcessCollector(None), self.state], originals=True))
         self._models: dict[str, ModelMetrics] = {}
 
     def model(self, name: str) -> ModelMetrics:
@@ -136,15 +152,18 @@ class StateCollector:
 
 
 class AliasCollector:
-    """Re-exposes the families of other collectors under their vLLM names, with `model` -> `model_name`."""
+    """Re-exposes the families of other collectors under their vLLM names, with `model` -> `model_name`
+    (`originals`: the families themselves too, for collectors too costly to collect twice)."""
 
-    def __init__(self, collectors: list) -> None:
-        self.collectors = collectors
+    def __init__(self, collectors: list, originals: bool = False) -> None:
+        self.collectors, self.originals = collectors, originals
 
     def collect(self):
         out = []
         for collector in self.collectors:
             for family in collector.collect():
+                if self.originals:
+                    out.append(family)
                 for alias in VLLM_ALIASES.get(family.name, ()):
                     renamed = Metric(alias, family.documentation, family.type, family.unit)
                     for s in family.samples:

@@ -1,14 +1,14 @@
 """serve(): Triton on the model repository (or external replicas), then the OpenAI frontend, stopped together.
 
-Drain on SIGTERM (or Ctrl-C): readiness turns false and admission stops at once (new requests get 503);
-requests in flight get `drain_timeout_s` to finish; the rest end with an SSE error event and `[DONE]` (or a
-503); then uvicorn stops, then the Triton this command started, and the process exits 0. A second signal
-forces the exit.
+The frontend is one API-server process (this one), or with `api_servers` > 1 that many worker processes on
+the same port under a supervisor (serve.workers). Drain on SIGTERM (or Ctrl-C): readiness turns false and
+admission stops at once (new requests get 503); requests in flight get `drain_timeout_s` to finish; the rest
+end with an SSE error event and `[DONE]` (or a 503); then uvicorn stops (every worker), then the Triton this
+command started, and the process exits 0. A second signal forces the exit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import signal
@@ -22,7 +22,8 @@ import uvicorn
 from trtpipe.errors import TritonStartError
 from trtpipe.repo import layout
 from trtpipe.serve.app import FrontendSettings, create_app
-from trtpipe.serve.launcher import TritonPorts, TritonServer
+from trtpipe.serve.draining import DrainingServer
+from trtpipe.serve.launcher import TritonPorts, TritonServer, usable_cpus
 
 log = logging.getLogger("trtpipe.serve")
 
@@ -46,39 +47,26 @@ class ServeOptions:
     triton_log: Path | None = None
     triton_args: tuple[str, ...] = ()
     engine_threads: int | None = None  # reference engine BLAS threads; None: all cores but one
+    api_servers: int = 1  # frontend processes on the port (default_api_servers() is the CLI's default)
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn, except that the first SIGTERM/SIGINT drains the frontend before uvicorn shuts down."""
+CORES_PER_API_SERVER = 4
+MAX_DEFAULT_API_SERVERS = 4
 
-    def __init__(self, config: uvicorn.Config, drain: Callable, drain_timeout_s: float):
-        super().__init__(config)
-        self._drain, self._drain_timeout_s = drain, drain_timeout_s
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._draining = False
 
-    async def serve(self, sockets=None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+def default_api_servers(cpus: int | None = None) -> int:
+    """One API server per 4 usable cores, at least 1, at most 4.
 
-    def handle_exit(self, sig: int, frame) -> None:
-        # NOTE: the signal is not recorded in _captured_signals, so uvicorn does not re-raise it: exit code 0.
-        if self._draining or self._loop is None or not self.started:
-            self.should_exit = True
-            self.force_exit = self._draining
-            return
-        self._draining = True
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain_then_exit(sig)))
-
-    async def _drain_then_exit(self, sig: int) -> None:
-        log.warning("signal %s: draining (up to %.0f s for requests in flight)", signal.Signals(sig).name,
-                    self._drain_timeout_s)
-        try:
-            ended = await self._drain(self._drain_timeout_s)
-            if ended:
-                log.warning("drain: ended %d request(s) that did not finish in time", ended)
-        finally:
-            self.should_exit = True
+    A saturated frontend process uses one core; the other three of its four are left to Triton (the engine's
+    host threads, gRPC), tokenization and the OS, so a small machine (this project's 2-core CI box, a laptop)
+    runs one process, as before. Four carry about 31k streamed tokens/s at stream_interval 1 by the measured
+    128 us of CPU per token (bench/results/frontend-scaling.md), above TensorRT-LLM's published 27.6k tok/s for
+    Llama-3.1-8B FP8 on one H100; more is an explicit --api-servers, since every process adds its own health
+    checks, canaries, gRPC connections and tokenizers in memory. (vLLM's --api-server-count defaults to its
+    data-parallel size, one API server per engine: a rule about engines, not cores; with one Triton it would
+    be 1 everywhere.)"""
+    cpus = cpus or usable_cpus()
+    return max(1, min(MAX_DEFAULT_API_SERVERS, cpus // CORES_PER_API_SERVER))
 
 
 def frontend_settings(opts: ServeOptions, triton_urls: tuple[str, ...]) -> FrontendSettings:
@@ -102,6 +90,12 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
                                                       launch=_trt_launch(opts), engine_threads=opts.engine_threads))
             stack.enter_context(_recorded(opts.repo, triton))
             urls = (triton.grpc_url,)
+        if opts.api_servers > 1:
+            from trtpipe.serve.workers import Supervisor
+
+            Supervisor(frontend_settings(opts, urls), opts.api_servers, opts.host, opts.port,
+                       opts.drain_timeout_s).run(on_ready)
+            return
         app = create_app(frontend_settings(opts, urls))
         config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning",
                                 timeout_graceful_shutdown=10)

@@ -36,35 +36,57 @@ class SpeculationConfig:
     probe_every: int = 16
 
 
-class AdaptiveSpeculation:
-    """Per-model on/off state from the acceptance rate over the last `window_rounds` rounds and the batch."""
+class LocalWindow:
+    """This process's last `size` speculation rounds of one model: (rounds, drafted, accepted) over them.
+    shared_limits.SharedWindow is the same window shared by every API-server process."""
 
-    def __init__(self, config: SpeculationConfig = SpeculationConfig()):
-        self.config = config
-        self._window: deque[tuple[int, int]] = deque(maxlen=config.window_rounds)
+    def __init__(self, size: int):
+        self._rounds: deque[tuple[int, int]] = deque(maxlen=size)
         self._drafted = self._accepted = 0
+
+    def record(self, num_draft: int, num_accepted: int) -> None:
+        if len(self._rounds) == self._rounds.maxlen:
+            d, a = self._rounds[0]
+            self._drafted, self._accepted = self._drafted - d, self._accepted - a
+        self._rounds.append((num_draft, num_accepted))
+        self._drafted, self._accepted = self._drafted + num_draft, self._accepted + num_accepted
+
+    def totals(self) -> tuple[int, int, int]:
+        return len(self._rounds), self._drafted, self._accepted
+
+
+class AdaptiveSpeculation:
+    """Per-model on/off state from the acceptance rate over the last `window_rounds` rounds and the batch.
+    `window`: where the rounds are kept (LocalWindow by default; with several API servers one shared window,
+    so that every process sees the same acceptance and turns speculation off and on together)."""
+
+    def __init__(self, config: SpeculationConfig = SpeculationConfig(), window=None):
+        self.config = config
+        self._window = window if window is not None else LocalWindow(config.window_rounds)
         self._low_acceptance = False
         self._batch_large = False
         self._decisions_while_off = 0
 
     @property
     def acceptance_rate(self) -> float | None:
-        return self._accepted / self._drafted if self._drafted else None
+        _, drafted, accepted = self._window.totals()
+        return accepted / drafted if drafted else None
 
     @property
     def state(self) -> str:
         if self._batch_large:
             return OFF_BATCH
+        self._update_acceptance()
         return OFF_ACCEPTANCE if self._low_acceptance else ON
 
     def record(self, num_draft: int, num_accepted: int) -> None:
-        if len(self._window) == self._window.maxlen:
-            d, a = self._window[0]
-            self._drafted, self._accepted = self._drafted - d, self._accepted - a
-        self._window.append((num_draft, num_accepted))
-        self._drafted, self._accepted = self._drafted + num_draft, self._accepted + num_accepted
-        if len(self._window) >= self.config.min_rounds and self._drafted:
-            self._low_acceptance = self.acceptance_rate < self.config.threshold
+        self._window.record(num_draft, num_accepted)
+        self._update_acceptance()
+
+    def _update_acceptance(self) -> None:
+        rounds, drafted, accepted = self._window.totals()
+        if rounds >= self.config.min_rounds and drafted:
+            self._low_acceptance = accepted / drafted < self.config.threshold
 
     def use_draft(self, num_running: int) -> bool:
         c = self.config
@@ -74,6 +96,7 @@ class AdaptiveSpeculation:
             self._batch_large = False
         if self._batch_large:
             return False
+        self._update_acceptance()  # another process may have recorded rounds since
         if self._low_acceptance:
             self._decisions_while_off += 1
             return self._decisions_while_off % c.probe_every == 0

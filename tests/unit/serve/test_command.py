@@ -42,3 +42,17 @@ def test_frontend_settings_follow_the_options(tmp_path):
     settings = frontend_settings(opts, ("a:1", "b:2"))
     assert settings.replica_urls == ("a:1", "b:2") and settings.request_timeout_s == 9.0
     assert settings.api_keys == ("sk-very-secret",) and "sk-very-secret" not in repr(settings)
+
+
+def test_api_servers_reach_the_server_and_default_to_one_per_four_cores(monkeypatch, tmp_path):
+    from trtpipe.serve import server
+
+    got = []
+    monkeypatch.setattr("trtpipe.serve.server.serve", lambda opts, on_ready: got.append(opts))
+    assert CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--api-servers", "3"]).exit_code == 0
+    monkeypatch.setattr(server, "usable_cpus", lambda: 16)
+    assert CliRunner().invoke(command.serve, ["--repo", str(tmp_path)]).exit_code == 0
+    assert [o.api_servers for o in got] == [3, 4]
+    assert [server.default_api_servers(c) for c in (1, 2, 4, 7, 8, 16, 64)] == [1, 1, 1, 1, 2, 4, 4]
+    result = CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--api-servers", "0"])
+    assert result.exit_code == 2 and "--api-servers" in result.output
