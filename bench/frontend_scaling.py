@@ -261,7 +261,9 @@ def write_report(result: dict, out_dir: Path) -> None:
               "tokens/s: the ratio is that of a saturated machine, not of the frontend. On a GPU host TensorRT-LLM's "
               "C++ backend sends the responses and the frontend is what runs out. The figure that transfers is CPU "
               "per token (a GPU host's cores may be faster or slower than these); with N=2 it also includes "
-              "prometheus multiprocess mode (file-backed counters) and two processes sharing the cores.", ""]
+              "prometheus multiprocess mode (file-backed counters) and two processes sharing the cores. "
+              "'Other programs' is the machine's busy time less that of the processes measured, floored at 0 "
+              "(the two are sampled apart, so it is approximate).", ""]
     (out_dir / "frontend-scaling.md").write_text("\n".join(lines))
     plot(result, out_dir / "frontend-scaling.png")
 

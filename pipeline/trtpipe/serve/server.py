@@ -59,9 +59,9 @@ def default_api_servers(cpus: int | None = None) -> int:
 
     A saturated frontend process uses one core; the other three of its four are left to Triton (the engine's
     host threads, gRPC), tokenization and the OS, so a small machine (this project's 2-core CI box, a laptop)
-    runs one process, as before. Four carry about 31k streamed tokens/s at stream_interval 1 by the measured
-    128 us of CPU per token (bench/results/frontend-scaling.md), above TensorRT-LLM's published 27.6k tok/s for
-    Llama-3.1-8B FP8 on one H100; more is an explicit --api-servers, since every process adds its own health
+    runs one process, as before. Four carry 31-41k streamed tokens/s at stream_interval 1 by the measured
+    98-128 us of CPU per token (bench/results/frontend-scaling.md), above TensorRT-LLM's published 27.6k tok/s
+    for Llama-3.1-8B FP8 on one H100; more is an explicit --api-servers, since every process adds its own health
     checks, canaries, gRPC connections and tokenizers in memory. (vLLM's --api-server-count defaults to its
     data-parallel size, one API server per engine: a rule about engines, not cores; with one Triton it would
     be 1 everywhere.)"""
