@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trtpipe.config import BuildConfig, load_config, load_draft
@@ -63,17 +63,29 @@ class Plan:
 
 def _engines(config: BuildConfig, arch: ModelArch, draft: BuildConfig | None, draft_arch: ModelArch | None,
              tp: int | None = None) -> list[tuple[BuildConfig, EngineMemory]]:
-    engines = [(config, engine_memory(config, arch, tp))]
-    if draft is not None:
-        engines.append((draft, engine_memory(draft, draft_arch)))
-    return engines
+    target = engine_memory(config, arch, tp)
+    if draft is None:
+        return [(config, target)]
+    draft_mem = engine_memory(draft, draft_arch)
+    if _draft_in_engine(config):
+        # The engine speculates itself (LLM API speculative_config): the draft's weights load into the target's
+        # executor and every token of a sequence holds draft KV too, in the one pool that executor allocates.
+        return [(config, replace(target, weight_bytes=target.weight_bytes + draft_mem.weight_bytes,
+                                 kv_bytes_per_token=target.kv_bytes_per_token + draft_mem.kv_bytes_per_token))]
+    return [(config, target), (draft, draft_mem)]
+
+
+def _draft_in_engine(config: BuildConfig) -> bool:
+    from trtpipe.backends import get_backend
+
+    return not get_backend(config.backend).draft_is_a_model
 
 
 def _fit(config, arch, draft, draft_arch, gpu, seq_tokens, draft_seq_tokens, tp=None):
     engines = _engines(config, arch, draft, draft_arch, tp)
     pools = kv_pools(gpu, engines)
     conc = [concurrent_sequences(config, pools[0], seq_tokens)]
-    if draft is not None:
+    if len(engines) > 1:
         conc.append(concurrent_sequences(draft, pools[1], draft_seq_tokens))
     return engines, pools, min(conc)
 
@@ -99,9 +111,9 @@ def make_plan(config: BuildConfig, gpu: GpuSpec, *, input_len: int, output_len: 
 
     engines, pools, concurrency = _fit(config, arch, draft, draft_arch, gpu, seq_tokens, draft_seq_tokens)
     plan = Plan(config=config, draft=draft, gpu=gpu, arch=arch, draft_arch=draft_arch, input_len=input_len,
-                output_len=output_len, target=engines[0][1], draft_memory=engines[1][1] if draft else None,
+                output_len=output_len, target=engines[0][1], draft_memory=engines[1][1] if len(engines) > 1 else None,
                 pools=pools, concurrency=concurrency, fits=concurrency >= 1)
-    if draft and any(c.engine.max_tokens_in_paged_kv_cache is None for c in (config, draft)):
+    if len(engines) > 1 and any(c.engine.max_tokens_in_paged_kv_cache is None for c in (config, draft)):
         plan.warnings.append("two engines share each GPU and at least one has no "
                              "engine.max_tokens_in_paged_kv_cache: the KV split then depends on which loads "
                              "first (this plan assumes the target). Set it on both.")
@@ -122,8 +134,9 @@ def make_plan(config: BuildConfig, gpu: GpuSpec, *, input_len: int, output_len: 
             plan.smallest_tp_full_batch = tp
 
     context = input_len + output_len / 2
-    plan.decode_tokens_per_s = _decode_rate(gpu, plan.target, context, 1)
-    plan.decode_tokens_per_s_at_concurrency = _decode_rate(gpu, plan.target, context, max(concurrency, 1))
+    target_alone = engine_memory(config, arch)  # the ceiling is the target's, with or without a draft beside it
+    plan.decode_tokens_per_s = _decode_rate(gpu, target_alone, context, 1)
+    plan.decode_tokens_per_s_at_concurrency = _decode_rate(gpu, target_alone, context, max(concurrency, 1))
 
     bf16_bytes = arch.num_params * 2
     quantized_bytes = plan.target.weight_bytes * config.parallelism.tp

@@ -80,8 +80,9 @@ def serving_configuration(plan: Plan) -> str:
             ["Scheduler", f"{s.batch_scheduler_policy}; KV reuse {'on' if s.enable_kv_cache_reuse else 'off'}; "
                           f"chunked context {'on' if s.enable_chunked_context else 'off'}"]]
     if c.speculation:
-        rows.append(["Speculation", f"draft {c.speculation.draft}, up to {c.speculation.max_draft_len} tokens "
-                                    f"per step, verified by the target (draft_tokens_external)"])
+        from trtpipe.backends import get_backend
+
+        rows.append(["Speculation", get_backend(c.backend).describe_speculation(c)])
     mem_rows = [["Weights", _gib(t.weight_bytes)],
                 ["Activations (estimate)", _gib(t.activation_bytes)],
                 ["Runtime overhead (estimate)", _gib(RUNTIME_OVERHEAD_BYTES)],

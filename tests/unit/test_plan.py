@@ -180,3 +180,22 @@ def test_plan_command_defaults_the_workload_to_fit_the_engine():
     result = CliRunner().invoke(plan_command, ["tiny-llama", "--gpu", "l40s-48gb"])
     assert result.exit_code == 0, result.output
     assert "sequences of 512+512 tokens" in result.output  # tiny-llama: max_input_len 896, max_seq_len 1024
+
+
+def test_an_engine_that_speculates_itself_plans_one_executor_with_the_draft_inside():
+    # llama-8b-pytorch: EAGLE-3 in the LLM API's speculative_config, so the draft is no model of its own. Its
+    # weights load into the target's executor and its KV sits in the one pool that executor allocates.
+    from trtpipe.capacity import engine_memory
+    from trtpipe.config import load_draft
+
+    config = load_config("llama-8b-pytorch")
+    draft = load_draft(config)
+    plan = make_plan(config, H100, input_len=2048, output_len=512)
+    target, head = engine_memory(config, arch_for(config)), engine_memory(draft, arch_for(draft))
+    assert [p.name for p in plan.pools] == ["llama-8b-pytorch"] and plan.draft_memory is None
+    assert plan.target.weight_bytes == target.weight_bytes + head.weight_bytes
+    assert plan.target.kv_bytes_per_token == target.kv_bytes_per_token + head.kv_bytes_per_token
+    assert not any("two engines share" in w for w in plan.warnings)
+    # The decode ceiling stays the target's own, as for a separate draft.
+    alone = make_plan(config.model_copy(update={"speculation": None}), H100, input_len=2048, output_len=512)
+    assert plan.decode_tokens_per_s == pytest.approx(alone.decode_tokens_per_s)

@@ -169,3 +169,9 @@ class Backend(ABC):
     def plan_note(self) -> str:
         return ""
 
+    def describe_speculation(self, config: "BuildConfig") -> str:
+        """The plan's Speculation row. Default: a draft model set of its own, driven by the frontend."""
+        s = config.speculation
+        return (f"draft {s.draft}, up to {s.max_draft_len} tokens per step, proposed by the frontend and verified "
+                f"by the target (draft_input_ids; engine built with draft_tokens_external)")
+

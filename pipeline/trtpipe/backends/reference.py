@@ -131,6 +131,11 @@ class ReferenceBackend(Backend):
 
         return engine_gate(config, engine_dir, checkpoint_dir, weights_key, live)
 
+    def describe_speculation(self, config: BuildConfig) -> str:
+        s = config.speculation
+        return (f"draft {s.draft}, up to {s.max_draft_len} tokens per step, proposed by the frontend and verified "
+                f"by the target (draft_input_ids)")
+
     def plan_note(self) -> str:
         return "Backend `reference`: the CPU engine; no TensorRT-LLM commands."
 

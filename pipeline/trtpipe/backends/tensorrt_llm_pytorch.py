@@ -199,6 +199,14 @@ class TensorrtLlmPytorchBackend(Backend):
                 f"{ranks}"]
 
     # --- plans --------------------------------------------------------------------------------------------
+    def describe_speculation(self, config: BuildConfig) -> str:
+        from trtpipe.trt.llm_api import DECODING_TYPE
+
+        s = config.speculation
+        source = f", draft {s.draft} inside the engine" if s.draft else ""
+        return (f"{s.method} by the engine itself (speculative_config decoding_type {DECODING_TYPE[s.method]}), up "
+                f"to {s.max_draft_len} draft tokens per step{source}; the frontend runs no draft loop")
+
     def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
         from trtpipe.trt.llm_api import CHECKPOINT_DIR, IMAGE, OPTIONS_FILE, LlmApiTools, llm_args_yaml, quantize_command
 

@@ -92,6 +92,9 @@ def test_plan_works_for_the_pytorch_configs_and_shows_the_llm_api_arguments(tmp_
     doc = (tmp_path / "serving-configuration.md").read_text()
     assert "TensorRT-LLM >= 1.2, PyTorch backend through the LLM API" in doc
     assert "decoding_type: Eagle3" in doc and "hf_ptq.py" in doc and "trtllm-build" not in doc
+    assert ("| Speculation | eagle3 by the engine itself (speculative_config decoding_type Eagle3), up to 3 draft "
+            "tokens per step, draft llama-3.1-8b-eagle3 inside the engine; the frontend runs no draft loop |") in doc
+    assert "KV pool llama-3.1-8b-eagle3" not in result.output  # one executor, one pool
     big = CliRunner().invoke(cli, ["plan", "llama-70b-pytorch", "--gpu", "h100-sxm-80gb"])
     assert big.exit_code == 0, big.output
     assert "llama-70b-pytorch on h100-sxm-80gb x4" in big.output
