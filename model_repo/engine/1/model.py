@@ -6,20 +6,16 @@ each request's decoupled response sender. Everything testable lives in the trtpi
 
 import json
 import time
-import uuid
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
 from trtpipe.backend.loop import ENGINE_GAUGES, EngineLoop
-from trtpipe.backend.tensors import BadRequest, decode_request
-from trtpipe.backend.triton_io import TritonSender, read_inputs
+from trtpipe.backend.tensors import decode_request
+from trtpipe.backend.triton_io import submit_requests
 from trtpipe.engine import Engine, EngineLimits
 from trtpipe.engine.grammar import GrammarCompiler
-from trtpipe.repo.model_config import ENGINE_INPUTS
 from trtpipe.spec import ServingSpec
-
-INPUT_NAMES = tuple(row[0] for row in ENGINE_INPUTS)
 
 
 class TritonPythonModel:
@@ -71,20 +67,8 @@ class TritonPythonModel:
             gauge.set(float(stats.get(name, 0)))
 
     def execute(self, requests):
-        for request in requests:
-            sender = TritonSender(request, pb_utils)
-            tensors = read_inputs(request, INPUT_NAMES, pb_utils)
-            stop = tensors.get("stop")
-            if stop is not None and bool(stop.reshape(-1)[0]):
-                self.loop.stop_request(request.request_id(), sender)
-                continue
-            try:
-                engine_request, opts = decode_request(request.request_id() or uuid.uuid4().hex, tensors,
-                                                      self.grammars)
-            except BadRequest as e:
-                sender.send(None, error=str(e), final=True)
-                continue
-            self.loop.submit(engine_request, opts, sender)
+        submit_requests(requests, self.loop, lambda rid, tensors: decode_request(rid, tensors, self.grammars),
+                        pb_utils)
         return None
 
     def finalize(self):

@@ -6,19 +6,15 @@ Thin on purpose, like model_repo/engine/1/model.py: tensors in (trtpipe.backend.
 sender. The LLM API arguments are the version's engine/llm_api_options.yaml (written at build time).
 """
 
-import uuid
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
 from trtpipe.backend.llm_api import LlmApiLoop
-from trtpipe.backend.tensors import BadRequest, decode_request
-from trtpipe.backend.triton_io import TritonSender, read_inputs
-from trtpipe.repo.model_config import ENGINE_INPUTS
+from trtpipe.backend.tensors import decode_request
+from trtpipe.backend.triton_io import submit_requests
 from trtpipe.spec import ServingSpec
 from trtpipe.trt.llm_api import resolve_llm_args
-
-INPUT_NAMES = tuple(row[0] for row in ENGINE_INPUTS)
 
 
 class TritonPythonModel:
@@ -35,21 +31,9 @@ class TritonPythonModel:
         self.loop.start()
 
     def execute(self, requests):
-        for request in requests:
-            sender = TritonSender(request, pb_utils)
-            tensors = read_inputs(request, INPUT_NAMES, pb_utils)
-            stop = tensors.get("stop")
-            if stop is not None and bool(stop.reshape(-1)[0]):
-                self.loop.stop_request(request.request_id(), sender)
-                continue
-            try:
-                # TensorRT-LLM compiles and enforces the guide itself (its guided_decoding_backend).
-                engine_request, opts = decode_request(request.request_id() or uuid.uuid4().hex, tensors,
-                                                      engine_enforces_guides=True)
-            except BadRequest as e:
-                sender.send(None, error=str(e), final=True)
-                continue
-            self.loop.submit(engine_request, opts, sender)
+        # TensorRT-LLM compiles and enforces the guide itself (its guided_decoding_backend).
+        submit_requests(requests, self.loop,
+                        lambda rid, tensors: decode_request(rid, tensors, engine_enforces_guides=True), pb_utils)
         return None
 
     def finalize(self):

@@ -7,7 +7,13 @@ the adapter runs and is tested without Triton.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import uuid
+from typing import Any, Callable, Iterable
+
+from trtpipe.backend.tensors import BadRequest
+from trtpipe.repo.model_config import ENGINE_INPUTS
+
+INPUT_NAMES = tuple(row[0] for row in ENGINE_INPUTS)
 
 
 class TritonSender:
@@ -43,3 +49,22 @@ def read_inputs(request: Any, names: Iterable[str], pb_utils: Any) -> dict:
         if t is not None:
             tensors[name] = t.as_numpy()
     return tensors
+
+
+def submit_requests(requests: Iterable[Any], loop: Any, decode: Callable[[str, dict], tuple], pb_utils: Any) -> None:
+    """A Python engine model's execute(): each request is decoded (`decode(request_id, tensors)` ->
+    (EngineRequest, RequestOptions)) and handed to its loop, or stopped (the `stop` input). A request that
+    cannot be decoded gets its error and final flag at once; the others go on."""
+    for request in requests:
+        sender = TritonSender(request, pb_utils)
+        tensors = read_inputs(request, INPUT_NAMES, pb_utils)
+        stop = tensors.get("stop")
+        if stop is not None and bool(stop.reshape(-1)[0]):
+            loop.stop_request(request.request_id(), sender)
+            continue
+        try:
+            engine_request, opts = decode(request.request_id() or uuid.uuid4().hex, tensors)
+        except BadRequest as e:
+            sender.send(None, error=str(e), final=True)
+            continue
+        loop.submit(engine_request, opts, sender)

@@ -98,13 +98,8 @@ def _refuse(what: str, fix: str) -> PreflightError:
     return PreflightError(what, where="preflight", fix=fix)
 
 
-def check_toolchain(tools: TrtTools | None = None, *, machine: Machine | None = None,
-                    need_modelopt: bool = False, is_file: Callable[[str], bool] = lambda p: Path(p).is_file(),
-                    which: Callable[[str], str | None] = shutil.which,
-                    find_spec: Callable[[str], Any] = util.find_spec) -> Machine:
-    """Refuse, naming the image and the docker command, unless TensorRT-LLM, its tools and a GPU are here."""
-    tools = tools or TrtTools()
-    machine = machine or detect_machine(which=which)
+def _missing_gpu_or_tensorrt_llm(machine: Machine, find_spec: Callable[[str], Any]) -> list[str]:
+    """What every TensorRT-LLM path needs first: a visible GPU and the tensorrt_llm package."""
     missing = []
     if not machine.nvidia_smi:
         missing.append("nvidia-smi (no NVIDIA driver or GPU visible)")
@@ -112,6 +107,17 @@ def check_toolchain(tools: TrtTools | None = None, *, machine: Machine | None = 
         missing.append("a GPU (nvidia-smi lists none)")
     if find_spec("tensorrt_llm") is None:
         missing.append("the tensorrt_llm Python package")
+    return missing
+
+
+def check_toolchain(tools: TrtTools | None = None, *, machine: Machine | None = None,
+                    need_modelopt: bool = False, is_file: Callable[[str], bool] = lambda p: Path(p).is_file(),
+                    which: Callable[[str], str | None] = shutil.which,
+                    find_spec: Callable[[str], Any] = util.find_spec) -> Machine:
+    """Refuse, naming the image and the docker command, unless TensorRT-LLM, its tools and a GPU are here."""
+    tools = tools or TrtTools()
+    machine = machine or detect_machine(which=which)
+    missing = _missing_gpu_or_tensorrt_llm(machine, find_spec)
     if which(tools.trtllm_build) is None and not is_file(tools.trtllm_build):
         missing.append(f"{tools.trtllm_build}")
     for script in (tools.convert_script, tools.quantize_script):
@@ -234,13 +240,7 @@ def check_llm_api_toolchain(config: BuildConfig, *, machine: Machine | None = No
     find_spec = find_spec or util.find_spec
     image, want = llm_api.IMAGE, llm_api.TOOLCHAIN
     docker = DOCKER_RUN.replace(IMAGE, image)
-    missing = []
-    if not machine.nvidia_smi:
-        missing.append("nvidia-smi (no NVIDIA driver or GPU visible)")
-    elif not machine.gpus:
-        missing.append("a GPU (nvidia-smi lists none)")
-    if find_spec("tensorrt_llm") is None:
-        missing.append("the tensorrt_llm Python package")
+    missing = _missing_gpu_or_tensorrt_llm(machine, find_spec)
     if missing:
         raise _refuse("the TensorRT-LLM LLM API is not here: missing " + "; ".join(missing),
                       f"run trtpipe inside {image} (TensorRT-LLM {want['tensorrt_llm']}), e.g. `{docker} trtpipe "
