@@ -40,9 +40,11 @@ def _entry_log_prob(entry: Any, token: int, what: str, fix: str) -> float:
 
 
 def _top(entry: Any, k: int) -> TopLogProbs:
-    if not isinstance(entry, dict) or len(entry) < k:
-        got = len(entry) if isinstance(entry, dict) else "no alternatives"
-        raise LogProbsUnavailable(f"TensorRT-LLM returned {got} top log-probs for a token; {k} were asked for")
+    if not isinstance(entry, dict):
+        raise LogProbsUnavailable(f"TensorRT-LLM returned one log-prob per token, no alternatives; {k} top were "
+                                  f"asked for (this release returns no top log-probs)")
+    if len(entry) < k:
+        raise LogProbsUnavailable(f"TensorRT-LLM returned {len(entry)} top log-probs for a token; {k} were asked for")
     best = sorted(entry.items(), key=lambda item: (-_value(item[1]), item[0]))[:k]
     return [int(token) for token, _ in best], [_value(v) for _, v in best]
 

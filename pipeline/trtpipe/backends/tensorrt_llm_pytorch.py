@@ -166,8 +166,9 @@ class TensorrtLlmPytorchBackend(Backend):
         # (backend/llm_api.py; the adapter refuses more than MAX_TOP_LOG_PROBS). TensorRT-LLM's speculative
         # samplers return the sampled token's log-prob only, so an engine that speculates advertises none.
         # Prompt log-probs stay off: in 1.2.x prompt_logprobs=k returns each prompt position's top k only, without
-        # the prompt token's own log-prob unless it is among them, and echo needs it for every token; the adapter
-        # passes return_prompt_log_probs through and fails a request whose prompt token is missing.
+        # the prompt token's own log-prob unless it is among them, and echo needs it for every token; and they come
+        # from context logits, which a prefix served from the KV-cache reuse does not have. The adapter passes
+        # return_prompt_log_probs through and fails a request whose prompt tokens it cannot all score.
         spec = dataclasses.replace(super().serving_spec(config),
                                    max_top_log_probs=0 if config.speculation else MAX_TOP_LOG_PROBS)
         if config.speculation is None:

@@ -256,3 +256,31 @@ def test_prompt_log_probs_without_the_prompt_token_among_the_top_fail_the_reques
     assert tensors_out is None and final
     assert error.startswith("TensorRT-LLM returned no log-prob for prompt token 2: it returned the 1 most likely")
     assert loop.llm.aborted == [[1, 2, 3]]
+
+
+def test_equal_log_probs_are_ordered_by_token_id_as_on_the_reference_engine():
+    from trtpipe.backend.llm_api_logprobs import top_log_probs
+
+    entry = {9: fake.Logprob(-1.0, 2), 4: fake.Logprob(-1.0, 3), 7: fake.Logprob(-0.1, 1)}
+    assert top_log_probs([entry], 3) == [([7, 4, 9], [-0.1, -1.0, -1.0])]
+    assert top_log_probs([entry], 2) == [([7, 4], [-0.1, -1.0])]  # a later release's extra sampled entry is dropped
+
+
+@pytest.mark.parametrize("entries, k, match", [
+    ([{1: fake.Logprob(-0.1, 1)}], 2, "returned 1 top log-probs for a token; 2 were asked for"),
+    ([-0.3], 1, "returned one log-prob per token, no alternatives; 1 top were asked for"),
+])
+def test_too_few_top_log_probs_are_refused_rather_than_padded(entries, k, match):
+    from trtpipe.backend.llm_api_logprobs import LogProbsUnavailable, top_log_probs
+
+    with pytest.raises(LogProbsUnavailable, match=match):
+        top_log_probs(entries, k)
+
+
+def test_prompt_log_probs_shorter_than_the_prompt_are_refused():
+    # e.g. a reused KV-cache prefix has no context logits, so TensorRT-LLM scores only the rest of the prompt.
+    from trtpipe.backend.llm_api_logprobs import LogProbsUnavailable, prompt_log_probs
+
+    with pytest.raises(LogProbsUnavailable, match="prompt log-probs for 1 positions; the prompt has 3 tokens"):
+        prompt_log_probs([fake.prompt_top([5, 6, 7], 1, 2)], [5, 6, 7], 0)
+    assert prompt_log_probs([{6: fake.Logprob(-2.0, 1)}], [5, 6], 0) == ([-2.0], None)
