@@ -154,3 +154,18 @@ def test_response_format_reaches_tensorrt_llm_as_guided_decoding_params(llm_api_
     assert [g["regex"] for g in guided[-1:]] == ["[0-9]+"]
     assert json.loads(guided[-2]["json"]) == schema
     assert [k for k, v in guided[-2].items() if v] == ["json"]  # one guide, in its own field
+
+
+def test_top_logprobs_come_back_through_triton_and_the_frontend_from_the_llm_apis_dicts(llm_api_triton):
+    # The stand-in answers in TensorRT-LLM 1.2.x's shape ({token_id: Logprob} per token, least likely first);
+    # the sampled tokens are 100, 101, ... at -0.5, each the most likely, then 200+20*j+step at -0.5-j.
+    server, repo, record = llm_api_triton
+    with _openai_client(server, repo) as client:
+        resp = client.chat.completions.create(model="tiny-pytorch", messages=[{"role": "user", "content": "hi"}],
+                                              max_tokens=2, temperature=0, logprobs=True, top_logprobs=3)
+    tokens = resp.choices[0].logprobs.content
+    assert [t.logprob for t in tokens] == [-0.5, -0.5]
+    assert [[a.logprob for a in t.top_logprobs] for t in tokens] == [[-0.5, -1.5, -2.5]] * 2
+    assert [a.token for a in tokens[0].top_logprobs][0] == tokens[0].token  # the sampled token is the most likely
+    call = [c for c in _calls(record, "generate_async") if c["sampling"].get("logprobs")][-1]
+    assert call["sampling"]["logprobs"] == 3 and "prompt_logprobs" not in call["sampling"]

@@ -16,6 +16,10 @@ Stop sequences (stop_words_list) are matched here, on token ids, and the request
 the matched sequence is kept and end_id is dropped, as the reference engine does, so the frontend sees one
 behaviour on every backend. The engine is given end_id, so it stops on it by itself.
 
+Log-probs: return_log_probs / num_top_log_probs become `SamplingParams(logprobs=max(k, 1))` and
+return_prompt_log_probs `prompt_logprobs`; backend/llm_api_logprobs.py turns CompletionOutput's dicts into the
+reference engine's fields, and a token TensorRT-LLM gave no log-prob for fails its request (aborted) instead.
+
 `tensorrt_llm` is passed in (the module, or a test's recorded stand-in); nothing here imports it.
 """
 
@@ -26,6 +30,7 @@ import importlib
 import threading
 from typing import Any
 
+from trtpipe.backend import llm_api_logprobs as lp
 from trtpipe.backend.loop import ActiveRequest, ResponseSender, deliver
 from trtpipe.backend.tensors import RequestOptions
 from trtpipe.engine import EngineRequest, RequestOutput
@@ -55,8 +60,11 @@ def sampling_kwargs(request: EngineRequest) -> dict[str, Any]:
         kwargs["presence_penalty"] = s.presence_penalty
     if s.frequency_penalty:
         kwargs["frequency_penalty"] = s.frequency_penalty
-    if request.return_log_probs:
-        kwargs["logprobs"] = 1  # the sampled token's log-prob
+    if request.return_log_probs or request.num_top_log_probs:
+        # Per generated token the top `logprobs` tokens ({id: Logprob}); 1 gives the sampled token's under greedy.
+        kwargs["logprobs"] = max(request.num_top_log_probs, 1)
+    if request.return_prompt_log_probs:
+        kwargs["prompt_logprobs"] = max(request.num_top_log_probs, 1)
     return kwargs
 
 
@@ -83,17 +91,23 @@ def guided_decoding_params(tensorrt_llm: Any, guide: tuple[str, str] | None) -> 
     return module.GuidedDecodingParams(**guided_decoding_kwargs(guide))
 
 
-def _sampled_log_probs(logprobs: Any, token_ids: list[int]) -> list[float]:
-    """CompletionOutput.logprobs is a list of floats, or of {token_id: Logprob} dicts (newer releases)."""
-    out = []
-    for entry, token in zip(logprobs, token_ids):
-        if isinstance(entry, dict):
-            value = entry.get(token)
-            value = getattr(value, "logprob", value)
-            out.append(float(value) if value is not None else 0.0)
-        else:
-            out.append(float(entry))
-    return out
+def _add_log_probs(out: RequestOutput, request: EngineRequest, completion: Any, seen: int,
+                   prompt_pending: bool) -> None:
+    """Fill the output's log-prob fields from the CompletionOutput, as the reference engine fills them: this step's
+    tokens' own log-probs and top alternatives (CompletionOutput.logprobs grows with token_ids, so the new
+    tokens' entries are at the same offsets), and the prompt's once, on the first output that carries them."""
+    new = out.new_token_ids
+    entries = list(completion.logprobs or [])[seen:seen + len(new)]
+    if request.return_log_probs and entries:
+        out.new_log_probs = lp.sampled_log_probs(entries, new)
+    if request.num_top_log_probs and new:
+        if len(entries) < len(new):
+            raise lp.LogProbsUnavailable(f"TensorRT-LLM returned log-probs for {len(entries)} of {len(new)} new "
+                                         f"tokens; top log-probs were asked for")
+        out.new_top_log_probs = lp.top_log_probs(entries, request.num_top_log_probs)
+    prompt = getattr(completion, "prompt_logprobs", None)
+    if prompt_pending and prompt:
+        out.prompt_log_probs = lp.prompt_log_probs(prompt, request.prompt_token_ids, request.num_top_log_probs)
 
 
 def _stop_at(token_ids: list[int], start: int, stops: list[list[int]]) -> int | None:
@@ -164,7 +178,7 @@ class LlmApiLoop:
             active.sender.send(None, error=f"TensorRT-LLM refused the request: {type(e).__name__}: {e}", final=True)
             return
         self._active[rid] = (active, result)
-        seen = 0
+        seen, prompt_pending = 0, request.return_prompt_log_probs
         try:
             async for output in result:
                 if rid not in self._active:
@@ -179,16 +193,19 @@ class LlmApiLoop:
                 elif finished and request.end_id is not None and token_ids and token_ids[-1] == request.end_id:
                     token_ids = token_ids[:-1]
                 new = token_ids[seen:]
-                log_probs = None
-                if request.return_log_probs and completion.logprobs:
-                    log_probs = _sampled_log_probs(list(completion.logprobs)[seen:seen + len(new)], new)
+                out = RequestOutput(rid, new, None, finished, reason, len(request.prompt_token_ids), len(token_ids))
+                _add_log_probs(out, request, completion, seen, prompt_pending)
+                prompt_pending = prompt_pending and out.prompt_log_probs is None
                 seen = len(token_ids)
                 if finished:
                     del self._active[rid]
-                deliver(active, RequestOutput(rid, new, log_probs, finished, reason, len(request.prompt_token_ids),
-                                              seen), self.stream_interval)
+                deliver(active, out, self.stream_interval)
                 if finished:
                     return
+        except lp.LogProbsUnavailable as e:
+            if self._active.pop(rid, None) is not None:
+                result.abort()
+                active.sender.send(None, error=str(e), final=True)
         except Exception as e:  # noqa: BLE001 - an engine error fails this request, not the loop
             if self._active.pop(rid, None) is not None:
                 active.sender.send(None, error=f"TensorRT-LLM failed the request: {type(e).__name__}: {e}",

@@ -159,9 +159,18 @@ class TensorrtLlmPytorchBackend(Backend):
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):
+        from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
         from trtpipe.trt.llm_api import DECODING_TYPE
 
-        spec = super().serving_spec(config)
+        # Top log-probs: SamplingParams(logprobs=k) gives the k most likely tokens per generated token
+        # (backend/llm_api.py; the adapter refuses more than MAX_TOP_LOG_PROBS). TensorRT-LLM's speculative
+        # samplers return the sampled token's log-prob only, so an engine that speculates advertises none.
+        # Prompt log-probs stay off: in 1.2.x prompt_logprobs=k returns each prompt position's top k only, without
+        # the prompt token's own log-prob unless it is among them, and echo needs it for every token; and they come
+        # from context logits, which a prefix served from the KV-cache reuse does not have. The adapter passes
+        # return_prompt_log_probs through and fails a request whose prompt tokens it cannot all score.
+        spec = dataclasses.replace(super().serving_spec(config),
+                                   max_top_log_probs=0 if config.speculation else MAX_TOP_LOG_PROBS)
         if config.speculation is None:
             return spec
         # The engine speculates: the frontend must not (no draft model to call, no draft length to use).
@@ -200,6 +209,7 @@ class TensorrtLlmPytorchBackend(Backend):
 
     # --- plans --------------------------------------------------------------------------------------------
     def describe_speculation(self, config: BuildConfig) -> str:
+        from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
         from trtpipe.trt.llm_api import DECODING_TYPE
 
         s = config.speculation

@@ -5,6 +5,13 @@ It is not TensorRT-LLM: it records what trtpipe hands to `LLM(...)`, `SamplingPa
 100, 101, ... up to max_tokens, or until end_id is "generated" at step `end_at`). A prompt whose first
 token is HOLD never produces a token until aborted, for testing cancellation of a queued request.
 
+Log-probs come in the shapes of TensorRT-LLM 1.2.x's PyTorch backend (executor/result.py CompletionOutput):
+`logprobs` is a growing list with, per generated token, a {token_id: Logprob(logprob, rank)} dict of the top
+`SamplingParams.logprobs` tokens (see `generation_top`), which holds the sampled token only while it is among
+them (not at step `off_top_at`, as under sampling); `prompt_logprobs` has one such dict per prompt position t
+for the token after it (see `prompt_top`: the prompt's own next token is the 2nd most likely).
+The dicts are built least likely first, so a reader that relies on their order is caught.
+
 Imported inside a real Triton (the file copied in as a `tensorrt_llm` package), it appends each call as one
 JSON line to $FAKE_TRTLLM_RECORD, so a test in another process can read what the Triton model asked for.
 """
@@ -54,6 +61,29 @@ class GuidedDecodingParams:
             raise ValueError(f"Only one guide can be used for a request, but got {len(given)}.")
 
 
+@dataclasses.dataclass(frozen=True)
+class Logprob:
+    """tensorrt_llm.executor.result.Logprob (a NamedTuple upstream): the log-prob and its 1-based rank."""
+
+    logprob: float
+    rank: int | None = None
+
+
+def generation_top(step: int, k: int, sampled_in_top: bool = True) -> dict[int, Logprob]:
+    """Step `step`'s top k: the sampled token 100+step (log-prob -0.5), then 200+20*j+step at -0.5-j (ids stay
+    inside a tiny vocabulary, so the frontend can decode them)."""
+    ranked = [(100 + step, -0.5)] if sampled_in_top else []
+    ranked = (ranked + [(200 + 20 * j + step, -0.5 - j) for j in range(1, k + 1)])[:k]
+    return {t: Logprob(v, rank + 1) for rank, (t, v) in reversed(list(enumerate(ranked)))}
+
+
+def prompt_top(prompt: list[int], position: int, k: int) -> dict[int, Logprob]:
+    """Position t's top k: 700+t (-0.25), the prompt's token t+1 (-1.25; 600+t past the prompt), 800+10*j+t..."""
+    following = prompt[position + 1] if position + 1 < len(prompt) else 600 + position
+    ranked = ([700 + position, following] + [800 + 10 * j + position for j in range(1, k)])[:k]
+    return {t: Logprob(-0.25 - rank, rank + 1) for rank, t in reversed(list(enumerate(ranked)))}
+
+
 class SamplingParams:
     def __init__(self, **kwargs):
         self.kwargs = kwargs
@@ -80,10 +110,14 @@ class Result:
             token = kw["end_id"] if kw.get("end_id") is not None and step == self.llm.end_at else 100 + step
             tokens.append(token)
             done = len(tokens) >= kw["max_tokens"] or token == kw.get("end_id")
-            logprobs = [-0.5] * len(tokens) if kw.get("logprobs") else []
+            k = kw.get("logprobs")
+            logprobs = [generation_top(i, k, i != self.llm.off_top_at) for i in range(len(tokens))] if k else []
+            pk = kw.get("prompt_logprobs")
+            prompt_logprobs = [prompt_top(self.prompt, t, pk) for t in range(len(self.prompt))] if pk else None
             reason = ("stop" if token == kw.get("end_id") else "length") if done else None
             yield SimpleNamespace(outputs=[SimpleNamespace(token_ids=list(tokens), finish_reason=reason,
-                                                           logprobs=logprobs)], finished=done)
+                                                           logprobs=logprobs, prompt_logprobs=prompt_logprobs)],
+                                  finished=done)
             if done:
                 return
 
@@ -96,6 +130,7 @@ class LLM:
         self.calls: list[tuple] = []
         self.aborted: list[list[int]] = []
         self.end_at = -1
+        self.off_top_at = -1  # the step whose sampled token is not among the returned top log-probs
         self.is_shut_down = False
         LLM.instances.append(self)
         _record("init", kwargs=kwargs)

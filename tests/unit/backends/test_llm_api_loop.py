@@ -180,3 +180,107 @@ def test_a_malformed_guide_is_refused_at_decode_naming_the_tensor(extra, match):
 
     with pytest.raises(BadRequest, match=match):
         decode_request("bad", t, engine_enforces_guides=True)
+
+
+# --- log-probs: SamplingParams logprobs / prompt_logprobs, and the CompletionOutput dicts in the reference's shapes ---
+
+@pytest.mark.parametrize("fields, expected", [
+    ({}, {}),
+    ({"return_log_probs": True}, {"logprobs": 1}),
+    ({"return_log_probs": True, "num_top_log_probs": 5}, {"logprobs": 5}),
+    ({"num_top_log_probs": 20}, {"logprobs": 20}),
+    ({"return_log_probs": True, "return_prompt_log_probs": True}, {"logprobs": 1, "prompt_logprobs": 1}),
+    ({"return_log_probs": True, "num_top_log_probs": 3, "return_prompt_log_probs": True},
+     {"logprobs": 3, "prompt_logprobs": 3}),
+])
+def test_log_prob_requests_become_logprobs_and_prompt_logprobs_with_at_least_one(fields, expected):
+    from trtpipe.backend.llm_api import sampling_kwargs
+    from trtpipe.engine import EngineRequest
+
+    kwargs = sampling_kwargs(EngineRequest("r", [1, 2], 4, **fields))
+    assert {k: v for k, v in kwargs.items() if k in ("logprobs", "prompt_logprobs")} == expected
+
+
+def _sent(sent, name):
+    return [t[name].tolist() for t, _, _ in sent if t is not None and name in t]
+
+
+def test_streamed_top_log_probs_are_most_likely_first_per_new_token_beside_the_sampled_ones(loop):
+    sent = submit(loop, "t1", tensors([1, 2], 3, streaming=True, return_log_probs=True,
+                                      num_top_log_probs=3)).wait_final()
+    assert [err for _, err, _ in sent] == [None, None, None]
+    assert _sent(sent, "output_top_token_ids") == [[[[100, 220, 240]]], [[[101, 221, 241]]], [[[102, 222, 242]]]]
+    assert _sent(sent, "output_top_log_probs") == [[[[-0.5, -1.5, -2.5]]]] * 3
+    assert _sent(sent, "output_log_probs") == [[[[-0.5]]]] * 3
+    assert loop.llm.calls[0][1]["logprobs"] == 3 and "prompt_logprobs" not in loop.llm.calls[0][1]
+
+
+def test_non_streaming_top_log_probs_cover_the_kept_tokens_only(loop):
+    loop.llm.end_at = 2  # the end_id is dropped, and with it its entry
+    [(out, err, final)] = submit(loop, "t2", tensors([7], 10, end_id=5, return_log_probs=True,
+                                                     num_top_log_probs=2)).wait_final()
+    assert err is None and final
+    assert out["output_top_token_ids"].tolist() == [[[100, 220], [101, 221]]]
+    assert out["output_top_log_probs"].tolist() == [[[-0.5, -1.5], [-0.5, -1.5]]]
+    assert out["output_log_probs"].tolist() == [[[-0.5, -0.5]]]
+
+
+def test_a_sampled_token_outside_the_returned_top_log_probs_fails_the_request_and_aborts_it(loop):
+    # TensorRT-LLM 1.2.x returns the top `logprobs` only: a sampled token outside them has no log-prob to send.
+    loop.llm.off_top_at = 1
+    sent = submit(loop, "t3", tensors([4], 3, streaming=True, temperature=0.8, return_log_probs=True)).wait_final()
+    assert list(sent[0][0]["output_log_probs"].reshape(-1)) == [-0.5]
+    (tensors_out, error, final) = sent[-1]
+    assert tensors_out is None and final
+    assert error.startswith("TensorRT-LLM returned no log-prob for sampled token 101: it returned the 1 most likely")
+    assert "greedy decoding" in error and loop.llm.aborted == [[4]]
+
+
+def test_prompt_log_probs_are_those_of_tokens_1_to_n_minus_1_sent_once_with_the_first_response(loop):
+    sent = submit(loop, "p1", tensors([1, 2, 3], 2, streaming=True, return_log_probs=True, num_top_log_probs=2,
+                                      return_prompt_log_probs=True)).wait_final()
+    assert [err for _, err, _ in sent] == [None, None]
+    # Position t predicts token t+1: 2 then 3, each the 2nd most likely; the last position predicts the first output
+    # token and is not sent.
+    assert _sent(sent, "prompt_log_probs") == [[[-1.25, -1.25]]]
+    assert _sent(sent, "prompt_top_token_ids") == [[[[700, 2], [701, 3]]]]
+    assert _sent(sent, "prompt_top_log_probs") == [[[[-0.25, -1.25], [-0.25, -1.25]]]]
+    assert "prompt_log_probs" in sent[0][0]
+    assert loop.llm.calls[0][1]["prompt_logprobs"] == 2
+
+
+def test_prompt_log_probs_without_the_prompt_token_among_the_top_fail_the_request_naming_the_token(loop):
+    # With no top alternatives asked, prompt_logprobs=1: 1.2.x returns only the most likely, not the prompt's own.
+    sent = submit(loop, "p2", tensors([1, 2, 3], 2, return_log_probs=True, return_prompt_log_probs=True)).wait_final()
+    [(tensors_out, error, final)] = sent
+    assert tensors_out is None and final
+    assert error.startswith("TensorRT-LLM returned no log-prob for prompt token 2: it returned the 1 most likely")
+    assert loop.llm.aborted == [[1, 2, 3]]
+
+
+def test_equal_log_probs_are_ordered_by_token_id_as_on_the_reference_engine():
+    from trtpipe.backend.llm_api_logprobs import top_log_probs
+
+    entry = {9: fake.Logprob(-1.0, 2), 4: fake.Logprob(-1.0, 3), 7: fake.Logprob(-0.1, 1)}
+    assert top_log_probs([entry], 3) == [([7, 4, 9], [-0.1, -1.0, -1.0])]
+    assert top_log_probs([entry], 2) == [([7, 4], [-0.1, -1.0])]  # a later release's extra sampled entry is dropped
+
+
+@pytest.mark.parametrize("entries, k, match", [
+    ([{1: fake.Logprob(-0.1, 1)}], 2, "returned 1 top log-probs for a token; 2 were asked for"),
+    ([-0.3], 1, "returned one log-prob per token, no alternatives; 1 top were asked for"),
+])
+def test_too_few_top_log_probs_are_refused_rather_than_padded(entries, k, match):
+    from trtpipe.backend.llm_api_logprobs import LogProbsUnavailable, top_log_probs
+
+    with pytest.raises(LogProbsUnavailable, match=match):
+        top_log_probs(entries, k)
+
+
+def test_prompt_log_probs_shorter_than_the_prompt_are_refused():
+    # e.g. a reused KV-cache prefix has no context logits, so TensorRT-LLM scores only the rest of the prompt.
+    from trtpipe.backend.llm_api_logprobs import LogProbsUnavailable, prompt_log_probs
+
+    with pytest.raises(LogProbsUnavailable, match="prompt log-probs for 1 positions; the prompt has 3 tokens"):
+        prompt_log_probs([fake.prompt_top([5, 6, 7], 1, 2)], [5, 6, 7], 0)
+    assert prompt_log_probs([{6: fake.Logprob(-2.0, 1)}], [5, 6], 0) == ([-2.0], None)

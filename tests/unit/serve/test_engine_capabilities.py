@@ -23,10 +23,28 @@ def test_the_reference_backend_advertises_top_alternatives_prompt_log_probs_and_
     assert (spec.max_top_log_probs, spec.returns_prompt_log_probs, spec.resumes_guided_decoding) == (20, True, True)
 
 
-@pytest.mark.parametrize("backend, config", [("trt-engine", "llama-8b"), ("trtllm-pytorch", "llama-8b-pytorch")])
-def test_tensorrt_llm_backends_advertise_the_sampled_token_log_prob_only(backend, config):
+# llama-8b-pytorch and llama-70b-pytorch speculate inside TensorRT-LLM (eagle3, ngram), whose speculative samplers
+# return the sampled token's log-prob only.
+@pytest.mark.parametrize("backend, config", [("trt-engine", "llama-8b"), ("trtllm-pytorch", "llama-8b-pytorch"),
+                                             ("trtllm-pytorch", "llama-70b-pytorch")])
+def test_the_cpp_backend_and_engine_speculation_advertise_the_sampled_token_log_prob_only(backend, config):
     spec = _spec(backend, config)
     assert (spec.max_top_log_probs, spec.returns_prompt_log_probs, spec.resumes_guided_decoding) == (0, False, False)
+
+
+def test_the_llm_api_backend_without_speculation_advertises_20_top_log_probs_but_no_prompt_log_probs():
+    # SamplingParams(logprobs=k) gives top alternatives; 1.2.x prompt_logprobs lacks the prompt token's own log-prob.
+    spec = _spec("trtllm-pytorch", "tinyllama-pytorch")
+    assert (spec.max_top_log_probs, spec.returns_prompt_log_probs, spec.resumes_guided_decoding) == (20, False, False)
+
+
+def test_top_alternatives_reach_the_engine_call_on_the_llm_api_backend_and_echo_with_logprobs_is_a_400(text):
+    model = SimpleNamespace(spec=_spec("trtllm-pytorch", "tinyllama-pytorch"), text=text)
+    gen = validate_completion(CompletionRequest(model="tinyllama-pytorch", prompt=[1, 2, 3], logprobs=5), model)
+    assert [(c.num_top_log_probs, c.return_prompt_log_probs) for c in gen.calls] == [(5, False)]
+    with pytest.raises(RequestError) as e:
+        validate_completion(CompletionRequest(model="tinyllama-pytorch", prompt=[1, 2], echo=True, logprobs=2), model)
+    assert e.value.param == "echo"
 
 
 def test_top_logprobs_on_a_model_without_them_is_a_400_naming_the_parameter():
