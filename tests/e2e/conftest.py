@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from openai import AsyncOpenAI, OpenAI
 
 from tests.conftest import free_port
 
@@ -35,3 +36,14 @@ def replica_triton(built_repo, trtpipe_home):
     server.start()
     yield server
     server.stop()
+
+
+# The official openai client on the session frontend; no retries, so a test sees every error as it is.
+@pytest.fixture(scope="module")
+def client(frontend) -> OpenAI:
+    return OpenAI(base_url=frontend, api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def aclient(frontend) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=frontend, api_key="unused", max_retries=0)

@@ -7,20 +7,10 @@ import asyncio
 import httpx
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
+from openai import OpenAI
 
 pytestmark = pytest.mark.e2e
 MESSAGES = [{"role": "user", "content": "Tell me a story about a small robot."}]
-
-
-@pytest.fixture(scope="module")
-def client(frontend) -> OpenAI:
-    return OpenAI(base_url=frontend, api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def aclient(frontend) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=frontend, api_key="unused", max_retries=0)
 
 
 def test_models_lists_tiny_llama_with_its_build(client):

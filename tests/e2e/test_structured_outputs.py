@@ -13,7 +13,7 @@ import re
 import jsonschema
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
+from openai import OpenAI
 from pydantic import BaseModel, Field
 
 pytestmark = pytest.mark.e2e
@@ -23,16 +23,6 @@ PERSON = {"type": "object", "additionalProperties": False, "required": ["name", 
           "properties": {"name": {"type": "string", "maxLength": 8},
                          "age": {"type": "integer", "minimum": 0, "maximum": 150},
                          "pets": {"type": "array", "maxItems": 2, "items": {"enum": ["cat", "dog", "fish"]}}}}
-
-
-@pytest.fixture(scope="module")
-def client(frontend) -> OpenAI:
-    return OpenAI(base_url=frontend, api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def aclient(frontend) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=frontend, api_key="unused", max_retries=0)
 
 
 def schema_format(schema, strict=True):

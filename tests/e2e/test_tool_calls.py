@@ -24,11 +24,6 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 
 
-@pytest.fixture(scope="module")
-def client(frontend) -> OpenAI:
-    return OpenAI(base_url=frontend, api_key="unused", max_retries=0)
-
-
 def create(client, **kw):
     return client.chat.completions.create(model="tiny-llama", messages=kw.pop("messages", MESSAGES), tools=TOOLS,
                                           max_tokens=kw.pop("max_tokens", 200), **kw)

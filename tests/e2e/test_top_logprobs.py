@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from openai import OpenAI
 
 pytestmark = pytest.mark.e2e
 MESSAGES = [{"role": "user", "content": "Tell me a story."}]
-
-
-@pytest.fixture(scope="module")
-def client(frontend) -> OpenAI:
-    return OpenAI(base_url=frontend, api_key="unused", max_retries=0)
 
 
 def test_chat_top_logprobs_stream_and_not_agree_and_lead_with_the_greedy_token(client):
