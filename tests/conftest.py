@@ -10,6 +10,23 @@ from pathlib import Path
 import pytest
 
 
+def extra_model(name: str, repo: Path, triton, config_dir: Path, monkeypatch):
+    """A tiny-llama variant named `name` that a test may publish into the session's repository (a generator for
+    a fixture): its config is found through TRTPIPE_CONFIG_PATH, and afterwards the model is unloaded from the
+    session's Triton and removed from the repository."""
+    import shutil
+
+    import tritonclient.http as httpclient
+
+    (config_dir / f"{name}.yaml").write_text(f"extends: tiny-llama\nname: {name}\n")
+    monkeypatch.setenv("TRTPIPE_CONFIG_PATH", str(config_dir))
+    yield name
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    client.unload_model(f"{name}-engine")
+    client.close()
+    shutil.rmtree(repo / f"{name}-engine", ignore_errors=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,6 +13,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.conftest import extra_model
 from tests.e2e.api_servers import serve_api_servers, stream_port
 from tests.e2e.helpers import wait_engine_idle
 
@@ -156,18 +157,8 @@ def test_cancelled_streams_on_both_workers_return_the_engine_to_idle(two_servers
 
 @pytest.fixture
 def reload_model(built_repo, triton, tmp_path, monkeypatch):
-    """A separate model in the session's repository, removed again afterwards (as test_publish_rollback.py)."""
-    import shutil
-
-    import tritonclient.http as httpclient
-
-    (tmp_path / "api-servers-reload.yaml").write_text("extends: tiny-llama\nname: api-servers-reload\n")
-    monkeypatch.setenv("TRTPIPE_CONFIG_PATH", str(tmp_path))
-    yield "api-servers-reload"
-    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    client.unload_model("api-servers-reload-engine")
-    client.close()
-    shutil.rmtree(built_repo / "api-servers-reload-engine", ignore_errors=True)
+    """A separate model in the session's repository, removed again afterwards."""
+    yield from extra_model("api-servers-reload", built_repo, triton, tmp_path, monkeypatch)
 
 
 def test_publish_and_rollback_reach_every_worker(two_servers, built_repo, reload_model):

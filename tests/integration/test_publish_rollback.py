@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-import tritonclient.http as httpclient
 from openai import OpenAI
 
+from tests.conftest import extra_model
 from trtpipe.build import build
 from trtpipe.config import load_config
 from trtpipe.repo.versions import rollback
@@ -18,13 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def rollback_model(built_repo, triton, tmp_path, monkeypatch):
     """A separate model in the session's repository, removed again afterwards."""
-    (tmp_path / "rollback-demo.yaml").write_text("extends: tiny-llama\nname: rollback-demo\n")
-    monkeypatch.setenv("TRTPIPE_CONFIG_PATH", str(tmp_path))
-    yield "rollback-demo"
-    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    client.unload_model("rollback-demo-engine")
-    client.close()
-    shutil.rmtree(built_repo / "rollback-demo-engine", ignore_errors=True)
+    yield from extra_model("rollback-demo", built_repo, triton, tmp_path, monkeypatch)
 
 
 def greedy_text(frontend: str, model: str) -> str:
