@@ -106,9 +106,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray) -> 
 # left, (out, in) @ (in, N), the packed operand is the small activation. Above ~16 rows packing the weight
 # pays off again. bench/gemm_forms.py measures both forms on the model's shapes (16 rows: ~1.5-1.9x).
 SMALL_BATCH_ROWS = 16
-# Not for a weight with tens of thousands of rows (the vocab projection, tens of MB, past the caches): there
-# the weight-left form was 2-2.5x slower at 4-16 rows (32000 x 288, 2 threads), and it returns the logits
-# transposed (column-major), which every row-wise step after it then reads with a stride.
+# Not for a weight with tens of thousands of rows: that one is past the caches, and one weight-left call over
+# all of it returned transposed outputs that every row-wise step after it read with a stride. The vocab
+# projection has its own forms (lm_head.py); this guards a decoder linear of that size.
 LARGE_OUT_FEATURES = 8192
 
 
@@ -274,7 +274,7 @@ def forward(weights: ModelWeights, cfg: LlamaConfig, inv_freq: np.ndarray,
     if len(batch.logit_rows) < len(x):  # prefill rows need no logits; a decode step wants every row
         x = x[batch.logit_rows]
     h = rms_norm(x, weights.final_norm, cfg.rms_norm_eps)  # (R, H)
-    return linear(h, weights.lm_head)  # (R, V)
+    return weights.lm_head(h)  # (R, V)
 
 
 def forward_dense(weights: ModelWeights, cfg: LlamaConfig, token_ids: list[int]) -> np.ndarray:

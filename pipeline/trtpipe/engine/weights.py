@@ -22,6 +22,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .config import LlamaConfig, UnsupportedModelError
+from .lm_head import LMHead
 
 ENGINE_FORMAT = 1
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
@@ -242,7 +243,7 @@ class ModelWeights:
     embed_tokens: np.ndarray  # (V, H)
     layers: list[LayerWeights]
     final_norm: np.ndarray  # (H,)
-    lm_head: np.ndarray  # (V, H); embed_tokens itself when tied
+    lm_head: LMHead  # over (V, H); embed_tokens itself when tied
 
 
 def _linear(t: dict[str, np.ndarray], name: str, quantization: dict[str, Any] | None) -> np.ndarray:
@@ -278,7 +279,7 @@ def build_model_weights(cfg: LlamaConfig, t: dict[str, np.ndarray]) -> ModelWeig
         ))
     embed = f32("embed_tokens")
     lm_head = embed if cfg.tie_word_embeddings else f32("lm_head")
-    return ModelWeights(embed_tokens=embed, layers=layers, final_norm=f32("final_norm"), lm_head=lm_head)
+    return ModelWeights(embed_tokens=embed, layers=layers, final_norm=f32("final_norm"), lm_head=LMHead(lm_head))
 
 
 def load_weights(engine_dir: Path) -> tuple[LlamaConfig, ModelWeights]:
