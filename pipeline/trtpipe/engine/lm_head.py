@@ -3,9 +3,9 @@
 The weight (V, H) is tens of MB, past the caches, so each step streams it from memory once; the form decides
 how well that stream is used. Measured on the model's shapes (bench/lm_head_forms.py, 2 threads, OpenBLAS,
 numbers in bench/results/lm-head-forms.md):
-- one row: a matrix-vector product against an (H, V) copy ran 2.2-2.4x faster than against the (V, H)
-  weight, whose dot-product form streams it more slowly;
-- 2 to 24 rows: the weight on the left, (V, H) @ (H, N), in row blocks of a few MB, ran 1.1-1.4x faster than
+- one row: a matrix-vector product against an (H, V) copy ran faster than against the (V, H)
+  weight, whose dot-product form streams it more slowly (2.2x);
+- 2 to 24 rows: the weight on the left, (V, H) @ (H, N), in row blocks of a few MB, ran 1.3-1.6x faster than
   x @ w.T, which packs the whole weight as its right-hand operand first, copy back to row-major included;
 - more rows (prefill logits, long draft verifications): x @ w.T again.
 """
