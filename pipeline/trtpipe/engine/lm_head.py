@@ -29,10 +29,6 @@ class LMHead:
         self.weight_t = (np.ascontiguousarray(weight.T) if weight.nbytes <= MAX_TRANSPOSED_COPY_BYTES
                          else None)  # (H, V)
 
-    @property
-    def vocab_size(self) -> int:
-        return self.weight.shape[0]
-
     def __call__(self, h: np.ndarray) -> np.ndarray:
         """h (N, H) -> logits (N, V), C-contiguous (the samplers read them row by row)."""
         n = h.shape[0]
