@@ -45,7 +45,7 @@ from trtpipe.bench.metrics import summarize
 from trtpipe.bench.prompts import TokenCounter, make_prompts
 from trtpipe.bench.results import BenchResult, PointResult
 from trtpipe.bench.ttft_pairs import PAIRS, LeanHttp, PairedTtft, lean_grpc_ttft, paired_ttft
-from trtpipe.serve.launcher import wait_http_ok
+from trtpipe.serve.process.launcher import wait_http_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grpc_direct import (direct_prompts, direct_result, engine_call, run_direct_point,  # noqa: E402
@@ -78,7 +78,7 @@ def serve_frontend(repo: str, grpc_url: str, port: int) -> None:
     """The child process: the frontend as tests/conftest.py builds it, under uvicorn."""
     import uvicorn
 
-    from trtpipe.serve.app import FrontendSettings, create_app
+    from trtpipe.serve.api.app import FrontendSettings, create_app
 
     app = create_app(FrontendSettings(repo=Path(repo), triton_grpc_url=grpc_url))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -173,7 +173,7 @@ async def ttft_at_c1(http, grpc, config: BenchConfig, model: str, counter: Token
     """TTFT at concurrency 1 with every request of each client kind interleaved (trtpipe.bench.ttft_pairs)."""
     import grpc as grpc_core
 
-    from trtpipe.serve.triton_stream import stream_infer_callable
+    from trtpipe.serve.engine_client import stream_infer_callable
 
     prompts = make_prompts(4 * iterations, config.input_len, counter, seed=config.seed + 200, point_index=0)
     lean_http = LeanHttp(config.url)
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     from trtpipe.build import build
     from trtpipe.config import load_config
     from trtpipe.repo import layout
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
     console = Console(stderr=True)
     t_start = time.monotonic()

@@ -58,7 +58,7 @@ def free_port() -> int:
 def serve_frontend(repo: str, grpc_url: str, port: int) -> None:
     import uvicorn
 
-    from trtpipe.serve.app import FrontendSettings, create_app
+    from trtpipe.serve.api.app import FrontendSettings, create_app
 
     app = create_app(FrontendSettings(repo=Path(repo), triton_grpc_url=grpc_url))
     profile = os.environ.get("TRTPIPE_PROFILE")  # a path: write cProfile stats of the frontend there
@@ -77,9 +77,9 @@ def serve_fake_frontend(repo: str, port: int) -> None:
     """The same frontend, its replica pool replaced by a fake engine: one token per step of the event loop."""
     import uvicorn
 
-    from trtpipe.serve import replicas
-    from trtpipe.serve.app import FrontendSettings, create_app
-    from trtpipe.serve.triton_stream import Final, TokenDelta
+    from trtpipe.serve.engine_client import replicas
+    from trtpipe.serve.api.app import FrontendSettings, create_app
+    from trtpipe.serve.engine_client import Final, TokenDelta
 
     async def generate(self, model, call, outputs, pin=None):
         for i in range(call.max_new_tokens):
@@ -98,12 +98,12 @@ def serve_fake_frontend(repo: str, port: int) -> None:
 
 def grpc_floor(grpc_url: str, requests: int, concurrency: int, max_tokens: int, repeat: int) -> None:
     """The child process: the same load straight to Triton over a bare grpc.aio stub (tritonclient's generated
-    service_pb2_grpc, the transport settings of trtpipe.serve.triton_stream), no HTTP, no frontend. Prints its own
+    service_pb2_grpc, the transport settings of trtpipe.serve.engine_client), no HTTP, no frontend. Prints its own
     CPU per received token as JSON: what one gRPC message per token costs a Python client before any of the
     frontend's work."""
     import grpc
 
-    from trtpipe.serve.triton_stream import EngineCall, stream_infer_callable
+    from trtpipe.serve.engine_client import EngineCall, stream_infer_callable
 
     async def load(n: int, m: int) -> int:
         channel = grpc.aio.insecure_channel(grpc_url)
@@ -330,7 +330,7 @@ def main() -> int:
                     help="where the JSON goes (also printed)")
     args = ap.parse_args()
 
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
     home = Path(tempfile.mkdtemp(prefix="trtpipe-cpu-"))
     os.environ.setdefault("TRTPIPE_HOME", str(home))

@@ -166,7 +166,7 @@ def idle_cpu_rate(pid: int, seconds: float = 2.0) -> float:
 
 
 def one_interval(stream_interval: int, home: Path, args) -> dict:
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
     repo = build_repo(home, stream_interval, args.step_ms / 1000)
     triton = TritonServer(repo, TritonPorts(free_port(), free_port(), free_port()),

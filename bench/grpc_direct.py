@@ -32,7 +32,7 @@ from trtpipe.bench.metrics import summarize
 from trtpipe.bench.prompts import TokenCounter, make_prompts
 from trtpipe.bench.results import BenchResult, PointResult, RequestRecord
 from trtpipe.repo.layout import engine_model_name
-from trtpipe.serve.triton_stream import EngineCall
+from trtpipe.serve.engine_client import EngineCall
 
 ENDPOINT = "triton-grpc"  # what results.json and report.md show in place of chat / completions
 # Added to the seed of the prompts so that a direct run beside a frontend run of the same BenchConfig

@@ -128,7 +128,7 @@ def main() -> None:
         os.environ["TRTPIPE_HOME"] = home
         from trtpipe.build import build
         from trtpipe.config import load_config
-        from trtpipe.serve.launcher import TritonPorts, TritonServer
+        from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
         repo = Path(home) / "model_repository"
         build(load_config("tiny-llama"), repo)

@@ -30,7 +30,7 @@ from frontend_cpu import free_port  # noqa: E402
 
 def generate(grpc_url: str, choices: int, max_tokens: int) -> None:
     """The child process: `choices` greedy sequences of exactly `max_tokens` tokens at once."""
-    from trtpipe.serve.triton_stream import EngineCall, TritonEngineClient
+    from trtpipe.serve.engine_client import EngineCall, TritonEngineClient
 
     async def run() -> None:
         client = TritonEngineClient(grpc_url)
@@ -66,7 +66,7 @@ def scrape_while_busy(triton, args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    from trtpipe.serve.launcher import usable_cpus
+    from trtpipe.serve.process.launcher import usable_cpus
 
     cpus = usable_cpus()
     ap.add_argument("--threads", default=f"{cpus},{max(1, cpus - 1)}",
@@ -78,7 +78,7 @@ def main() -> int:
 
     from trtpipe.build import build
     from trtpipe.config import load_config
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
     home = Path(tempfile.mkdtemp(prefix="trtpipe-scrape-"))
     os.environ["TRTPIPE_HOME"] = str(home)

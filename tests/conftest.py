@@ -54,7 +54,7 @@ def built_repo(trtpipe_home) -> Path:
 @pytest.fixture(scope="session")
 def triton(built_repo, trtpipe_home):
     from trtpipe.repo.triton_control import clear_server_record, record_server
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
     server = TritonServer(built_repo, TritonPorts(free_port(), free_port(), free_port()),
                           log_path=trtpipe_home / "tritonserver.log", exit_timeout_s=2)
@@ -71,8 +71,8 @@ def frontend(triton, built_repo) -> str:
     """The OpenAI frontend on a free port in a background thread; yields its base URL (…/v1)."""
     import uvicorn
 
-    from trtpipe.serve.app import FrontendSettings, create_app
-    from trtpipe.serve.launcher import wait_http_ok
+    from trtpipe.serve.api.app import FrontendSettings, create_app
+    from trtpipe.serve.process.launcher import wait_http_ok
 
     port = free_port()
     app = create_app(FrontendSettings(repo=built_repo, triton_grpc_url=triton.grpc_url, max_running=64,

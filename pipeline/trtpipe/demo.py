@@ -17,7 +17,7 @@ READY_TIMEOUT_S = 180
 
 
 def _wait_ready(base: str, server: subprocess.Popen) -> None:
-    from trtpipe.serve.launcher import wait_http_ok
+    from trtpipe.serve.process.launcher import wait_http_ok
 
     outcome = wait_http_ok(f"{base}/health/ready", READY_TIMEOUT_S, server, interval_s=0.25)
     if outcome == "exited":

@@ -38,10 +38,10 @@ class ServingSpec:
     draft_model_name: str | None = None
     stream_interval: int = 1
     # Set when the engine itself speculates (the LLM API's speculative_config: "Eagle3", "Draft_Target", "NGram").
-    # The frontend then runs no draft-target speculation of its own for this model (serve/frontend.py).
+    # The frontend then runs no draft-target speculation of its own for this model (serve/api/frontend.py).
     engine_speculation: str | None = None
     # What the engine can do beyond the tensorrt_llm interface, set by the backend at publish (backends/*.py);
-    # the frontend refuses a request that needs more (serve/validation.py). A spec.json written before these
+    # the frontend refuses a request that needs more (serve/openai/validation.py). A spec.json written before these
     # existed reads as none of them: republish to get them.
     max_top_log_probs: int = 0  # top alternatives per token (0: the sampled token's log-prob only)
     returns_prompt_log_probs: bool = False  # prompt log-probs, for `echo` with `logprobs`

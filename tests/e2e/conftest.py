@@ -15,7 +15,7 @@ def spec_triton(trtpipe_home):
     """A Triton on a repository with tiny-llama-spec (tiny-llama's weights + tiny-llama-draft as its draft)."""
     from trtpipe.build import build
     from trtpipe.config import load_config
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
     repo: Path = trtpipe_home / "spec_repository"
     build(load_config("tiny-llama-spec"), repo)
@@ -29,7 +29,7 @@ def spec_triton(trtpipe_home):
 @pytest.fixture(scope="module")
 def replica_triton(built_repo, trtpipe_home):
     """A second Triton on the session's repository, for replica tests (they may kill it)."""
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
 
     server = TritonServer(built_repo, TritonPorts(free_port(), free_port(), free_port()),
                           log_path=trtpipe_home / "tritonserver-replica.log", exit_timeout_s=2)

@@ -18,7 +18,7 @@ def running_frontend(settings, wait_ready: bool = True) -> Iterator[str]:
     """create_app(settings) under uvicorn in a thread; yields the base URL (…/v1)."""
     import uvicorn
 
-    from trtpipe.serve.app import create_app
+    from trtpipe.serve.api.app import create_app
 
     port = free_port()
     app = create_app(settings)
@@ -46,7 +46,7 @@ def running_frontend(settings, wait_ready: bool = True) -> Iterator[str]:
 
 
 def settings_for(triton, built_repo, **overrides):
-    from trtpipe.serve.app import FrontendSettings
+    from trtpipe.serve.api.app import FrontendSettings
 
     base = FrontendSettings(repo=built_repo, triton_grpc_url=triton.grpc_url, health_interval_s=0.2,
                             canary_interval_s=1.0)

@@ -189,7 +189,7 @@ def test_publish_and_rollback_reach_every_worker(two_servers, built_repo, reload
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(two_servers, triton):
     # Connections made before the kill: a new one made while the victim dies may land in its accept queue and
-    # be reset (the SO_REUSEPORT trade-off, serve/workers.py).
+    # be reset (the SO_REUSEPORT trade-off, serve/process/workers.py).
     pinned = two_servers.pinned_clients(2)
     victim, survivor = sorted(pinned)
     outcome = {}

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from trtpipe.bench.ttft_pairs import KINDS, LeanHttp, lean_grpc_ttft, paired_ttft
-from trtpipe.serve.triton_stream import EngineCall, stream_infer_callable
+from trtpipe.serve.engine_client import EngineCall, stream_infer_callable
 
 pytestmark = pytest.mark.e2e
 

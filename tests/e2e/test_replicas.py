@@ -41,7 +41,7 @@ async def _stream(client: AsyncOpenAI, i: int, max_tokens: int) -> str:
 
 
 async def test_one_of_two_replicas_killed_under_load(triton, replica_triton, built_repo):
-    from trtpipe.serve.launcher import TritonServer
+    from trtpipe.serve.process.launcher import TritonServer
 
     settings = settings_for(triton, built_repo, triton_urls=(triton.grpc_url, replica_triton.grpc_url),
                             health_timeout_s=2.0)

@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from tests.e2e.helpers import metric_lines, running_frontend, settings_for, wait_engine_idle
-from trtpipe.serve.speculation import SpeculationConfig
+from trtpipe.serve.engine_client.speculation import SpeculationConfig
 
 pytestmark = pytest.mark.e2e
 PROMPTS = ["Once upon a time", "The robot said", "In a galaxy far away", "Hello"]

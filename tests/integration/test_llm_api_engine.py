@@ -31,7 +31,7 @@ FAKE = Path(fake.__file__)
 def llm_api_triton(tmp_path_factory):
     from trtpipe.build import build
     from trtpipe.config import load_config
-    from trtpipe.serve.launcher import TritonPorts, TritonServer
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer
     from trtpipe.trt import preflight
     from trtpipe.trt.preflight import GpuInfo, Machine
 
@@ -110,8 +110,8 @@ def _openai_client(server, repo):
     import uvicorn
     from openai import OpenAI
 
-    from trtpipe.serve.app import FrontendSettings, create_app
-    from trtpipe.serve.launcher import wait_http_ok
+    from trtpipe.serve.api.app import FrontendSettings, create_app
+    from trtpipe.serve.process.launcher import wait_http_ok
 
     port = free_port()
     app = create_app(FrontendSettings(repo=repo, triton_grpc_url=server.grpc_url, max_running=8, max_waiting=8))

@@ -123,7 +123,7 @@ class Backend(ABC):
 
         from trtpipe.spec import ServingSpec
 
-        # The frontend sends guides only to an engine whose spec says it enforces them (serve/validation.py).
+        # The frontend sends guides only to an engine whose spec says it enforces them (serve/openai/validation.py).
         return dataclasses.replace(ServingSpec.from_config(config), guided_decoding=self.guided_decoding(config))
 
     def check_can_publish(self, repo: Path, spec: "ServingSpec") -> None:

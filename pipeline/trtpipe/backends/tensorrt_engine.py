@@ -201,7 +201,7 @@ class TensorrtEngineBackend(Backend):
     def describe_launch(self, config: BuildConfig, repo: Path) -> list[str]:
         from dataclasses import dataclass
 
-        from trtpipe.serve.trt_launch import launch_mode, triton_launch_argv, triton_launch_env
+        from trtpipe.serve.process.trt_launch import launch_mode, triton_launch_argv, triton_launch_env
         from trtpipe.repo.tensorrtllm_configs import RepoNames
         from trtpipe.trt.recipes import TrtTools
 
@@ -219,11 +219,11 @@ class TensorrtEngineBackend(Backend):
         argv = triton_launch_argv(repo, world, Ports(), engine_models=engines, tritonserver=tools.tritonserver,
                                   mpirun=tools.mpirun, gpu_count=world if mode == "orchestrator" else None)
         env = " ".join(f"{k}={v}" for k, v in sorted(triton_launch_env(world, len(engines)).items()))
-        return [f"serve (not run by build): Triton for this set, {mode} mode (serve/trt_launch.py), default ports",
+        return [f"serve (not run by build): Triton for this set, {mode} mode (serve/process/trt_launch.py), default ports",
                 "   $ " + (env + " " if env else "") + shlex.join(argv)]
 
     def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
-        from trtpipe.serve.trt_launch import device_ids, triton_launch_argv, triton_launch_env
+        from trtpipe.serve.process.trt_launch import device_ids, triton_launch_argv, triton_launch_env
         from trtpipe.trt.guided_decoding import tokenizer_info_command
         from trtpipe.trt.recipes import IMAGE, Command, TrtTools, build_commands, checkpoint_command
 

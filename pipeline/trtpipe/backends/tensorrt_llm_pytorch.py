@@ -10,7 +10,7 @@ reference engine's model, so the frontend, manifests, gates, bench and rollback 
 
 Speculation happens inside TensorRT-LLM (speculative_config: Eagle3, Draft_Target or NGram). The draft is
 not its own published model and the spec says `engine_speculation`, with no draft model name, so the
-frontend never also runs its own draft-target loop for this model (serve/frontend.py draft_for).
+frontend never also runs its own draft-target loop for this model (serve/api/frontend.py draft_for).
 """
 
 from __future__ import annotations

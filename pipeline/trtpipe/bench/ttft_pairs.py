@@ -88,7 +88,7 @@ def _has_text(chunk: bytes) -> bool:
 
 async def lean_grpc_ttft(stream_infer, model: str, call) -> float:
     """Seconds from the call's start to the first response with output ids. `stream_infer`: ModelStreamInfer
-    invoked as the frontend invokes it (trtpipe.serve.triton_stream.stream_infer_callable), no wrappers."""
+    invoked as the frontend invokes it (trtpipe.serve.engine_client.stream_infer_callable), no wrappers."""
     request = call.to_request(model, uuid.uuid4().hex, ("output_ids",))
     t0 = perf_counter()
     rpc = stream_infer(request)

@@ -124,7 +124,7 @@ def engine_model_config(spec: ServingSpec, model_name: str | None = None, live_v
     """The `<model>-engine` model: TensorRT-LLM's `tensorrt_llm` model, decoupled, in-flight batching.
 
     engine_dir must be the absolute path Triton will see: the C++ backend opens gpt_model_path as given,
-    relative to nothing. gpu_device_ids/participant_ids are for orchestrator mode (serve/trt_launch.py)."""
+    relative to nothing. gpu_device_ids/participant_ids are for orchestrator mode (serve/process/trt_launch.py)."""
     name = model_name or RepoNames(spec.model_name).engine
     if engine_dir is None:
         raise ConfigError(f"no engine directory given for {name}", where="engine_model_config",

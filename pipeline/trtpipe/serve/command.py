@@ -49,10 +49,10 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
           request_timeout: float, keepalive: float, drain_timeout: float, max_body_bytes: int,
           api_servers: int | None, engine_threads: int | None) -> None:
     """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
-    from trtpipe.serve.launcher import TritonPorts
-    from trtpipe.serve.middleware import load_api_keys
-    from trtpipe.serve.server import ServeOptions, default_api_servers
-    from trtpipe.serve.server import serve as run_serve
+    from trtpipe.serve.process.launcher import TritonPorts
+    from trtpipe.serve.api.middleware import load_api_keys
+    from trtpipe.serve.process.server import ServeOptions, default_api_servers
+    from trtpipe.serve.process.server import serve as run_serve
 
     keys = load_api_keys(api_keys, api_key_file)
     opts = ServeOptions(repo=resolve_repo(repo), host=host, port=port,

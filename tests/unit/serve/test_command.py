@@ -9,7 +9,7 @@ from trtpipe.serve import command
 
 def test_serve_options_reach_the_server(monkeypatch, tmp_path):
     got = {}
-    monkeypatch.setattr("trtpipe.serve.server.serve", lambda opts, on_ready: got.setdefault("opts", opts))
+    monkeypatch.setattr("trtpipe.serve.process.server.serve", lambda opts, on_ready: got.setdefault("opts", opts))
     keys = tmp_path / "keys"
     keys.write_text("from-file\n")
     template = tmp_path / "t.jinja"
@@ -36,7 +36,7 @@ def test_engine_threads_must_be_positive(tmp_path):
 
 
 def test_frontend_settings_follow_the_options(tmp_path):
-    from trtpipe.serve.server import ServeOptions, frontend_settings
+    from trtpipe.serve.process.server import ServeOptions, frontend_settings
 
     opts = ServeOptions(repo=tmp_path, api_keys=("sk-very-secret",), request_timeout_s=9.0)
     settings = frontend_settings(opts, ("a:1", "b:2"))
@@ -45,10 +45,10 @@ def test_frontend_settings_follow_the_options(tmp_path):
 
 
 def test_api_servers_reach_the_server_and_default_to_one_per_four_cores(monkeypatch, tmp_path):
-    from trtpipe.serve import server
+    from trtpipe.serve.process import server
 
     got = []
-    monkeypatch.setattr("trtpipe.serve.server.serve", lambda opts, on_ready: got.append(opts))
+    monkeypatch.setattr("trtpipe.serve.process.server.serve", lambda opts, on_ready: got.append(opts))
     assert CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--api-servers", "3"]).exit_code == 0
     monkeypatch.setattr(server, "usable_cpus", lambda: 16)
     assert CliRunner().invoke(command.serve, ["--repo", str(tmp_path)]).exit_code == 0

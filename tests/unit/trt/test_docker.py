@@ -124,9 +124,9 @@ def _shutdown_seconds() -> int:
     killing it."""
     serve = ROOT / "pipeline" / "trtpipe" / "serve"  # read, not imported: only the numbers matter here
     drain = re.search(r'"--drain-timeout", default=(\d+)', (serve / "command.py").read_text())
-    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", (serve / "server.py").read_text())
-    exit_timeout = re.search(r"exit_timeout_s: int = (\d+)", (serve / "launcher.py").read_text())
-    kill_wait = re.search(r"wait\(timeout=self\.exit_timeout_s \+ (\d+)\)", (serve / "launcher.py").read_text())
+    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", (serve / "process" / "server.py").read_text())
+    exit_timeout = re.search(r"exit_timeout_s: int = (\d+)", (serve / "process" / "launcher.py").read_text())
+    kill_wait = re.search(r"wait\(timeout=self\.exit_timeout_s \+ (\d+)\)", (serve / "process" / "launcher.py").read_text())
     assert drain and graceful and exit_timeout and kill_wait, "serve's shutdown timeouts moved; update this test"
     return int(drain.group(1)) + int(graceful.group(1)) + int(exit_timeout.group(1)) + int(kill_wait.group(1))
 
@@ -148,7 +148,7 @@ def test_termination_grace_covers_the_prestop_drain_and_the_servers_shutdown():
 def _exported_series() -> set[str]:
     """Every series name the frontend's /metrics can carry: its families (histograms as _bucket/_sum/_count,
     counters as _total) and the live-state gauges with their vLLM aliases."""
-    from trtpipe.serve.metrics import VLLM_ALIASES, FrontendMetrics
+    from trtpipe.serve.api.metrics import VLLM_ALIASES, FrontendMetrics
 
     names: set[str] = set(VLLM_ALIASES) | {a for aliases in VLLM_ALIASES.values() for a in aliases}
     for family in FrontendMetrics().registry.collect():

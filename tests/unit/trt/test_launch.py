@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from trtpipe.errors import ConfigError
-from trtpipe.serve.trt_launch import device_ids, launch_mode, triton_launch_argv, triton_launch_env
+from trtpipe.serve.process.trt_launch import device_ids, launch_mode, triton_launch_argv, triton_launch_env
 
 TS = "/opt/tritonserver/bin/tritonserver"
 
@@ -86,7 +86,7 @@ def published(tmp_path, monkeypatch):
 
 def test_launch_plan_reads_a_target_and_its_draft_from_the_repository_and_picks_orchestrator_mode(published,
                                                                                                   tmp_path):
-    from trtpipe.serve.trt_launch import engine_models_in_repo, launch_plan
+    from trtpipe.serve.process.trt_launch import engine_models_in_repo, launch_plan
 
     from .fakes import publish_fake_build
 
@@ -100,7 +100,7 @@ def test_launch_plan_reads_a_target_and_its_draft_from_the_repository_and_picks_
 
 
 def test_launch_plan_for_a_tp4_engine_is_one_mpirun_in_leader_mode(published, tmp_path):
-    from trtpipe.serve.trt_launch import launch_plan
+    from trtpipe.serve.process.trt_launch import launch_plan
 
     from .fakes import publish_fake_build
 
@@ -111,7 +111,7 @@ def test_launch_plan_for_a_tp4_engine_is_one_mpirun_in_leader_mode(published, tm
 
 
 def test_launch_plan_refuses_a_repository_without_engines(tmp_path):
-    from trtpipe.serve.trt_launch import launch_plan
+    from trtpipe.serve.process.trt_launch import launch_plan
 
     with pytest.raises(ConfigError, match="no published tensorrtllm model"):
         launch_plan(tmp_path, Ports())

@@ -114,7 +114,7 @@ def test_unquantized_model_passes_on_ampere():
 
 
 def test_serving_preflight_checks_every_published_engine_against_the_machine(tmp_path, monkeypatch):
-    from trtpipe.serve.launcher import preflight_repository
+    from trtpipe.serve.process.launcher import preflight_repository
 
     from .fakes import publish_fake_build, write_upstream_models
 

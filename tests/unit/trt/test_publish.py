@@ -184,7 +184,7 @@ def test_serve_on_a_trt_repository_without_a_gpu_refuses_before_starting_triton(
     """What `trtpipe serve` does with TensorRT-LLM engines on this machine: the preflight compares the
     machine with the build and refuses with what to do; no tritonserver is started. TensorRT-LLM is not run."""
     from trtpipe.errors import TrtpipeError
-    from trtpipe.serve.server import ServeOptions, serve
+    from trtpipe.serve.process.server import ServeOptions, serve
 
     repo = tmp_path / "repo"
     _publish(repo, "llama-70b", "k70", _sources(tmp_path / "s70", tp=4))

@@ -1,0 +1,187 @@
+"""Draft-target speculation orchestrated by the frontend, one round at a time, so it streams and batches.
+
+A round: the draft engine proposes k tokens for prompt + generated-so-far, then the target engine verifies
+them in one step (`draft_input_ids`, request_output_len = k + 1) and returns the accepted prefix plus one
+token of its own. Greedy verification is exact match, so greedy output equals decoding without a draft.
+Every round is a new engine request on the same replica, whose prefix cache makes the growing prefix cheap.
+
+End-of-sequence is handled here, not in the engine: rounds are sent without `end_id` and the frontend cuts
+at the first end id, exactly as the engine would (the end id is dropped, a stop-word id is kept), so usage
+counts match the plain path.
+
+`AdaptiveSpeculation` turns speculation off per model when the measured acceptance rate over a window
+falls below a threshold or the running batch is large (where verification compute is no longer free), and
+back on when that recovers; while off for low acceptance it still speculates every `probe_every`-th
+round, so it can see acceptance recover.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import AsyncIterator, Callable
+
+from trtpipe.serve.engine_client.calls import DRAFT_COUNTERS, OUTPUT_IDS, OUTPUT_LOG_PROBS, EngineCall, Final, TokenDelta
+
+ON, OFF_ACCEPTANCE, OFF_BATCH = "on", "off_acceptance", "off_batch"
+PLAIN_CHUNK_TOKENS = 16  # while off: tokens per plain round before deciding again
+
+
+@dataclass(frozen=True)
+class SpeculationConfig:
+    threshold: float = 0.6
+    window_rounds: int = 64
+    min_rounds: int = 8
+    max_batch: int = 32  # off above this many running requests of the model; back on at or below half
+    probe_every: int = 16
+
+
+class LocalWindow:
+    """This process's last `size` speculation rounds of one model: (rounds, drafted, accepted) over them.
+    shared_limits.SharedWindow is the same window shared by every API-server process."""
+
+    def __init__(self, size: int):
+        self._rounds: deque[tuple[int, int]] = deque(maxlen=size)
+        self._drafted = self._accepted = 0
+
+    def record(self, num_draft: int, num_accepted: int) -> None:
+        if len(self._rounds) == self._rounds.maxlen:
+            d, a = self._rounds[0]
+            self._drafted, self._accepted = self._drafted - d, self._accepted - a
+        self._rounds.append((num_draft, num_accepted))
+        self._drafted, self._accepted = self._drafted + num_draft, self._accepted + num_accepted
+
+    def totals(self) -> tuple[int, int, int]:
+        return len(self._rounds), self._drafted, self._accepted
+
+
+class AdaptiveSpeculation:
+    """Per-model on/off state from the acceptance rate over the last `window_rounds` rounds and the batch.
+    `window`: where the rounds are kept (LocalWindow by default; with several API servers one shared window,
+    so that every process sees the same acceptance and turns speculation off and on together)."""
+
+    def __init__(self, config: SpeculationConfig = SpeculationConfig(), window=None):
+        self.config = config
+        self._window = window if window is not None else LocalWindow(config.window_rounds)
+        self._low_acceptance = False
+        self._batch_large = False
+        self._decisions_while_off = 0
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        _, drafted, accepted = self._window.totals()
+        return accepted / drafted if drafted else None
+
+    @property
+    def state(self) -> str:
+        if self._batch_large:
+            return OFF_BATCH
+        self._update_acceptance()
+        return OFF_ACCEPTANCE if self._low_acceptance else ON
+
+    def record(self, num_draft: int, num_accepted: int) -> None:
+        self._window.record(num_draft, num_accepted)
+        self._update_acceptance()
+
+    def _update_acceptance(self) -> None:
+        rounds, drafted, accepted = self._window.totals()
+        if rounds >= self.config.min_rounds and drafted:
+            self._low_acceptance = accepted / drafted < self.config.threshold
+
+    def use_draft(self, num_running: int) -> bool:
+        c = self.config
+        if num_running > c.max_batch:
+            self._batch_large = True
+        elif num_running <= c.max_batch // 2:
+            self._batch_large = False
+        if self._batch_large:
+            return False
+        self._update_acceptance()  # another process may have recorded rounds since
+        if self._low_acceptance:
+            self._decisions_while_off += 1
+            return self._decisions_while_off % c.probe_every == 0
+        return True
+
+    def gauges(self, model: str):
+        labels = {"model": model}
+        yield "trtpipe_spec_decode_enabled", "1 if speculation is on for the model", labels, float(self.state == ON)
+        rate = self.acceptance_rate
+        yield "trtpipe_spec_decode_acceptance_rate", "Accepted / drafted tokens over the recent window", labels, \
+            float("nan") if rate is None else rate
+        for s in (ON, OFF_ACCEPTANCE, OFF_BATCH):
+            yield "trtpipe_spec_decode_state", "1 for the model's current speculation state", \
+                {"model": model, "state": s}, float(self.state == s)
+
+
+StreamFn = Callable[[str, EngineCall, tuple[str, ...]], AsyncIterator[TokenDelta | Final]]
+
+
+class Speculator:
+    """Runs one choice as speculation rounds; yields the same TokenDelta/Final events as a plain stream."""
+
+    def __init__(self, stream: StreamFn, target_model: str, draft_model: str, max_draft_len: int,
+                 controller: AdaptiveSpeculation, num_running: Callable[[], int], on_round=lambda d, a: None):
+        self.stream, self.target_model, self.draft_model = stream, target_model, draft_model
+        self.max_draft_len, self.controller, self.num_running = max_draft_len, controller, num_running
+        self.on_round = on_round
+
+    async def generate(self, call: EngineCall) -> AsyncIterator[TokenDelta | Final]:
+        end_id = call.end_id
+        stop_ids = {s[0] for s in call.stop_token_ids if len(s) == 1}
+        base = replace(call, end_id=None, stop_token_ids=[], draft_input_ids=None)
+        out_names = (OUTPUT_IDS, OUTPUT_LOG_PROBS) if call.return_log_probs else (OUTPUT_IDS,)
+        generated: list[int] = []
+        num_draft = num_accepted = rounds = 0
+        while len(generated) < call.max_new_tokens:
+            remaining = call.max_new_tokens - len(generated)
+            prefix = call.input_ids + generated
+            seed = None if call.seed is None else (call.seed * 1_000_003 + rounds) % 2**63
+            rounds += 1
+            k = min(self.max_draft_len, remaining - 1)
+            new, lps = [], []
+            guided = call.guide_type is not None
+            if guided:  # the engine's grammar resumes after the tokens generated so far
+                base = replace(base, guide_prefix_len=len(generated))
+            asked = 0
+            if k > 0 and self.controller.use_draft(self.num_running()):
+                draft = []
+                draft_call = replace(base, input_ids=prefix, max_new_tokens=k, seed=seed, return_log_probs=False)
+                async for ev in self.stream(self.draft_model, draft_call, (OUTPUT_IDS,)):
+                    if type(ev) is TokenDelta:
+                        draft.extend(ev.token_ids)
+                verify = replace(base, input_ids=prefix, max_new_tokens=len(draft) + 1, seed=seed,
+                                 draft_input_ids=draft or None)
+                accepted = 0
+                async for ev in self.stream(self.target_model, verify, out_names + DRAFT_COUNTERS):
+                    if type(ev) is TokenDelta:
+                        new.extend(ev.token_ids)
+                        lps.extend(ev.log_probs or ())
+                    else:
+                        accepted = ev.num_accepted_draft_tokens if draft else 0
+                asked = accepted + 1
+                num_draft, num_accepted = num_draft + len(draft), num_accepted + accepted
+                self.controller.record(len(draft), accepted)
+                self.on_round(len(draft), accepted)
+            else:
+                asked = min(remaining, PLAIN_CHUNK_TOKENS)
+                plain = replace(base, input_ids=prefix, max_new_tokens=asked, seed=seed)
+                async for ev in self.stream(self.target_model, plain, out_names):
+                    if type(ev) is TokenDelta:
+                        new.extend(ev.token_ids)
+                        lps.extend(ev.log_probs or ())
+            new = new[:remaining]
+            # A round that returns fewer tokens than it owed ended early in the engine: its grammar is complete.
+            finished = guided and len(new) < asked
+            for i, t in enumerate(new):
+                if t == end_id:  # dropped, as the engine drops end_id
+                    new, finished = new[:i], True
+                    break
+                if t in stop_ids:  # kept, as the engine keeps a matched stop word
+                    new, finished = new[:i + 1], True
+                    break
+            if new:
+                generated.extend(new)
+                yield TokenDelta(new, lps[:len(new)] if call.return_log_probs else None)
+            if finished:
+                break
+        yield Final(len(generated), num_draft, num_accepted)
