@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from trtpipe.serve.openai.choice_stream import ChoiceDone, LogprobEntries
 from trtpipe.serve.errors import RequestError
+from trtpipe.serve.openai.choice_stream import ChoiceDone, LogprobEntries
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"

@@ -21,7 +21,8 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable
 
-from trtpipe.serve.engine_client.calls import DRAFT_COUNTERS, OUTPUT_IDS, OUTPUT_LOG_PROBS, EngineCall, Final, TokenDelta
+from trtpipe.serve.engine_client.calls import (DRAFT_COUNTERS, OUTPUT_IDS, OUTPUT_LOG_PROBS, EngineCall, Final,
+                                               TokenDelta)
 
 ON, OFF_ACCEPTANCE, OFF_BATCH = "on", "off_acceptance", "off_batch"
 PLAIN_CHUNK_TOKENS = 16  # while off: tokens per plain round before deciding again
@@ -126,62 +127,72 @@ class Speculator:
         self.on_round = on_round
 
     async def generate(self, call: EngineCall) -> AsyncIterator[TokenDelta | Final]:
-        end_id = call.end_id
         stop_ids = {s[0] for s in call.stop_token_ids if len(s) == 1}
         base = replace(call, end_id=None, stop_token_ids=[], draft_input_ids=None)
         out_names = (OUTPUT_IDS, OUTPUT_LOG_PROBS) if call.return_log_probs else (OUTPUT_IDS,)
         generated: list[int] = []
         num_draft = num_accepted = rounds = 0
+        guided = call.guide_type is not None
         while len(generated) < call.max_new_tokens:
             remaining = call.max_new_tokens - len(generated)
-            prefix = call.input_ids + generated
             seed = None if call.seed is None else (call.seed * 1_000_003 + rounds) % 2**63
             rounds += 1
-            k = min(self.max_draft_len, remaining - 1)
-            new, lps = [], []
-            guided = call.guide_type is not None
             if guided:  # the engine's grammar resumes after the tokens generated so far
                 base = replace(base, guide_prefix_len=len(generated))
-            asked = 0
+            base = replace(base, input_ids=call.input_ids + generated, seed=seed)
+            k = min(self.max_draft_len, remaining - 1)
             if k > 0 and self.controller.use_draft(self.num_running()):
-                draft = []
-                draft_call = replace(base, input_ids=prefix, max_new_tokens=k, seed=seed, return_log_probs=False)
-                async for ev in self.stream(self.draft_model, draft_call, (OUTPUT_IDS,)):
-                    if type(ev) is TokenDelta:
-                        draft.extend(ev.token_ids)
-                verify = replace(base, input_ids=prefix, max_new_tokens=len(draft) + 1, seed=seed,
-                                 draft_input_ids=draft or None)
-                accepted = 0
-                async for ev in self.stream(self.target_model, verify, out_names + DRAFT_COUNTERS):
-                    if type(ev) is TokenDelta:
-                        new.extend(ev.token_ids)
-                        lps.extend(ev.log_probs or ())
-                    else:
-                        accepted = ev.num_accepted_draft_tokens if draft else 0
+                new, lps, drafted, accepted = await self._draft_round(base, k, out_names)
                 asked = accepted + 1
-                num_draft, num_accepted = num_draft + len(draft), num_accepted + accepted
-                self.controller.record(len(draft), accepted)
-                self.on_round(len(draft), accepted)
+                num_draft, num_accepted = num_draft + drafted, num_accepted + accepted
             else:
                 asked = min(remaining, PLAIN_CHUNK_TOKENS)
-                plain = replace(base, input_ids=prefix, max_new_tokens=asked, seed=seed)
-                async for ev in self.stream(self.target_model, plain, out_names):
-                    if type(ev) is TokenDelta:
-                        new.extend(ev.token_ids)
-                        lps.extend(ev.log_probs or ())
-            new = new[:remaining]
+                new, lps = await self._collect(self.target_model, replace(base, max_new_tokens=asked), out_names)
             # A round that returns fewer tokens than it owed ended early in the engine: its grammar is complete.
-            finished = guided and len(new) < asked
-            for i, t in enumerate(new):
-                if t == end_id:  # dropped, as the engine drops end_id
-                    new, finished = new[:i], True
-                    break
-                if t in stop_ids:  # kept, as the engine keeps a matched stop word
-                    new, finished = new[:i + 1], True
-                    break
+            finished = guided and len(new[:remaining]) < asked
+            new, ended = _cut_at_end(new[:remaining], call.end_id, stop_ids)
             if new:
                 generated.extend(new)
                 yield TokenDelta(new, lps[:len(new)] if call.return_log_probs else None)
-            if finished:
+            if finished or ended:
                 break
         yield Final(len(generated), num_draft, num_accepted)
+
+    async def _draft_round(self, base: EngineCall, k: int, out_names: tuple[str, ...]
+                           ) -> tuple[list[int], list[float], int, int]:
+        """The draft proposes k tokens, the target verifies them in one step.
+        -> (tokens, their log-probs, drafted, accepted)."""
+        draft, _ = await self._collect(self.draft_model, replace(base, max_new_tokens=k, return_log_probs=False),
+                                       (OUTPUT_IDS,))
+        verify = replace(base, max_new_tokens=len(draft) + 1, draft_input_ids=draft or None)
+        new: list[int] = []
+        lps: list[float] = []
+        accepted = 0
+        async for ev in self.stream(self.target_model, verify, out_names + DRAFT_COUNTERS):
+            if type(ev) is TokenDelta:
+                new.extend(ev.token_ids)
+                lps.extend(ev.log_probs or ())
+            else:
+                accepted = ev.num_accepted_draft_tokens if draft else 0
+        self.controller.record(len(draft), accepted)
+        self.on_round(len(draft), accepted)
+        return new, lps, len(draft), accepted
+
+    async def _collect(self, model: str, call: EngineCall, out_names: tuple[str, ...]) -> tuple[list[int], list[float]]:
+        ids: list[int] = []
+        lps: list[float] = []
+        async for ev in self.stream(model, call, out_names):
+            if type(ev) is TokenDelta:
+                ids.extend(ev.token_ids)
+                lps.extend(ev.log_probs or ())
+        return ids, lps
+
+
+def _cut_at_end(new: list[int], end_id: int | None, stop_ids: set[int]) -> tuple[list[int], bool]:
+    """A round's tokens up to the sequence's end, as the engine would have ended it -> (tokens, ended)."""
+    for i, t in enumerate(new):
+        if t == end_id:  # dropped, as the engine drops end_id
+            return new[:i], True
+        if t in stop_ids:  # kept, as the engine keeps a matched stop word
+            return new[:i + 1], True
+    return new, False

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, AsyncIterator, Callable
 
-from trtpipe.serve.openai.served_models import ServedModel
 from trtpipe.serve.engine_client.calls import EngineCall, Final, TokenDelta
+from trtpipe.serve.openai.served_models import ServedModel
 
 if TYPE_CHECKING:
     from trtpipe.serve.openai.validation import Generation

@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass
 
 from trtpipe.engine.grammar import GrammarError
-from trtpipe.serve.openai.served_models import ServedModel
 from trtpipe.serve import errors
+from trtpipe.serve.openai.served_models import ServedModel
 
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
 

@@ -18,9 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+from trtpipe.serve import errors
 from trtpipe.serve.openai.choice_stream import ChoiceDone, LogprobEntries, TextDelta
 from trtpipe.serve.openai.reasoning import ReasoningSplitter
-from trtpipe.serve import errors
 from trtpipe.serve.openai.structured_outputs import Guide, schema_text
 from trtpipe.serve.openai.tool_parsers import ForcedCallStream
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
-from trtpipe.serve.openai.served_models import ServedModel
 from trtpipe.serve import errors
+from trtpipe.serve.engine_client.calls import EngineCall
 from trtpipe.serve.openai.reasoning import template_has_reasoning
+from trtpipe.serve.openai.served_models import ServedModel
 from trtpipe.serve.openai.structured_outputs import Guide, check_guide, request_guide, require_guided_decoding
 from trtpipe.serve.openai.text import ChatTemplateError
 from trtpipe.serve.openai.tool_calls import ToolPlan, plan_tools, template_tool_calls
 from trtpipe.serve.openai.tool_parsers import parser_for_template
-from trtpipe.serve.engine_client.calls import EngineCall
+from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 
 MAX_STOP_STRINGS = 4
 
@@ -30,7 +30,6 @@ class Generation:
     calls: list[EngineCall]
     prompt_texts: list[str]
     stop_strings: list[str]
-    max_tokens: int
     n: int
     logprobs: bool = False
     echo: bool = False
@@ -79,7 +78,7 @@ def _common_checks(req) -> None:
 
 
 def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_value: int | None, param: str,
-                 prompt_param: str, logprobs: bool, guide: Guide | None = None) -> tuple[EngineCall, int]:
+                 prompt_param: str, logprobs: bool, guide: Guide | None = None) -> EngineCall:
     spec = model.spec
     if not prompt_ids:
         raise errors.invalid_parameter(prompt_param, "the prompt is empty")
@@ -113,7 +112,7 @@ def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_valu
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
         repetition_penalty=req.repetition_penalty, return_log_probs=logprobs,
         guide_type=guide.guide_type if guide else None, guide=guide.guide if guide else None)
-    return call, max_tokens
+    return call
 
 
 def _check_max_tokens(req, model: ServedModel) -> tuple[str, int | None]:
@@ -172,12 +171,10 @@ def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
     except ChatTemplateError as e:
         raise errors.invalid_parameter("messages", str(e)) from None
     guide = _checked_guide(req, model, tool_guide)
-    call, max_tokens = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs,
-                                    guide)
+    call = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs, guide)
     top = (req.top_logprobs or 0) if req.logprobs else 0
     call = replace(call, num_top_log_probs=top)
-    return Generation([call], [prompt], stops, max_tokens, req.n, logprobs=req.logprobs, top_logprobs=top,
-                      tool_plan=plan,
+    return Generation([call], [prompt], stops, req.n, logprobs=req.logprobs, top_logprobs=top, tool_plan=plan,
                       reasoning_prompt=prompt if template_has_reasoning(template) else None)
 
 
@@ -224,13 +221,13 @@ def validate_completion(req: CompletionRequest, model: ServedModel) -> Generatio
         raise errors.invalid_parameter("n",
                                        f"at most 16 choices per request (prompts x `n`). Given: {len(prompts) * req.n}")
     guide = _checked_guide(req, model)
-    calls, texts, max_tokens = [], [], 0
+    calls, texts = [], []
     for ids, text in prompts:
-        call, max_tokens = _engine_call(req, model, ids, value, param, "prompt", want_logprobs, guide)
+        call = _engine_call(req, model, ids, value, param, "prompt", want_logprobs, guide)
         call = replace(call, num_top_log_probs=req.logprobs or 0, return_prompt_log_probs=req.echo and want_logprobs)
         calls.append(call)
         if text is None:  # token ids: echo shows them decoded, special tokens included
             text = model.text.tokenizer.decode(ids, skip_special_tokens=False) if req.echo else ""
         texts.append(text)
-    return Generation(calls, texts, stops, max_tokens, req.n, logprobs=want_logprobs, echo=req.echo,
+    return Generation(calls, texts, stops, req.n, logprobs=want_logprobs, echo=req.echo,
                       top_logprobs=req.logprobs or 0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from trtpipe.serve.api.chunks import DONE, ChunkWriter, Logprobs, full_response, sse_error, usage_dict
+from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.choice_stream import ChoiceDone
 from trtpipe.serve.protocol import (ChatCompletionChunk, ChatCompletionResponse, CompletionResponse, ErrorResponse,
                                     Usage)
-from trtpipe.serve.errors import RequestError
 
 PIECES = {1: b" hello", 2: b"\xe4\xbd", 3: b"\xa0", 4: b"!"}
 

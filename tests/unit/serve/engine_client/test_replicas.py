@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trtpipe.serve.engine_client.replicas import ReplicaPool
 from trtpipe.serve.engine_client import (EngineCall, EngineError, EngineUnavailable, EngineUnreachable, Final,
                                          TokenDelta)
+from trtpipe.serve.engine_client.replicas import ReplicaPool
 
 
 class FakeClient:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trtpipe.serve.engine_client.speculation import (OFF_ACCEPTANCE, OFF_BATCH, ON, PLAIN_CHUNK_TOKENS, AdaptiveSpeculation,
-                                       SpeculationConfig, Speculator)
 from trtpipe.serve.engine_client import EngineCall, Final, TokenDelta
+from trtpipe.serve.engine_client.speculation import (OFF_ACCEPTANCE, OFF_BATCH, ON, PLAIN_CHUNK_TOKENS,
+                                                     AdaptiveSpeculation, SpeculationConfig, Speculator)
 
 
 def target_next(prefix: list[int]) -> int:

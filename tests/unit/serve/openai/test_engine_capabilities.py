@@ -10,9 +10,9 @@ import pytest
 
 from trtpipe.backends import get_backend
 from trtpipe.config import load_config
-from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.validation import validate_chat, validate_completion
+from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 
 
 def _spec(backend: str, config: str):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.structured_outputs import JSON_OBJECT_SCHEMA, request_guide
+from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 
 MSG = [{"role": "user", "content": "hi"}]
 

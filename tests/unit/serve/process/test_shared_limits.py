@@ -10,8 +10,8 @@ import multiprocessing
 import pytest
 
 from trtpipe.serve.api.admission import Admission
-from trtpipe.serve.process.shared_limits import SharedCounters
 from trtpipe.serve.errors import RequestError
+from trtpipe.serve.process.shared_limits import SharedCounters
 
 
 def workers(n: int = 2, window_rounds: int = 64) -> list[SharedCounters]:
