@@ -15,5 +15,5 @@ Four rooms, whose imports run one way (tests/unit/test_layers.py enforces it):
 Every room may use the two shared modules: `protocol.py` (the OpenAI wire types) and `errors.py` (the closed
 set of errors a client can get). One chat request: api/app.py (GenerationRoutes) -> openai/validation.py ->
 api/frontend.py start_request -> api/lifecycle.py RequestLifecycle.run -> openai/choice_stream.py ->
-engine_client/replicas.py -> engine_client/client.py, and back through api/sinks.py and api/response.py.
+engine_client/replicas.py -> engine_client/client.py, and back through api/chunks.py and api/response.py.
 """

@@ -154,7 +154,10 @@ class Ticket:
 
     def set_deadline(self, seconds: float | None) -> None:
         if seconds:
-            self._timer = asyncio.get_running_loop().call_later(seconds, self.abort, errors.deadline_exceeded(seconds))
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._deadline_passed, seconds)
+
+    def _deadline_passed(self, seconds: float) -> None:
+        self.abort(errors.deadline_exceeded(seconds))
 
     def close(self) -> None:
         self.closed = True

@@ -4,7 +4,7 @@ A generation request goes: body-size and API-key guards (middleware.py) -> Gener
 parsing) -> openai/validation.py (400 naming the parameter, before Triton is called) -> Frontend.start_request:
 a RequestLifecycle, admitted or queued (429 beyond the bounds; lifecycle.py) -> a GenerationResponse that owns
 the connection (deadline, disconnect, drain, keep-alives; response.py) and sends what the lifecycle's one loop
-gives its sink (SSE chunks or a JSON body; sinks.py). Everything else (models, health, metrics, OpenAPI) is
+gives its sink (SSE chunks or a JSON body; chunks.py). Everything else (models, health, metrics, OpenAPI) is
 plain FastAPI; every error is an OpenAI envelope from the closed set in serve/errors.py.
 """
 
@@ -24,10 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trtpipe.serve import errors
+from trtpipe.serve.api.chunks import sink_for
 from trtpipe.serve.api.frontend import Frontend
 from trtpipe.serve.api.middleware import ApiKeyAuth, BodyLimit
 from trtpipe.serve.api.response import GenerationResponse, as_request_error, error_response
-from trtpipe.serve.api.sinks import sink_for
 from trtpipe.serve.engine_client.speculation import SpeculationConfig
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.served_models import ServedModel

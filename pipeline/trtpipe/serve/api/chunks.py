@@ -2,6 +2,11 @@
 
 Streaming is the hot path: a chunk is a precomputed head (id, object, created, model, fingerprint) plus
 the choice, with one `json.dumps` of the text, so no dict is built and serialized per token.
+
+A request's events go to one of two sinks, `SseSink` (a chunk per event) or `JsonSink` (one body at the end);
+the request loop that feeds them is one (lifecycle.py). Both take the same calls in the same order: `echo` per
+choice (when the prompt is echoed before any token), `delta` per text / tool-call / reasoning event,
+`choice_done` per finished choice, `end` with the usage; each returns the bytes to send now, or None.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ import json
 from typing import Callable
 
 from trtpipe.serve.errors import RequestError
-from trtpipe.serve.openai.choice_stream import ChoiceDone, LogprobEntries
+from trtpipe.serve.openai.choice_stream import ChoiceDone, LogprobEntries, TextDelta
+from trtpipe.serve.openai.served_models import ServedModel
+from trtpipe.serve.openai.tool_calls import ReasoningDelta, ToolCallDelta
+from trtpipe.serve.openai.validation import Generation
+from trtpipe.serve.protocol import completion_id, now
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -176,3 +185,80 @@ def full_response(*, chat: bool, request_id: str, created: int, model: str, fing
             choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": done[i].finish_reason})
     return _dumps({"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created,
                    "model": model, "system_fingerprint": fingerprint, "choices": choices, "usage": usage}).encode()
+
+
+class SseSink:
+    streams = True
+
+    def __init__(self, writer: ChunkWriter, include_usage: bool):
+        self.writer, self.include_usage = writer, include_usage
+
+    def echo(self, index: int, text: str) -> bytes:
+        return self.writer.text(index, text)
+
+    def delta(self, ev: TextDelta | ToolCallDelta | ReasoningDelta) -> bytes:
+        if type(ev) is TextDelta:
+            return self.writer.text(ev.index, ev.text, ev.logprobs)
+        if type(ev) is ToolCallDelta:
+            return self.writer.tool_call(ev.index, ev.call_index, ev.call_id, ev.name, ev.arguments, ev.logprobs)
+        return self.writer.delta(ev.index, {"reasoning_content": ev.text}, ev.logprobs)
+
+    def choice_done(self, done: ChoiceDone) -> bytes:
+        return self.writer.finish(done)
+
+    def end(self, usage: dict) -> bytes:
+        return self.writer.usage(usage) + DONE if self.include_usage else DONE
+
+
+class JsonSink:
+    """The non-streamed response, built from the same events as the stream."""
+
+    streams = False
+
+    def __init__(self, *, chat: bool, num_choices: int, logprobs: Logprobs | None, **head):
+        self.chat, self.logprobs, self.head = chat, logprobs, head
+        self.texts: list[list[str]] = [[] for _ in range(num_choices)]
+        self.lp_parts: list[list] = [[] for _ in range(num_choices)]
+        self.extras: list[dict] = [{} for _ in range(num_choices)]  # tool_calls, reasoning_content
+        self.done: dict[int, ChoiceDone] = {}
+
+    def echo(self, index: int, text: str) -> None:
+        self.texts[index].append(text)
+
+    def delta(self, ev: TextDelta | ToolCallDelta | ReasoningDelta) -> None:
+        if type(ev) is TextDelta:
+            self.texts[ev.index].append(ev.text)
+        elif type(ev) is ReasoningDelta:
+            extra = self.extras[ev.index]
+            extra["reasoning_content"] = extra.get("reasoning_content", "") + ev.text
+        else:
+            calls = self.extras[ev.index].setdefault("tool_calls", [])
+            if ev.name is not None:
+                calls.append({"id": ev.call_id, "type": "function", "function": {"name": ev.name, "arguments": ""}})
+            calls[ev.call_index]["function"]["arguments"] += ev.arguments
+        self._logprobs(ev.index, ev.logprobs)
+
+    def choice_done(self, done: ChoiceDone) -> None:
+        self.done[done.index] = done
+        self._logprobs(done.index, done.logprobs)
+
+    def _logprobs(self, index: int, entries) -> None:
+        if entries is not None and self.logprobs is not None:
+            self.lp_parts[index].append(self.logprobs.format(index, entries))
+
+    def end(self, usage: dict) -> bytes:
+        joined = [Logprobs.join(p, self.chat) for p in self.lp_parts] if self.logprobs is not None else None
+        return full_response(chat=self.chat, **self.head, texts=["".join(t) for t in self.texts], done=self.done,
+                             logprobs=joined, usage=usage, extras=self.extras if self.chat else None)
+
+
+def sink_for(req, model: ServedModel, gen: Generation, *, chat: bool) -> SseSink | JsonSink:
+    """The sink a request asks for (`stream`), with its response id, creation time and fingerprint."""
+    head = dict(request_id=completion_id("chatcmpl" if chat else "cmpl"), created=now(), model=model.name,
+                fingerprint=model.manifest.fingerprint)
+    logprobs = Logprobs(model.text.token_piece, chat, {}) if gen.logprobs else None
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return SseSink(ChunkWriter(chat=chat, include_usage=include_usage, logprobs=logprobs, **head), include_usage)
+    return JsonSink(chat=chat, num_choices=gen.num_choices, logprobs=logprobs, **head)
+

@@ -7,7 +7,7 @@
     release  -> exactly once, however the request ended: the admission slot (or the queue place) is given
                 back, and a request that ended before it finished counts as `abort`
 
-The loop is the same for a stream and a JSON body; only the sink differs (sinks.py). The ASGI response
+The loop is the same for a stream and a JSON body; only the sink differs (chunks.py). The ASGI response
 (response.py) drives `run()` and calls `release()` and `record_error()`.
 """
 

@@ -15,9 +15,9 @@ import pytest
 from trtpipe.backends import get_backend
 from trtpipe.config import load_config
 from trtpipe.serve.api.admission import Admission
+from trtpipe.serve.api.chunks import sink_for
 from trtpipe.serve.api.lifecycle import RequestLifecycle
 from trtpipe.serve.api.metrics import FrontendMetrics
-from trtpipe.serve.api.sinks import sink_for
 from trtpipe.serve.engine_client.calls import Final, TokenDelta
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.served_models import ServedModel
