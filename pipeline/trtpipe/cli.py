@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from trtpipe.cli_options import REPO_OPTION, resolve_repo
+from trtpipe.commands.options import REPO_OPTION, resolve_repo
 
 console = Console(stderr=True)
 
@@ -170,9 +170,9 @@ def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
 
 
 def _register_commands() -> None:
-    from trtpipe.bench.command import bench
-    from trtpipe.plan_command import plan_command
-    from trtpipe.serve.command import serve
+    from trtpipe.commands.bench import bench
+    from trtpipe.commands.plan import plan_command
+    from trtpipe.commands.serve import serve
 
     cli.add_command(bench)
     cli.add_command(plan_command, name="plan")

@@ -123,7 +123,8 @@ def _shutdown_seconds() -> int:
     frontend's graceful shutdown, then Triton's exit timeout plus the 10 s the launcher waits before
     killing it."""
     serve = ROOT / "pipeline" / "trtpipe" / "serve"  # read, not imported: only the numbers matter here
-    drain = re.search(r'"--drain-timeout", default=(\d+)', (serve / "command.py").read_text())
+    command = ROOT / "pipeline" / "trtpipe" / "commands" / "serve.py"
+    drain = re.search(r'"--drain-timeout", default=(\d+)', command.read_text())
     graceful = re.search(r"timeout_graceful_shutdown=(\d+)", (serve / "server.py").read_text())
     exit_timeout = re.search(r"exit_timeout_s: int = (\d+)", (serve / "launcher.py").read_text())
     kill_wait = re.search(r"wait\(timeout=self\.exit_timeout_s \+ (\d+)\)", (serve / "launcher.py").read_text())

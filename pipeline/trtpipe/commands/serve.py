@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from trtpipe.cli_options import REPO_OPTION, resolve_repo
+from trtpipe.commands.options import REPO_OPTION, resolve_repo
 
 console = Console(stderr=True)
 
