@@ -10,8 +10,8 @@ The rounds of one side are pooled into one sweep point. Writes
     bench/results/tiny-llama-grpc-direct/         the same for the direct runs
     bench/results/tiny-llama-frontend-vs-grpc.md  ratios per concurrency, and .png: both runs on shared axes
 
-    .venv/bin/python bench/baseline.py                    # concurrencies 1,4,16,64: about 2 minutes
-    .venv/bin/python bench/baseline.py --concurrency 1,4 --rounds 1 --out /tmp/baseline
+    .venv/bin/python -m bench.baseline                    # concurrencies 1,4,16,64: about 2 minutes
+    .venv/bin/python -m bench.baseline --concurrency 1,4 --rounds 1 --out /tmp/baseline
 
 Both sides send the same workload: completions-style prompts of input-len tokens (the bench's synthetic
 prompts, encoded with the tokenizer.json the frontend uses), greedy, ignore_eos with min_tokens = output-len.
@@ -47,9 +47,8 @@ from trtpipe.bench.results import BenchResult, PointResult
 from trtpipe.bench.ttft_pairs import PAIRS, LeanHttp, PairedTtft, lean_grpc_ttft, paired_ttft
 from trtpipe.serve.process.launcher import wait_http_ok
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grpc_direct import (direct_prompts, direct_result, engine_call, run_direct_point,  # noqa: E402
-                         send_engine_request, utc_now)
+from bench.grpc_direct import (direct_prompts, direct_result, engine_call, run_direct_point, send_engine_request,
+                               utc_now)
 
 MODEL = "tiny-llama"
 ENGINE = f"{MODEL}-engine"
@@ -100,7 +99,7 @@ class Frontend:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = log_path
-        self._argv = [sys.executable, __file__, "--serve-frontend", str(repo), grpc_url, str(self.port)]
+        self._argv = [sys.executable, "-m", "bench.baseline", "--serve-frontend", str(repo), grpc_url, str(self.port)]
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> None:

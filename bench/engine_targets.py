@@ -14,8 +14,8 @@ model does), and measures:
 
 Writes bench/results/engine-targets.md, engine-targets.json and engine-throughput.png.
 
-    .venv/bin/python bench/engine_targets.py                 # about 2-4 minutes on 2 busy cores
-    .venv/bin/python bench/engine_targets.py --rounds 3 --out /tmp/targets
+    .venv/bin/python -m bench.engine_targets                 # about 2-4 minutes on 2 busy cores
+    .venv/bin/python -m bench.engine_targets --rounds 3 --out /tmp/targets
 
 The machine is shared: every ratio is taken between measurements run back to back, and the report
 gives the median and the range over rounds, never one absolute sample.
@@ -39,14 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_load import ForeignLoad, wait_until_quiet  # noqa: E402
-
 from trtpipe.build import run_stages
 from trtpipe.cache import ArtifactCache
 from trtpipe.config import load_config
 from trtpipe.engine import Engine, EngineLimits, EngineRequest, SamplingParams
 from trtpipe.spec import ServingSpec
+
+from bench.machine_load import ForeignLoad, wait_until_quiet
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 CORPUS = Path(__file__).resolve().parents[1] / "pipeline" / "trtpipe" / "data" / "corpus.txt"
@@ -588,7 +587,7 @@ def main(argv: list[str] | None = None) -> dict:
         step("throughput vs concurrency")
         res["throughput"] = throughput(ctx, make_prompt, args.rounds, prompt_len=128, new_tokens=64)
     step("writing results")
-    res["params"] = {"command": " ".join(["bench/engine_targets.py", *(sys.argv[1:] if argv is None else argv)]),
+    res["params"] = {"command": " ".join(["python -m bench.engine_targets", *(sys.argv[1:] if argv is None else argv)]),
                      "rounds": args.rounds, "identity_new_tokens": 48, "spec_new_tokens": 48, "spec_k": SPEC_K,
                      "limits": {k: v for k, v in vars(ctx["limits"]).items()},
                      "seconds": time.perf_counter() - t_start, "cpu_count": os.cpu_count(),

@@ -4,8 +4,8 @@ Builds a random Llama-shaped checkpoint (hidden 256, 4 layers, 8 heads / 2 kv he
 converts it, then for each concurrency runs Engine.generate on that many random prompts and prints
 tokens/s. Nothing is downloaded; nothing needs a GPU.
 
-    .venv/bin/python bench/engine_throughput.py                      # 1, 16, 64 requests of 64 + 64
-    .venv/bin/python bench/engine_throughput.py --concurrency 1 8 --prompt-len 128 --json out.json
+    .venv/bin/python -m bench.engine_throughput                      # 1, 16, 64 requests of 64 + 64
+    .venv/bin/python -m bench.engine_throughput --concurrency 1 8 --prompt-len 128 --json out.json
 """
 
 from __future__ import annotations

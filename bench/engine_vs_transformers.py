@@ -11,10 +11,10 @@ Nothing is downloaded.
 
 torch and transformers are the optional `bench` extra (`pip install -e ".[bench]"`), never needed by the tests.
 
-    .venv/bin/python bench/engine_vs_transformers.py                      # writes bench/results/engine-vs-transformers.*
+    .venv/bin/python -m bench.engine_vs_transformers                     # writes bench/results/engine-vs-transformers.*
     # the engine of an older commit too, in the same rounds:
     git archive b30211f pipeline | tar -x -C /tmp/trtpipe-base
-    .venv/bin/python bench/engine_vs_transformers.py --baseline-src /tmp/trtpipe-base/pipeline --baseline-name b30211f
+    .venv/bin/python -m bench.engine_vs_transformers --baseline-src /tmp/trtpipe-base/pipeline --baseline-name b30211f
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
 def report(args, sides, batches, runs, tokens, load) -> dict:
     summary: dict = {"model": HF_CONFIG, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS, "threads": THREADS,
                      "rounds": args.rounds, "loadavg_1m": [round(x, 2) for x in load],
-                     "command": "python bench/engine_vs_transformers.py " + " ".join(sys.argv[1:]), "batches": {}}
+                     "command": "python -m bench.engine_vs_transformers " + " ".join(sys.argv[1:]), "batches": {}}
     for batch in batches:
         row: dict = {}
         for side in sides:

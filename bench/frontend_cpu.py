@@ -23,8 +23,8 @@ library, chunked SSE parsed by hand, json.loads per event), and `curl_floor`, cu
 streaming --requests/--concurrency requests, whose CPU less that of the same processes doing as many empty
 requests is the cost of receiving one message per token with no Python at all.
 
-    .venv/bin/python bench/frontend_cpu.py                       # 64 requests x 128 tokens at concurrency 16
-    .venv/bin/python bench/frontend_cpu.py --requests 128 --concurrency 64 --max-tokens 64 --repo REPO
+    .venv/bin/python -m bench.frontend_cpu                       # 64 requests x 128 tokens at concurrency 16
+    .venv/bin/python -m bench.frontend_cpu --requests 128 --concurrency 64 --max-tokens 64 --repo REPO
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_load import process_cpu_s  # noqa: E402
+from bench.machine_load import process_cpu_s
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -215,7 +214,7 @@ def print_cpu_per_token(load, requests: int, max_tokens: int, repeat: int) -> No
 
 
 def measure_http_floor(http_url: str, args) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--http-floor", http_url, str(args.requests),
+    out = subprocess.run([sys.executable, "-m", "bench.frontend_cpu", "--http-floor", http_url, str(args.requests),
                           str(args.concurrency), str(args.max_tokens), str(args.repeat)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -253,14 +252,14 @@ def measure_grpc_floor(grpc_url: str, args, grpc_experiments: str | None) -> dic
     env = dict(os.environ)
     if grpc_experiments is not None:
         env["GRPC_EXPERIMENTS"] = grpc_experiments
-    out = subprocess.run([sys.executable, __file__, "--grpc-floor", grpc_url, str(args.requests),
+    out = subprocess.run([sys.executable, "-m", "bench.frontend_cpu", "--grpc-floor", grpc_url, str(args.requests),
                           str(args.concurrency), str(args.max_tokens), str(args.repeat)],
                          env=env, capture_output=True, text=True, check=True)
     return {"GRPC_EXPERIMENTS": env.get("GRPC_EXPERIMENTS", ""), **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def start_frontend(argv: list[str], url: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, __file__, *argv])
+    process = subprocess.Popen([sys.executable, "-m", "bench.frontend_cpu", *argv])
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -14,8 +14,8 @@ as little of the machine as it can; its CPU is reported too. Projection: tokens/
 1e6 / (us per token) at one full core; the N needed for a published GPU rate is that rate over 75% of it
 (a process kept at 100% CPU queues every chunk behind the others).
 
-    .venv/bin/python bench/frontend_scaling.py                 # 3 pairs per stream interval, ~4 minutes
-    .venv/bin/python bench/frontend_scaling.py --repeat 5 --concurrency 64 --stream-intervals 1,4
+    .venv/bin/python -m bench.frontend_scaling                 # 3 pairs per stream interval, ~4 minutes
+    .venv/bin/python -m bench.frontend_scaling --repeat 5 --concurrency 64 --stream-intervals 1,4
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.machine_load import _machine_busy_s, process_cpu_s
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from machine_load import _machine_busy_s, process_cpu_s  # noqa: E402
 
 # TensorRT-LLM's published throughput table (docs/source/performance/perf-overview.md, "Llama 3.1 8B FP8",
 # H100 80GB HBM3, TP 1, trtllm-bench, output tokens/s): the highest and a long-output case.
@@ -306,7 +306,7 @@ def main() -> int:
         return 0
     home = Path(tempfile.mkdtemp(prefix="trtpipe-scaling-"))
     os.environ["TRTPIPE_HOME"] = str(home)
-    result = {"command": "python bench/frontend_scaling.py " + " ".join(sys.argv[1:]),
+    result = {"command": "python -m bench.frontend_scaling " + " ".join(sys.argv[1:]),
               "machine": f"{os.cpu_count()} cores (shared), load average at start {os.getloadavg()[0]:.2f}",
               "requests": args.requests, "concurrency": args.concurrency, "max_tokens": args.max_tokens,
               "step_ms": args.step_ms, "repeat": args.repeat, "h100_source": H100_SOURCE, "headroom": HEADROOM,

@@ -5,8 +5,8 @@ packs into panels on every call; `(w @ x.T).T` puts the weight on the left and l
 activation to pack. trtpipe.engine.model.linear switches form at SMALL_BATCH_ROWS rows; this script is the
 evidence for that threshold. One decode step = the four decoder linears x 4 layers + lm_head.
 
-    .venv/bin/python bench/gemm_forms.py                 # rows 1..128, prints a table
-    .venv/bin/python bench/gemm_forms.py --out bench/results/gemm-forms.md
+    .venv/bin/python -m bench.gemm_forms                 # rows 1..128, prints a table
+    .venv/bin/python -m bench.gemm_forms --out bench/results/gemm-forms.md
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from machine_load import ForeignLoad, wait_until_quiet  # noqa: E402
+from bench.machine_load import ForeignLoad, wait_until_quiet
 
 # (in, out) of tiny-llama's linears, and how many of each one decode step runs.
 SHAPES = {"qkv": (256, 384, 4), "o": (256, 256, 4), "gate_up": (256, 1536, 4), "down": (768, 256, 4),

@@ -7,8 +7,8 @@ In one process, on tiny-llama's synthetic checkpoint (its real byte-level BPE to
 - the mask alone: `GrammarState.allowed()` per call;
 - compiling: a schema's first compile (a new compiler, so nothing is cached) and a cached lookup.
 
-    .venv/bin/python bench/grammar_step_cost.py                 # about a minute
-    .venv/bin/python bench/grammar_step_cost.py --batch 1,16 --rounds 4
+    .venv/bin/python -m bench.grammar_step_cost                 # about a minute
+    .venv/bin/python -m bench.grammar_step_cost --batch 1,16 --rounds 4
 
 Writes bench/results/grammar-step-cost.{json,md}.
 """

@@ -9,7 +9,7 @@ plots.py and compare.py read its output unchanged:
 - TTFT = send -> first response carrying tokens; ITL = gaps between responses with tokens; E2E = send ->
   final response; output tokens = the token ids received.
 
-    .venv/bin/python bench/grpc_direct.py --grpc-url 127.0.0.1:8001 --model tiny-llama \\
+    .venv/bin/python -m bench.grpc_direct --grpc-url 127.0.0.1:8001 --model tiny-llama \\
         --tokenizer REPO/tiny-llama-engine/1/tokenizer/tokenizer.json --concurrency 1,4,16 --out DIR
 """
 

@@ -5,8 +5,8 @@ The weight is 37 MB, past the caches, so every call streams it from memory, as a
 product reads it as rows), and the weight on the left, `w @ x.T`, whole and in row blocks. What
 trtpipe.engine.lm_head.LMHead does at each row count rests on this table.
 
-    .venv/bin/python bench/lm_head_forms.py
-    .venv/bin/python bench/lm_head_forms.py --out bench/results/lm-head-forms.md
+    .venv/bin/python -m bench.lm_head_forms
+    .venv/bin/python -m bench.lm_head_forms --out bench/results/lm-head-forms.md
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from gemm_forms import time_us  # noqa: E402
-from machine_load import ForeignLoad, wait_until_quiet  # noqa: E402
+from trtpipe.engine.lm_head import LMHead
+from trtpipe.engine.malloc_tuning import keep_freed_memory_for_reuse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from trtpipe.engine.lm_head import LMHead  # noqa: E402
-from trtpipe.engine.malloc_tuning import keep_freed_memory_for_reuse  # noqa: E402
+from bench.gemm_forms import time_us
+from bench.machine_load import ForeignLoad, wait_until_quiet
 
 VOCAB, HIDDEN = 32000, 288
 

@@ -10,8 +10,8 @@ same number of tokens. Tokens/s = completion tokens of the side / its wall time.
 cost of a new schema, as the extra latency of its first request over a request with a schema already cached
 (both with max_tokens 1, several fresh schemas).
 
-    .venv/bin/python bench/structured_outputs.py                     # about 2 minutes
-    .venv/bin/python bench/structured_outputs.py --concurrency 1,16 --rounds 2 --requests 32
+    .venv/bin/python -m bench.structured_outputs                     # about 2 minutes
+    .venv/bin/python -m bench.structured_outputs --concurrency 1,16 --rounds 2 --requests 32
 
 Writes bench/results/structured-outputs.{json,md}.
 """
@@ -23,15 +23,13 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import Frontend, free_port  # noqa: E402
+from bench.baseline import Frontend, free_port
 
 OUT = Path(__file__).resolve().parent / "results"
 MESSAGES = [{"role": "user", "content": "Write a short report as JSON."}]

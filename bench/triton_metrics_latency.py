@@ -5,8 +5,8 @@ For each thread count, starts a real Triton on tiny-llama with that many BLAS th
 (--choices sequences x --max-tokens tokens over gRPC, in a process of its own) and scrapes /metrics from this
 process every 50 ms until the generation ends. Reports the scrape latencies and how long the generation took.
 
-    .venv/bin/python bench/triton_metrics_latency.py                  # all cores, then the default (all but one)
-    .venv/bin/python bench/triton_metrics_latency.py --threads 2,1 --rounds 3
+    .venv/bin/python -m bench.triton_metrics_latency                  # all cores, then the default (all but one)
+    .venv/bin/python -m bench.triton_metrics_latency --threads 2,1 --rounds 3
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from frontend_cpu import free_port  # noqa: E402
+from bench.frontend_cpu import free_port
 
 
 def generate(grpc_url: str, choices: int, max_tokens: int) -> None:

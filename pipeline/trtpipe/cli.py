@@ -1,18 +1,10 @@
-"""The trtpipe command line: each command parses, calls one library function, and prints."""
+"""The trtpipe command line: the click group and its commands (trtpipe.commands, one module per group)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-
-from trtpipe.cli_options import REPO_OPTION, resolve_repo
-
-console = Console(stderr=True)
 
 
 @click.group()
@@ -21,161 +13,20 @@ def cli() -> None:
     """From a Hugging Face checkpoint to a latency-critical OpenAI-compatible endpoint."""
 
 
-class _BuildTable:
-    """A live table of stages: status, seconds, cache key."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[str, float, str]] = {}
-
-    def update(self, stage: str, status: str, seconds: float, key: str) -> None:
-        self.rows[stage] = (status, seconds, key)
-
-    def __rich__(self) -> Table:
-        table = Table(title="trtpipe build")
-        for col in ("stage", "status", "seconds", "key"):
-            table.add_column(col)
-        colors = {"cached": "green", "built": "cyan", "published": "cyan", "unchanged": "green",
-                  "skipped": "dim", "running": "yellow", "failed": "red"}
-        for stage, (status, seconds, key) in self.rows.items():
-            table.add_row(stage, f"[{colors.get(status, '')}]{status}[/]", f"{seconds:.2f}", key[:12])
-        return table
-
-
-@cli.command()
-@click.argument("config_name", required=False)
-@REPO_OPTION
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config value")
-@click.option("--force", multiple=True, metavar="STAGE", help="rebuild this stage even if cached")
-@click.option("--no-publish", is_flag=True, help="build the stages only")
-@click.option("--gate", is_flag=True, help="run the golden-prompt and load-test gate before publishing")
-@click.option("--all", "build_every", is_flag=True, help="nightly: build, gate and publish every config")
-@click.option("--match", default="*", show_default=True, help="with --all: only configs whose name matches")
-@click.option("--report", type=click.Path(path_type=Path), default=None, help="with --all: write a JSON report")
-@click.option("--dry-run", is_flag=True, help="print every command and file the build would run or write; run nothing")
-def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...], force: tuple[str, ...],
-          no_publish: bool, gate: bool, build_every: bool, match: str, report: Path | None, dry_run: bool) -> None:
-    """Build CONFIG_NAME (e.g. tiny-llama) and publish a new model-repository version."""
-    from trtpipe.build import build as run_build
-    from trtpipe.config import load_config
-
-    if build_every:
-        _build_all(resolve_repo(repo), match, report, not no_publish)
-        return
-    if not config_name:
-        raise click.UsageError("give a CONFIG_NAME (e.g. tiny-llama) or --all")
-    config = load_config(config_name, list(overrides))
-    if dry_run:
-        from trtpipe.dry_run import describe_build
-
-        click.echo(describe_build(config, resolve_repo(repo)))
-        return
-    table = _BuildTable()
-    with Live(table, console=console, refresh_per_second=8, transient=False) as live:
-        def progress(stage: str, status: str, seconds: float, key: str) -> None:
-            table.update(stage, status, seconds, key)
-            live.refresh()
-
-        result = run_build(config, resolve_repo(repo), force=set(force), publish=not no_publish, gate=gate,
-                           progress=progress)
-    console.print()
-    if result.published:
-        word = "unchanged, still live" if result.published.unchanged else "published"
-        console.print(f"{config.name}: version {result.published.version} {word} in {resolve_repo(repo)}")
-
-
-def _build_all(repo: Path, match: str, report: Path | None, publish: bool) -> None:
-    from trtpipe.nightly import all_config_names, build_all
-
-    names = all_config_names(match)
-    if not names:
-        raise click.UsageError(f"no build config matches {match!r}")
-    table = _BuildTable()
-    with Live(table, console=console, refresh_per_second=4, transient=True) as live:
-        def progress(stage: str, status: str, seconds: float, key: str) -> None:
-            table.update(stage, status, seconds, key)
-            live.refresh()
-
-        outcomes = build_all(names, repo, report, publish=publish, progress=progress)
-    summary = Table(title="trtpipe build --all")
-    for col in ("config", "status", "version", "seconds", "error"):
-        summary.add_column(col)
-    for o in outcomes:
-        color = "red" if o.status == "failed" else "green"
-        summary.add_row(o.config, f"[{color}]{o.status}[/]", str(o.version or ""), f"{o.seconds:.1f}",
-                        (o.error or "").splitlines()[0][:100] if o.error else "")
-    Console().print(summary)
-    failed = [o.config for o in outcomes if o.status == "failed"]
-    if failed:
-        raise click.ClickException(f"{len(failed)} of {len(outcomes)} configs failed: {', '.join(failed)}; "
-                                   "what was live stays live" + (f" (report: {report})" if report else ""))
-
-
-@cli.group()
-def cache() -> None:
-    """Inspect and clean the content-addressed artifact cache."""
-
-
-@cache.command("ls")
-def cache_ls() -> None:
-    """List cached artifacts: stage, key, size."""
-    from trtpipe.cache import ArtifactCache, dir_size
-
-    table = Table()
-    for col in ("stage", "key", "MiB", "path"):
-        table.add_column(col)
-    store = ArtifactCache()
-    for a in store.entries():
-        table.add_row(a.stage, a.key[:12], f"{dir_size(a.path) / 2**20:.1f}", str(a.path))
-    Console().print(table)
-
-
-@cache.command("gc")
-@REPO_OPTION
-@click.option("--all", "remove_all", is_flag=True, help="remove every artifact, even those published versions use")
-def cache_gc(repo: Path | None, remove_all: bool) -> None:
-    """Remove artifacts that no version kept in the model repository was built from."""
-    from trtpipe.cache import ArtifactCache
-    from trtpipe.repo.versions import referenced_stage_keys
-
-    keep = set() if remove_all else referenced_stage_keys(resolve_repo(repo))
-    removed = ArtifactCache().gc(keep)
-    console.print(f"removed {len(removed)} artifact(s); kept {len(keep)} referenced key(s)")
-
-
-@cli.command()
-@REPO_OPTION
-def models(repo: Path | None) -> None:
-    """List published models, their live version and build."""
-    from trtpipe.repo.versions import list_versions
-
-    table = Table()
-    for col in ("model", "live", "versions", "backend", "engine key", "built"):
-        table.add_column(col)
-    for row in list_versions(resolve_repo(repo)):
-        table.add_row(row["model"], str(row["live"]), ",".join(map(str, row["versions"])), row["backend"],
-                      row["engine_key"], row["created_at"])
-    Console().print(table)
-
-
-@cli.command()
-@click.argument("model")
-@REPO_OPTION
-@click.option("--to", "to_version", type=int, default=None, help="version to make live [default: the previous one]")
-def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
-    """Make an older version of MODEL live again."""
-    from trtpipe.repo.versions import rollback as run_rollback
-
-    version = run_rollback(resolve_repo(repo), model, to_version)
-    console.print(f"{model}: version {version} is live")
-
-
 def _register_commands() -> None:
-    from trtpipe.bench.command import bench
-    from trtpipe.plan_command import plan_command
-    from trtpipe.serve.command import serve
+    from trtpipe.commands.bench import bench
+    from trtpipe.commands.build import build
+    from trtpipe.commands.cache import cache
+    from trtpipe.commands.models import models, rollback
+    from trtpipe.commands.plan import plan_command
+    from trtpipe.commands.serve import serve
 
     cli.add_command(bench)
+    cli.add_command(build)
+    cli.add_command(cache)
+    cli.add_command(models)
     cli.add_command(plan_command, name="plan")
+    cli.add_command(rollback)
     cli.add_command(serve)
 
 

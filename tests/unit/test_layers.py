@@ -41,8 +41,8 @@ LAYERS: list[tuple[str, ...]] = [
     # Entry points: the build, its dry run, the planner, nightly, bench.
     ("trtpipe.build", "trtpipe.dry_run", "trtpipe.plan", "trtpipe.plan_report", "trtpipe.nightly", "trtpipe.bench",
      "trtpipe.demo"),
-    # The command line: click commands (serve's and plan's too) and their shared options.
-    ("trtpipe.cli", "trtpipe.cli_options", "trtpipe.__main__", "trtpipe.serve.command", "trtpipe.plan_command"),
+    # The command line: the click group and its commands (one module per command group, with their shared options).
+    ("trtpipe.cli", "trtpipe.__main__", "trtpipe.commands"),
 ]
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from trtpipe.config import load_config
 from trtpipe.errors import ConfigError
 from trtpipe.plan import ModelArch, arch_for, make_plan
-from trtpipe.plan_command import plan_command
+from trtpipe.commands.plan import plan_command
 from trtpipe.hardware import GPUS, get_gpu, match_smi_name
 
 H100 = GPUS["h100-sxm-80gb"]

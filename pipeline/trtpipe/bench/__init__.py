@@ -1,6 +1,6 @@
 """`trtpipe bench`: measure any OpenAI-compatible streaming endpoint the way `vllm bench serve` does.
 
-Library API (the CLI in `command.py` is a thin shell over it):
+Library API (the CLI in `trtpipe.commands.bench` is a thin shell over it):
 
     result = run_sweep(BenchConfig(url=..., concurrencies=(1, 4, 16)))
     write_report(result, "bench/results/today")

@@ -3,7 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from trtpipe.bench.command import bench
+from trtpipe.commands.bench import bench
 from trtpipe.bench.report import load_result
 
 SECRET = "sk-test-secret-4242"

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from trtpipe.bench.command import bench
+from trtpipe.commands.bench import bench
 from trtpipe.bench.compare import compare_results, parse_thresholds
 from trtpipe.bench.config import SweepPoint
 from trtpipe.bench.report import write_report

@@ -3,9 +3,6 @@ summary, report and compare read its results."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,11 +13,7 @@ from trtpipe.bench.config import BenchConfig, SweepPoint
 from trtpipe.bench.prompts import TokenCounter, make_prompts
 from trtpipe.bench.report import load_result, write_report
 
-_PATH = Path(__file__).resolve().parents[3] / "bench" / "grpc_direct.py"
-_spec = importlib.util.spec_from_file_location("grpc_direct", _PATH)
-grpc_direct = importlib.util.module_from_spec(_spec)
-sys.modules["grpc_direct"] = grpc_direct
-_spec.loader.exec_module(grpc_direct)
+from bench import grpc_direct
 
 
 def _tensors(inputs) -> dict[str, tuple[str, np.ndarray]]:

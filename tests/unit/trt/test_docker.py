@@ -122,11 +122,12 @@ def _shutdown_seconds() -> int:
     """What `trtpipe serve` takes after SIGTERM at most: the drain budget for in-flight requests, the
     frontend's graceful shutdown, then Triton's exit timeout plus the 10 s the launcher waits before
     killing it."""
-    serve = ROOT / "pipeline" / "trtpipe" / "serve"  # read, not imported: only the numbers matter here
-    drain = re.search(r'"--drain-timeout", default=(\d+)', (serve / "command.py").read_text())
-    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", (serve / "process" / "server.py").read_text())
-    exit_timeout = re.search(r"exit_timeout_s: int = (\d+)", (serve / "process" / "launcher.py").read_text())
-    kill_wait = re.search(r"wait\(timeout=self\.exit_timeout_s \+ (\d+)\)", (serve / "process" / "launcher.py").read_text())
+    command = ROOT / "pipeline" / "trtpipe" / "commands" / "serve.py"  # read, not imported: only the numbers matter
+    process = ROOT / "pipeline" / "trtpipe" / "serve" / "process"
+    drain = re.search(r'"--drain-timeout", default=(\d+)', command.read_text())
+    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", (process / "server.py").read_text())
+    exit_timeout = re.search(r"exit_timeout_s: int = (\d+)", (process / "launcher.py").read_text())
+    kill_wait = re.search(r"wait\(timeout=self\.exit_timeout_s \+ (\d+)\)", (process / "launcher.py").read_text())
     assert drain and graceful and exit_timeout and kill_wait, "serve's shutdown timeouts moved; update this test"
     return int(drain.group(1)) + int(graceful.group(1)) + int(exit_timeout.group(1)) + int(kill_wait.group(1))
 

@@ -1,4 +1,4 @@
-"""`trtpipe serve`: parse options, start Triton and the frontend (serve.server.serve), print."""
+"""`trtpipe serve`: parse options, start Triton and the frontend (serve.process.server.serve), print."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from trtpipe.cli_options import REPO_OPTION, resolve_repo
+from trtpipe.commands.options import REPO_OPTION, resolve_repo
 
 console = Console(stderr=True)
 

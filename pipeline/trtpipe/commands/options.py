@@ -1,4 +1,4 @@
-"""Options shared by the click commands (the main CLI and `trtpipe serve`)."""
+"""Options shared by the click commands (build, cache gc, models, rollback, serve)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from trtpipe.serve import command
+from trtpipe.commands import serve as command
 
 
 def test_serve_options_reach_the_server(monkeypatch, tmp_path):
