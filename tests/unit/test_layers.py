@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     # Model-repository writers.
     ("trtpipe.repo",),
     # What runs behind and in front of Triton: the Python-model adapters, the frontend and launch code.
-    ("trtpipe.backend", "trtpipe.serve"),
+    ("trtpipe.python_models", "trtpipe.serve"),
     # One module per backend, composing everything below; the gate they run.
     ("trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
      "trtpipe.backends.tensorrt_llm_pytorch", "trtpipe.gate"),

@@ -113,7 +113,7 @@ class TensorrtLlmPytorchBackend(Backend):
     kv_cache_dtypes = ("fp8",)
     speculation_methods = ("eagle3", "draft-target", "ngram")
     draft_is_a_model = False
-    supports_stream_interval = True  # the adapter groups tokens itself (backend/loop.py deliver)
+    supports_stream_interval = True  # the adapter groups tokens itself (python_models/loop.py deliver)
     uses_llm_api = True
     # TorchLlmArgs.guided_decoding_backend: Optional[Literal["xgrammar", "llguidance"]] (llm_args.py; "llguidance is
     # supported in PyTorch backend only").
@@ -163,7 +163,7 @@ class TensorrtLlmPytorchBackend(Backend):
         from trtpipe.trt.llm_api import DECODING_TYPE
 
         # Top log-probs: SamplingParams(logprobs=k) gives the k most likely tokens per generated token
-        # (backend/llm_api.py; the adapter refuses more than MAX_TOP_LOG_PROBS). TensorRT-LLM's speculative
+        # (python_models/llm_api.py; the adapter refuses more than MAX_TOP_LOG_PROBS). TensorRT-LLM's speculative
         # samplers return the sampled token's log-prob only, so an engine that speculates advertises none.
         # Prompt log-probs stay off: in 1.2.x prompt_logprobs=k returns each prompt position's top k only, without
         # the prompt token's own log-prob unless it is among them, and echo needs it for every token; and they come

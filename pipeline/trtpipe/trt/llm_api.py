@@ -145,7 +145,8 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
             sc["speculative_model_dir"] = DRAFT_DIR  # relative to this file's directory
         args["speculative_config"] = sc
     if guided:
-        # The engine then enforces each request's GuidedDecodingParams (backend/llm_api.py guided_decoding_kwargs).
+        # The engine then enforces each request's GuidedDecodingParams (python_models/llm_api.py
+        # guided_decoding_kwargs).
         args["guided_decoding_backend"] = guided
     return args
 
