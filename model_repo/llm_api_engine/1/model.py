@@ -14,7 +14,7 @@ from trtpipe.python_models.llm_api import LlmApiLoop
 from trtpipe.python_models.tensors import decode_request
 from trtpipe.python_models.triton_io import submit_requests
 from trtpipe.spec import ServingSpec
-from trtpipe.trt.llm_api import resolve_llm_args
+from trtpipe.trt.llm_args import resolve_llm_args
 
 
 class TritonPythonModel:

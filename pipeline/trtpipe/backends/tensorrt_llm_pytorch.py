@@ -34,7 +34,7 @@ KV_QUANT_ALGO = {"fp8": "FP8"}
 
 
 def _quantize_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
-    from trtpipe.trt.llm_api import TOOLCHAIN
+    from trtpipe.trt.llm_args import TOOLCHAIN
 
     return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "toolchain": TOOLCHAIN,
             "quantization": config.quantization.model_dump()}
@@ -56,7 +56,7 @@ def _check_quantized(config: BuildConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.trt.llm_api import LlmApiTools, quantize_command
+    from trtpipe.trt.llm_args import LlmApiTools, quantize_command
 
     q = config.quantization
     cmd = quantize_command(config, inputs["fetch"].path, out_dir, LlmApiTools())
@@ -67,7 +67,7 @@ def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[S
 
 
 def _configure_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
-    from trtpipe.trt.llm_api import TOOLCHAIN
+    from trtpipe.trt.llm_args import TOOLCHAIN
 
     return {"quantize": inputs["quantize"].key, "draft": inputs["draft"].key if "draft" in inputs else None,
             "backend": config.backend, "toolchain": TOOLCHAIN, "engine": config.engine.model_dump(),
@@ -77,7 +77,7 @@ def _configure_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 
 def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.trt.llm_api import CHECKPOINT_DIR, DRAFT_DIR, OPTIONS_FILE, llm_args_yaml
+    from trtpipe.trt.llm_args import CHECKPOINT_DIR, DRAFT_DIR, OPTIONS_FILE, llm_args_yaml
 
     checkpoint, draft = inputs["quantize"].path, inputs.get("draft")
 
@@ -137,7 +137,7 @@ class TensorrtLlmPytorchBackend(Backend):
         preflight(config, check_llm_api_toolchain(config))
 
     def describe_preflight(self, config: BuildConfig) -> list[str]:
-        from trtpipe.trt.llm_api import IMAGE, TOOLCHAIN, LlmApiTools
+        from trtpipe.trt.llm_args import IMAGE, TOOLCHAIN, LlmApiTools
 
         need = ["nvidia-smi lists a GPU", f"tensorrt_llm >= {TOOLCHAIN['min_tensorrt_llm']} importable "
                                           f"(written for {TOOLCHAIN['tensorrt_llm']})"]
@@ -160,7 +160,7 @@ class TensorrtLlmPytorchBackend(Backend):
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):
         from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-        from trtpipe.trt.llm_api import DECODING_TYPE
+        from trtpipe.trt.llm_args import DECODING_TYPE
 
         # Top log-probs: SamplingParams(logprobs=k) gives the k most likely tokens per generated token
         # (python_models/llm_api.py; the adapter refuses more than MAX_TOP_LOG_PROBS). TensorRT-LLM's speculative
@@ -210,7 +210,7 @@ class TensorrtLlmPytorchBackend(Backend):
     # --- plans --------------------------------------------------------------------------------------------
     def describe_speculation(self, config: BuildConfig) -> str:
         from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-        from trtpipe.trt.llm_api import DECODING_TYPE
+        from trtpipe.trt.llm_args import DECODING_TYPE
 
         s = config.speculation
         source = f", draft {s.draft} inside the engine" if s.draft else ""
@@ -218,7 +218,7 @@ class TensorrtLlmPytorchBackend(Backend):
                 f"to {s.max_draft_len} draft tokens per step{source}; the frontend runs no draft loop")
 
     def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
-        from trtpipe.trt.llm_api import CHECKPOINT_DIR, IMAGE, OPTIONS_FILE, LlmApiTools, llm_args_yaml, quantize_command
+        from trtpipe.trt.llm_args import CHECKPOINT_DIR, IMAGE, OPTIONS_FILE, LlmApiTools, llm_args_yaml, quantize_command
 
         tag = config.name.upper().replace("-", "_").replace(".", "_")
         lines = ["", f"What `trtpipe build` writes and the Triton model loads, inside `{IMAGE}` (no engine build):", ""]
