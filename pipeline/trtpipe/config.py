@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trtpipe.backends.registry import backend_names, get_backend
+from trtpipe.backend_registry import backend_names, get_backend
 from trtpipe.errors import ConfigError
 
 Dtype = Literal["float32", "float16", "bfloat16"]

@@ -4,7 +4,7 @@ Walks every module under pipeline/trtpipe with `ast` (module-level and function-
 `if TYPE_CHECKING:` blocks, which never run, are skipped) and checks each import of a trtpipe module against
 LAYERS, bottom first. A module may import from its own layer or any layer below.
 
-The one run-time lookup that is not an import statement is backends/registry.py, which loads a backend's
+The one run-time lookup that is not an import statement is backend_registry.py, which loads a backend's
 module by name for config validation (its docstring says why); it is checked here as importing nothing above
 itself, which is what keeps the bottom layers free of the backends' dependencies.
 """
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2] / "pipeline"
 LAYERS: list[tuple[str, ...]] = [
     ("trtpipe.errors", "trtpipe.__init__"),
     # The name -> backend-module table: no trtpipe import but errors (the interface, base.py, sits with the backends).
-    ("trtpipe.backends.registry", "trtpipe.backends.__init__"),
+    ("trtpipe.backend_registry", "trtpipe.backends.__init__"),
     ("trtpipe.config",),
     # Data and arithmetic everything above reads: GPUs, the serving spec, cache, manifest, the reference engine.
     ("trtpipe.hardware", "trtpipe.spec", "trtpipe.cache", "trtpipe.manifest", "trtpipe.preflight", "trtpipe.engine",
@@ -150,7 +150,7 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_checker_sees_function_level_imports_and_skips_type_checking_blocks():
     # build.py imports the registry at module level; trt/preflight.py imports capacity inside a function;
-    # backends/registry.py names backends.base only under TYPE_CHECKING.
+    # backend_registry.py names backends.base only under TYPE_CHECKING.
     assert "trtpipe.backends.__init__" in GRAPH["trtpipe.build"]
     assert "trtpipe.capacity" in GRAPH["trtpipe.trt.preflight"]
-    assert "trtpipe.backends.base" not in GRAPH["trtpipe.backends.registry"]
+    assert "trtpipe.backends.base" not in GRAPH["trtpipe.backend_registry"]

@@ -60,7 +60,7 @@ class Backend(ABC):
         cannot build."""
         q = config.quantization
         if q and q.format not in self.quant_formats:
-            from trtpipe.backends.registry import backend_names, get_backend
+            from trtpipe.backend_registry import backend_names, get_backend
 
             others = [n for n in backend_names() if n != self.name and q.format in get_backend(n).quant_formats]
             need = f"needs backend {' or '.join(others)}" if others else "is not a format of any backend"

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from trtpipe.backends.registry import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.config import BuildConfig
 from trtpipe.stages.steps import Command
 
