@@ -4,9 +4,9 @@ Walks every module under pipeline/trtpipe with `ast` (module-level and function-
 `if TYPE_CHECKING:` blocks, which never run, are skipped) and checks each import of a trtpipe module against
 LAYERS, bottom first. A module may import from its own layer or any layer below.
 
-The one run-time lookup that is not an import statement is backend_registry.py, which loads a backend's
-module by name for config validation (its docstring says why); it is checked here as importing nothing above
-itself, which is what keeps the bottom layers free of the backends' dependencies.
+The one run-time lookup that is not an import statement is backend_registry.py's get_backend, which loads a
+backend's module by name (its docstring says why); it is checked here as importing nothing above itself, which
+is what keeps the bottom layers free of the backends' dependencies.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2] / "pipeline"
 # Bottom first. Each entry is a module or package prefix; the longest matching prefix decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
     ("trtpipe.errors", "trtpipe.__init__"),
-    # The name -> backend-module table: no trtpipe import but errors (the interface, base.py, sits with the backends).
+    # The name -> backend-module table, each backend's capabilities and the config check over them: no trtpipe
+    # import but errors (the interface, base.py, sits with the backends).
     ("trtpipe.backend_registry", "trtpipe.backends.__init__"),
     ("trtpipe.config",),
     # Data and arithmetic everything above reads: GPUs, the serving spec, cache, manifest, the reference engine.

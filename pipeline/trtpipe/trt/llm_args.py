@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from trtpipe.backend_registry import get_backend
+from trtpipe.backend_registry import capabilities, guided_decoding
 from trtpipe.config import BuildConfig
 from trtpipe.stages.steps import Command
 
@@ -106,7 +106,7 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
     """The LLM API arguments for `config`, as the YAML mapping (model and tokenizer are given at load)."""
     e, s, p, api = config.engine, config.serving, config.parallelism, config.llm_api
     q = config.quantization
-    guided = get_backend(config.backend).guided_decoding(config)
+    guided = guided_decoding(capabilities(config.backend), config)
     args: dict[str, Any] = {
         "tensor_parallel_size": p.tp,
         "pipeline_parallel_size": p.pp,
