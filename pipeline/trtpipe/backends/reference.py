@@ -110,7 +110,7 @@ class ReferenceBackend(Backend):
         return ["model.py (the Triton adapter, model_repo/engine/1/model.py)"]
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        name = f"{spec.model_name}-engine"
+        name = spec.engine_model
         return {name: reference_engine_config(spec, name, live)}
 
     def run_gate(self, config, engine_dir, checkpoint_dir, weights_key, live):

@@ -21,6 +21,7 @@ from trtpipe.config import BuildConfig
 from trtpipe.repo import model_set
 from trtpipe.repo.tensorrtllm_configs import RepoNames, model_set_configs
 from trtpipe.serve.trt_launch import device_ids, launch_mode, triton_launch_argv, triton_launch_env
+from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify
@@ -199,7 +200,7 @@ class TensorrtEngineBackend(Backend):
                                    draft=role == "draft")
             if self.guided_decoding(cfg):
                 cmds.append(tokenizer_info_command(cfg, Path(f"{tag}_HF_DIR"), Path(f"{tag}_ENGINE_DIR"), tools))
-        engines = [f"{config.name}-engine"] + ([f"{draft.name}-engine"] if draft else [])
+        engines = [engine_model_name(config.name)] + ([engine_model_name(draft.name)] if draft else [])
         argv = triton_launch_argv("/models", world_size, _Ports(), engine_models=engines, gpu_count=world_size)
         env = triton_launch_env(world_size, len(engines))
         lines = ["", f"What `trtpipe build` and `trtpipe serve` run inside `{IMAGE}`:", "", "```sh"]

@@ -27,6 +27,7 @@ from trtpipe.config import BuildConfig
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 from trtpipe.errors import StageError
 from trtpipe.repo.model_config import reference_engine_config
+from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
@@ -158,7 +159,7 @@ class TensorrtLlmPytorchBackend(Backend):
         return ["model.py (the Triton model driving tensorrt_llm.LLM, model_repo/llm_api_engine/1/model.py)"]
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        name = f"{spec.model_name}-engine"
+        name = spec.engine_model
         # The same tensors, decoupled, as the reference engine's model; the instance runs where TensorRT-LLM
         # puts it (KIND_MODEL: the LLM API places its ranks on the GPUs itself).
         cfg = reference_engine_config(spec, name, live)
@@ -174,8 +175,8 @@ class TensorrtLlmPytorchBackend(Backend):
         world = config.parallelism.world_size
         ranks = "it runs on one GPU" if world == 1 else f"the LLM API starts its {world} ranks (tp*pp) itself"
         return [f"serve (not run by build): `trtpipe serve` starts one plain tritonserver on {repo} (no mpirun, no "
-                f"tensorrtllm backend); {config.name}-engine's Python model creates tensorrt_llm.LLM at load and "
-                f"{ranks}"]
+                f"tensorrtllm backend); {engine_model_name(config.name)}'s Python model creates tensorrt_llm.LLM at "
+                f"load and {ranks}"]
 
     # --- plans --------------------------------------------------------------------------------------------
     def describe_speculation(self, config: BuildConfig) -> str:
