@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trtpipe.backends.registry import backend_names, get_backend
+from trtpipe import backend_registry
 from trtpipe.errors import ConfigError
 
 Dtype = Literal["float32", "float16", "bfloat16"]
@@ -55,7 +55,7 @@ class Calibration(_Strict):
 
 class Quantization(_Strict):
     # Which formats exist, and which backend accepts which, is each backend's `quant_formats` table
-    # (backends/<name>.py); the backend check below refuses the rest, naming the backends that accept it.
+    # (backend_registry.py); the backend check below refuses the rest, naming the backends that accept it.
     format: str
     kv_cache_dtype: Literal["fp8", "int8"] | None = None
     group_size: int = Field(128, gt=0)
@@ -92,7 +92,7 @@ class Speculation(_Strict):
     """draft-target: a separate draft model proposes, the target verifies. eagle3: an EAGLE-3 head (its own
     checkpoint, named by a build config like a draft) proposes inside the engine. ngram: prompt lookup, no
     draft. Which methods a backend serves, and whether the draft is its own published model or part of the
-    engine, is the backend's (backends/base.py)."""
+    engine, is the backend's (backend_registry.py)."""
 
     method: SpeculationMethod = "draft-target"
     draft: str | None = Field(None, description="build config of the draft model or EAGLE-3 head, e.g. tiny-llama-draft")
@@ -122,7 +122,7 @@ class Serving(_Strict):
     stream_interval: int = Field(1, ge=1)
     # The grammar library the engine enforces structured outputs with (response_format, forced tool calls, guided_*),
     # or "none": the frontend then refuses those requests with a 400. Unset: the backend's default (its first entry
-    # in `guided_decoding_backends`, backends/<name>.py); which values a backend accepts is its own table.
+    # in `guided_decoding_backends`, backend_registry.py); which values a backend accepts is its own table.
     guided_decoding: Literal["xgrammar", "llguidance", "none"] | None = None
 
 
@@ -186,14 +186,14 @@ class BuildConfig(_Strict):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value not in backend_names():
-            raise ValueError(f"unknown backend {value!r}; use one of: {', '.join(backend_names())}")
+        if value not in backend_registry.backend_names():
+            raise ValueError(f"unknown backend {value!r}; use one of: {', '.join(backend_registry.backend_names())}")
         return value
 
     @model_validator(mode="after")
     def _backend_rules(self) -> "BuildConfig":
-        # What a backend accepts is the backend's own rule (backends/base.py check_config).
-        get_backend(self.backend).check_config(self)
+        # What a backend accepts is its row in backend_registry.py; check_config refuses the rest.
+        backend_registry.check_config(backend_registry.capabilities(self.backend), self)
         if self.frontend.max_max_tokens > self.engine.max_seq_len - 1:
             raise ValueError(f"frontend.max_max_tokens ({self.frontend.max_max_tokens}) must be < "
                              f"engine.max_seq_len ({self.engine.max_seq_len})")

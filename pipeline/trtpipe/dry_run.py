@@ -191,7 +191,7 @@ def _describe_publish(out: _Writer, config: BuildConfig, repo: Path, engine_key:
              "tokenizer/ (" + ", ".join(TOKENIZER_FILES) + ", those the checkpoint has)",
              "spec.json (the limits engine, Triton and frontend read)", "manifest.json"]
     if spec.draft_model_name:
-        out(f"requires {spec.draft_model_name}-engine live in {repo} (published above)", 3)
+        out(f"requires {layout.engine_model_name(spec.draft_model_name)} live in {repo} (published above)", 3)
     if spec.engine_speculation:
         out(f"spec.json: engine_speculation {spec.engine_speculation}, no draft model: the frontend runs no "
             "draft-target loop of its own for this model", 3)

@@ -12,6 +12,14 @@ from pathlib import Path
 
 from trtpipe.config import BuildConfig
 
+# The Triton model that serves a build is `<model>-engine` (its directory in the repository: repo/layout.py).
+ENGINE_SUFFIX = "-engine"
+
+
+def engine_model_name(model: str) -> str:
+    """`<model>-engine`, the Triton model serving build config `model`: the one place this name is built."""
+    return model + ENGINE_SUFFIX
+
 
 @dataclass(frozen=True)
 class ServingSpec:
@@ -52,7 +60,7 @@ class ServingSpec:
 
     @property
     def engine_model(self) -> str:
-        return f"{self.model_name}-engine"
+        return engine_model_name(self.model_name)
 
     @classmethod
     def from_config(cls, config: BuildConfig) -> "ServingSpec":

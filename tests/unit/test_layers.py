@@ -4,9 +4,9 @@ Walks every module under pipeline/trtpipe with `ast` (module-level and function-
 `if TYPE_CHECKING:` blocks, which never run, are skipped) and checks each import of a trtpipe module against
 LAYERS, bottom first. A module may import from its own layer or any layer below.
 
-The one run-time lookup that is not an import statement is backends/registry.py, which loads a backend's
-module by name for config validation (its docstring says why); it is checked here as importing nothing above
-itself, which is what keeps the bottom layers free of the backends' dependencies.
+The one run-time lookup that is not an import statement is backend_registry.py's get_backend, which loads a
+backend's module by name (its docstring says why); it is checked here as importing nothing above itself, which
+is what keeps the bottom layers free of the backends' dependencies.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2] / "pipeline"
 # Bottom first. Each entry is a module or package prefix; the longest matching prefix decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
     ("trtpipe.errors", "trtpipe.__init__"),
-    # The name -> backend-module table: no trtpipe import but errors (the interface, base.py, sits with the backends).
-    ("trtpipe.backends.registry", "trtpipe.backends.__init__"),
+    # The name -> backend-module table, each backend's capabilities and the config check over them: no trtpipe
+    # import but errors (the interface, base.py, sits with the backends).
+    ("trtpipe.backend_registry", "trtpipe.backends.__init__"),
     ("trtpipe.config",),
     # Data and arithmetic everything above reads: GPUs, the serving spec, cache, manifest, the reference engine.
     ("trtpipe.hardware", "trtpipe.spec", "trtpipe.cache", "trtpipe.manifest", "trtpipe.preflight", "trtpipe.engine",
@@ -34,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     # Model-repository writers.
     ("trtpipe.repo",),
     # What runs behind and in front of Triton: the Python-model adapters, the frontend and launch code.
-    ("trtpipe.backend", "trtpipe.serve"),
+    ("trtpipe.python_models", "trtpipe.serve"),
     # One module per backend, composing everything below; the gate they run.
     ("trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
      "trtpipe.backends.tensorrt_llm_pytorch", "trtpipe.gate"),
@@ -150,7 +151,7 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_checker_sees_function_level_imports_and_skips_type_checking_blocks():
     # build.py imports the registry at module level; trt/preflight.py imports capacity inside a function;
-    # backends/registry.py names backends.base only under TYPE_CHECKING.
+    # backend_registry.py names backends.base only under TYPE_CHECKING.
     assert "trtpipe.backends.__init__" in GRAPH["trtpipe.build"]
     assert "trtpipe.capacity" in GRAPH["trtpipe.trt.preflight"]
-    assert "trtpipe.backends.base" not in GRAPH["trtpipe.backends.registry"]
+    assert "trtpipe.backends.base" not in GRAPH["trtpipe.backend_registry"]

@@ -1,6 +1,6 @@
 """Triton Python-backend adapter for the trtpipe reference engine (`<model>-engine`).
 
-Thin on purpose: tensors in, the EngineLoop (trtpipe.backend.loop) does the work, responses out through
+Thin on purpose: tensors in, the EngineLoop (trtpipe.python_models.loop) does the work, responses out through
 each request's decoupled response sender. Everything testable lives in the trtpipe package.
 """
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from trtpipe.backend.loop import ENGINE_GAUGES, EngineLoop
-from trtpipe.backend.tensors import decode_request
-from trtpipe.backend.triton_io import submit_requests
+from trtpipe.python_models.loop import ENGINE_GAUGES, EngineLoop
+from trtpipe.python_models.tensors import decode_request
+from trtpipe.python_models.triton_io import submit_requests
 from trtpipe.engine import Engine, EngineLimits
 from trtpipe.engine.grammar import GrammarCompiler
 from trtpipe.spec import ServingSpec

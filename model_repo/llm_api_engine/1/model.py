@@ -1,8 +1,8 @@
 """Triton Python-backend model for backend trtllm-pytorch (`<model>-engine`): tensorrt_llm.LLM behind
 trtpipe's token-id tensor interface.
 
-Thin on purpose, like model_repo/engine/1/model.py: tensors in (trtpipe.backend.tensors), the LlmApiLoop
-(trtpipe.backend.llm_api) drives `LLM.generate_async`, responses out through each request's decoupled
+Thin on purpose, like model_repo/engine/1/model.py: tensors in (trtpipe.python_models.tensors), the LlmApiLoop
+(trtpipe.python_models.llm_api) drives `LLM.generate_async`, responses out through each request's decoupled
 sender. The LLM API arguments are the version's engine/llm_api_options.yaml (written at build time).
 """
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from trtpipe.backend.llm_api import LlmApiLoop
-from trtpipe.backend.tensors import decode_request
-from trtpipe.backend.triton_io import submit_requests
+from trtpipe.python_models.llm_api import LlmApiLoop
+from trtpipe.python_models.tensors import decode_request
+from trtpipe.python_models.triton_io import submit_requests
 from trtpipe.spec import ServingSpec
-from trtpipe.trt.llm_api import resolve_llm_args
+from trtpipe.trt.llm_args import resolve_llm_args
 
 
 class TritonPythonModel:

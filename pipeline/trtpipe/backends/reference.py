@@ -7,13 +7,18 @@ compile (the servable engine directory plus a smoke test: it loads and generates
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
+from trtpipe.engine import Engine, EngineLimits, convert_checkpoint, quantize_checkpoint
+from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 from trtpipe.errors import StageError
+from trtpipe.gate import engine_gate
+from trtpipe.repo.model_config import reference_engine_config
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, Step
@@ -30,8 +35,6 @@ def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.engine import convert_checkpoint
-
     hf_dir = inputs["fetch"].path
     return [InProcess(f"in-process: trtpipe.engine.convert_checkpoint({hf_dir}, <tmp>, dtype={config.dtype})",
                       lambda: {"summary": convert_checkpoint(hf_dir, out_dir, dtype=config.dtype)})]
@@ -43,8 +46,6 @@ def _quantize_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 
 def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.engine import quantize_checkpoint
-
     q, src = config.quantization, inputs["convert"].path
     mode = QUANT_MODES[q.format]
     return [InProcess(f"in-process: trtpipe.engine.quantize_checkpoint({src}, <tmp>, {mode!r}, "
@@ -57,8 +58,6 @@ def _compile_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 
 def _smoke_gate(engine_dir: Path) -> dict[str, Any]:
-    from trtpipe.engine import Engine, EngineLimits
-
     engine = Engine.from_dir(engine_dir, EngineLimits(max_batch_size=2, max_seq_len=64, max_num_tokens=64,
                                                       max_tokens_in_paged_kv_cache=256))
     vocab = engine.config.vocab_size
@@ -94,22 +93,12 @@ STAGES = (
 class ReferenceBackend(Backend):
     name = "reference"
     framework = "trtpipe reference engine (CPU, NumPy) on Triton's Python backend"
-    quant_formats = {"int8_wo": "int8 weight-only, per group (trtpipe.engine.quantize)",
-                     "int4_wo": "int4 weight-only, per group (trtpipe.engine.quantize)"}
-    speculation_methods = ("draft-target",)
-    max_world_size = 1
-    supports_stream_interval = True
-    guided_decoding_backends = ("llguidance",)  # engine/grammar.py
 
     @property
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
 
     def serving_spec(self, config: BuildConfig):
-        import dataclasses
-
-        from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-
         # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.
         return dataclasses.replace(super().serving_spec(config), max_top_log_probs=MAX_TOP_LOG_PROBS,
                                    returns_prompt_log_probs=True, resumes_guided_decoding=True)
@@ -121,14 +110,10 @@ class ReferenceBackend(Backend):
         return ["model.py (the Triton adapter, model_repo/engine/1/model.py)"]
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        from trtpipe.repo.model_config import reference_engine_config
-
-        name = f"{spec.model_name}-engine"
+        name = spec.engine_model
         return {name: reference_engine_config(spec, name, live)}
 
     def run_gate(self, config, engine_dir, checkpoint_dir, weights_key, live):
-        from trtpipe.gate import engine_gate
-
         return engine_gate(config, engine_dir, checkpoint_dir, weights_key, live)
 
     def describe_speculation(self, config: BuildConfig) -> str:

@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import functools
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trtpipe.backends.base import Backend, StagedDir
 from trtpipe.config import BuildConfig
+from trtpipe.repo import model_set
+from trtpipe.repo.tensorrtllm_configs import RepoNames, model_set_configs
+from trtpipe.serve.process.trt_launch import device_ids, launch_mode, triton_launch_argv, triton_launch_env
+from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify
+from trtpipe.trt.engine_dir import KV_QUANT_ALGO, QUANT_ALGO, expected_limits, verify_engine_dir
+from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE, TOKENIZER_INFO_KEYS, check_tokenizer_info, \
+    tokenizer_info_command
+from trtpipe.trt.preflight import build_fingerprint, detect_machine, preflight, preflight_build
+from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, Command, TrtTools, build_commands, checkpoint_command, uses_modelopt
 
 _PORTS = (8000, 8001, 8002)
 
@@ -27,29 +37,21 @@ _PORTS = (8000, 8001, 8002)
 @functools.lru_cache(maxsize=1)
 def machine_fingerprint() -> dict[str, Any]:
     """An engine is specific to the GPU architecture and the exact TensorRT(-LLM) it was built with."""
-    from trtpipe.trt.preflight import build_fingerprint, detect_machine
-
     return build_fingerprint(detect_machine())
 
 
 def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
-    from trtpipe.trt.recipes import TOOLCHAIN
-
     return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "toolchain": TOOLCHAIN,
             "tp": config.parallelism.tp, "pp": config.parallelism.pp,
             "quantization": config.quantization.model_dump() if config.quantization else None}
 
 
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.trt.recipes import TrtTools, checkpoint_command
-
     cmd = checkpoint_command(config, inputs["fetch"].path, out_dir, TrtTools())
     return [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="convert", meta_key="command")]
 
 
 def _compile_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
-    from trtpipe.trt.recipes import TOOLCHAIN
-
     return {"quantize": inputs["quantize"].key, "backend": config.backend, "engine": config.engine.model_dump(),
             "toolchain": TOOLCHAIN, "tp": config.parallelism.tp, "pp": config.parallelism.pp,
             "max_draft_len": config.speculation.max_draft_len if config.speculation else 0,
@@ -57,8 +59,6 @@ def _compile_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 
 def _verify_lines(config: BuildConfig) -> tuple[str, ...]:
-    from trtpipe.trt.engine_dir import KV_QUANT_ALGO, QUANT_ALGO, expected_limits
-
     limits = expected_limits(config)
     q = config.quantization
     ranks = " ".join(f"rank{r}.engine" for r in range(config.parallelism.world_size))
@@ -72,9 +72,6 @@ def _verify_lines(config: BuildConfig) -> tuple[str, ...]:
 
 
 def _compile_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.trt.engine_dir import verify_engine_dir
-    from trtpipe.trt.recipes import TrtTools, build_commands
-
     commands = build_commands(config, inputs["quantize"].path, out_dir, TrtTools())
     steps: list[Step] = [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.{i}.log", stage="compile")
                          for i, cmd in enumerate(commands)]
@@ -84,18 +81,12 @@ def _compile_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[St
 
 
 def _tokenizer_info_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
-    from trtpipe.trt.recipes import TOOLCHAIN
-
     # The engine is only linked: a change of guided decoding never rebuilds it.
     return {"compile": inputs["compile"].key, "fetch": inputs["fetch"].key, "toolchain": TOOLCHAIN,
             "guided_decoding": BACKEND.guided_decoding(config)}
 
 
 def _tokenizer_info_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE, TOKENIZER_INFO_KEYS, check_tokenizer_info, \
-        tokenizer_info_command
-    from trtpipe.trt.recipes import TrtTools
-
     engine, hf_dir = inputs["compile"].path, inputs["fetch"].path
     cmd = tokenizer_info_command(config, hf_dir, out_dir, TrtTools())
     return [InProcess(f"in-process: link the files of {engine} (the engine) into <tmp>",
@@ -125,13 +116,6 @@ class TensorrtEngineBackend(Backend):
     name = "trt-engine"
     framework = ("TensorRT-LLM 1.2.1 engine, Triton `tensorrtllm` backend (in-flight fused batching, paged KV "
                  "cache)")
-    quant_formats = {"fp8": "ModelOpt quantize.py, calibrated", "int4_awq": "ModelOpt quantize.py, calibrated",
-                     "w4a8_awq": "ModelOpt quantize.py, calibrated", "int8_sq": "ModelOpt quantize.py, calibrated",
-                     "int8_wo": "convert_checkpoint.py weight-only", "int4_wo": "convert_checkpoint.py weight-only"}
-    kv_cache_dtypes = ("fp8", "int8")
-    speculation_methods = ("draft-target",)
-    # The C++ backend accepts "xgrammar" only (getGuidedDecodingConfigFromParams, trt/guided_decoding.py).
-    guided_decoding_backends = ("xgrammar",)
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -139,13 +123,9 @@ class TensorrtEngineBackend(Backend):
 
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
-        from trtpipe.trt.preflight import preflight_build
-
         preflight_build(config)
 
     def describe_preflight(self, config: BuildConfig) -> list[str]:
-        from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, TrtTools, uses_modelopt
-
         tools = TrtTools()
         need = ["nvidia-smi lists a GPU", f"tensorrt_llm {TOOLCHAIN['tensorrt_llm']} importable", tools.trtllm_build,
                 tools.convert_script, tools.quantize_script]
@@ -154,8 +134,6 @@ class TensorrtEngineBackend(Backend):
         return ["toolchain: " + "; ".join(need), f"otherwise the build stops here and names {IMAGE}"]
 
     def check_serving_machine(self, manifest, machine=None) -> list[str]:
-        from trtpipe.trt.preflight import detect_machine, preflight
-
         config = BuildConfig.model_validate(manifest.config)
         compile_meta = next((s.meta for s in manifest.stages if s.stage == "compile"), {})
         built = compile_meta.get("build_fingerprint") or {
@@ -164,24 +142,16 @@ class TensorrtEngineBackend(Backend):
 
     # --- the model repository -----------------------------------------------------------------------------
     def check_can_publish(self, repo: Path, spec) -> None:
-        from trtpipe.repo.model_set import check_can_publish
-
-        check_can_publish(repo, spec)
+        model_set.check_can_publish(repo, spec)
 
     def companion_names(self, spec) -> list[str]:
-        from trtpipe.repo.model_set import companion_names
-
-        return companion_names(spec)
+        return model_set.companion_names(spec)
 
     def stage_companions(self, repo: Path, spec, version: int, tokenizer_dir: Path) -> list[Path]:
-        from trtpipe.repo.model_set import stage_companions
-
-        return stage_companions(repo, spec, version, tokenizer_dir)
+        return model_set.stage_companions(repo, spec, version, tokenizer_dir)
 
     def describe_companions(self, repo: Path, spec, version: int) -> list[StagedDir]:
-        from trtpipe.repo.model_set import upstream_sources
-
-        sources = upstream_sources()
+        sources = model_set.upstream_sources()
         staged = []
         for name in self.companion_names(spec):
             kind = name[len(spec.model_name) + 1:]
@@ -192,19 +162,11 @@ class TensorrtEngineBackend(Backend):
         return staged
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        from trtpipe.repo.tensorrtllm_configs import model_set_configs
-
         # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version.
         return model_set_configs(spec, repo_dir=repo, live_version=live)
 
     # --- serving and plans --------------------------------------------------------------------------------
     def describe_launch(self, config: BuildConfig, repo: Path) -> list[str]:
-        from dataclasses import dataclass
-
-        from trtpipe.serve.process.trt_launch import launch_mode, triton_launch_argv, triton_launch_env
-        from trtpipe.repo.tensorrtllm_configs import RepoNames
-        from trtpipe.trt.recipes import TrtTools
-
         @dataclass(frozen=True)
         class Ports:
             http: int = _PORTS[0]
@@ -223,10 +185,6 @@ class TensorrtEngineBackend(Backend):
                 "   $ " + (env + " " if env else "") + shlex.join(argv)]
 
     def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
-        from trtpipe.serve.process.trt_launch import device_ids, triton_launch_argv, triton_launch_env
-        from trtpipe.trt.guided_decoding import tokenizer_info_command
-        from trtpipe.trt.recipes import IMAGE, Command, TrtTools, build_commands, checkpoint_command
-
         class _Ports:
             http, grpc, metrics = _PORTS
 
@@ -242,7 +200,7 @@ class TensorrtEngineBackend(Backend):
                                    draft=role == "draft")
             if self.guided_decoding(cfg):
                 cmds.append(tokenizer_info_command(cfg, Path(f"{tag}_HF_DIR"), Path(f"{tag}_ENGINE_DIR"), tools))
-        engines = [f"{config.name}-engine"] + ([f"{draft.name}-engine"] if draft else [])
+        engines = [engine_model_name(config.name)] + ([engine_model_name(draft.name)] if draft else [])
         argv = triton_launch_argv("/models", world_size, _Ports(), engine_models=engines, gpu_count=world_size)
         env = triton_launch_env(world_size, len(engines))
         lines = ["", f"What `trtpipe build` and `trtpipe serve` run inside `{IMAGE}`:", "", "```sh"]

@@ -20,12 +20,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tritonclient.grpc import model_config_pb2 as mc
+
 from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
+from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 from trtpipe.errors import StageError
+from trtpipe.repo.model_config import reference_engine_config
+from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
+from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, TOOLCHAIN, LlmApiTools,
+                                  llm_args_yaml, quantize_command)
+from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
 # quantization -> what ModelOpt's hf_quant_config.json must then say.
@@ -34,8 +42,6 @@ KV_QUANT_ALGO = {"fp8": "FP8"}
 
 
 def _quantize_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
-    from trtpipe.trt.llm_api import TOOLCHAIN
-
     return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "toolchain": TOOLCHAIN,
             "quantization": config.quantization.model_dump()}
 
@@ -56,8 +62,6 @@ def _check_quantized(config: BuildConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.trt.llm_api import LlmApiTools, quantize_command
-
     q = config.quantization
     cmd = quantize_command(config, inputs["fetch"].path, out_dir, LlmApiTools())
     return [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="quantize", meta_key="command"),
@@ -67,8 +71,6 @@ def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[S
 
 
 def _configure_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
-    from trtpipe.trt.llm_api import TOOLCHAIN
-
     return {"quantize": inputs["quantize"].key, "draft": inputs["draft"].key if "draft" in inputs else None,
             "backend": config.backend, "toolchain": TOOLCHAIN, "engine": config.engine.model_dump(),
             "serving": config.serving.model_dump(), "parallelism": config.parallelism.model_dump(),
@@ -77,8 +79,6 @@ def _configure_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 
 def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    from trtpipe.trt.llm_api import CHECKPOINT_DIR, DRAFT_DIR, OPTIONS_FILE, llm_args_yaml
-
     checkpoint, draft = inputs["quantize"].path, inputs.get("draft")
 
     def link() -> dict[str, Any]:
@@ -107,38 +107,18 @@ class TensorrtLlmPytorchBackend(Backend):
     name = "trtllm-pytorch"
     framework = ("TensorRT-LLM >= 1.2, PyTorch backend through the LLM API (tensorrt_llm.LLM), in trtpipe's "
                  "decoupled Triton Python model")
-    quant_formats = {"fp8": "ModelOpt hf_ptq.py -> FP8 Hugging Face checkpoint (Ada, Hopper, Blackwell)",
-                     "nvfp4": "ModelOpt hf_ptq.py -> NVFP4 Hugging Face checkpoint (Blackwell only)",
-                     "int4_awq": "ModelOpt hf_ptq.py -> INT4-AWQ Hugging Face checkpoint"}
-    kv_cache_dtypes = ("fp8",)
-    speculation_methods = ("eagle3", "draft-target", "ngram")
-    draft_is_a_model = False
-    supports_stream_interval = True  # the adapter groups tokens itself (backend/loop.py deliver)
-    uses_llm_api = True
-    # TorchLlmArgs.guided_decoding_backend: Optional[Literal["xgrammar", "llguidance"]] (llm_args.py; "llguidance is
-    # supported in PyTorch backend only").
-    guided_decoding_backends = ("xgrammar", "llguidance")
 
     @property
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
 
-    def check_config(self, config: BuildConfig) -> None:
-        super().check_config(config)
-        if config.dtype == "float32":
-            raise ValueError("a float32 model is not a serving configuration for TensorRT-LLM: use bfloat16 or float16")
-
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
-        from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
-
         # Refuse before any work: no TensorRT-LLM >= 1.2 or no GPU, then too few GPUs, the wrong architecture
         # for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
         preflight(config, check_llm_api_toolchain(config))
 
     def describe_preflight(self, config: BuildConfig) -> list[str]:
-        from trtpipe.trt.llm_api import IMAGE, TOOLCHAIN, LlmApiTools
-
         need = ["nvidia-smi lists a GPU", f"tensorrt_llm >= {TOOLCHAIN['min_tensorrt_llm']} importable "
                                           f"(written for {TOOLCHAIN['tensorrt_llm']})"]
         if config.quantization:
@@ -150,8 +130,6 @@ class TensorrtLlmPytorchBackend(Backend):
                 f"otherwise the build stops here and names {IMAGE}"]
 
     def check_serving_machine(self, manifest, machine=None) -> list[str]:
-        from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
-
         config = BuildConfig.model_validate(manifest.config)
         # Serving loads the published checkpoint: ModelOpt is a build-time need only.
         machine = check_llm_api_toolchain(config.model_copy(update={"quantization": None}), machine=machine)
@@ -159,11 +137,8 @@ class TensorrtLlmPytorchBackend(Backend):
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):
-        from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-        from trtpipe.trt.llm_api import DECODING_TYPE
-
         # Top log-probs: SamplingParams(logprobs=k) gives the k most likely tokens per generated token
-        # (backend/llm_api.py; the adapter refuses more than MAX_TOP_LOG_PROBS). TensorRT-LLM's speculative
+        # (python_models/llm_api.py; the adapter refuses more than MAX_TOP_LOG_PROBS). TensorRT-LLM's speculative
         # samplers return the sampled token's log-prob only, so an engine that speculates advertises none.
         # Prompt log-probs stay off: in 1.2.x prompt_logprobs=k returns each prompt position's top k only, without
         # the prompt token's own log-prob unless it is among them, and echo needs it for every token; and they come
@@ -184,11 +159,7 @@ class TensorrtLlmPytorchBackend(Backend):
         return ["model.py (the Triton model driving tensorrt_llm.LLM, model_repo/llm_api_engine/1/model.py)"]
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        from tritonclient.grpc import model_config_pb2 as mc
-
-        from trtpipe.repo.model_config import reference_engine_config
-
-        name = f"{spec.model_name}-engine"
+        name = spec.engine_model
         # The same tensors, decoupled, as the reference engine's model; the instance runs where TensorRT-LLM
         # puts it (KIND_MODEL: the LLM API places its ranks on the GPUs itself).
         cfg = reference_engine_config(spec, name, live)
@@ -204,22 +175,17 @@ class TensorrtLlmPytorchBackend(Backend):
         world = config.parallelism.world_size
         ranks = "it runs on one GPU" if world == 1 else f"the LLM API starts its {world} ranks (tp*pp) itself"
         return [f"serve (not run by build): `trtpipe serve` starts one plain tritonserver on {repo} (no mpirun, no "
-                f"tensorrtllm backend); {config.name}-engine's Python model creates tensorrt_llm.LLM at load and "
-                f"{ranks}"]
+                f"tensorrtllm backend); {engine_model_name(config.name)}'s Python model creates tensorrt_llm.LLM at "
+                f"load and {ranks}"]
 
     # --- plans --------------------------------------------------------------------------------------------
     def describe_speculation(self, config: BuildConfig) -> str:
-        from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-        from trtpipe.trt.llm_api import DECODING_TYPE
-
         s = config.speculation
         source = f", draft {s.draft} inside the engine" if s.draft else ""
         return (f"{s.method} by the engine itself (speculative_config decoding_type {DECODING_TYPE[s.method]}), up "
                 f"to {s.max_draft_len} draft tokens per step{source}; the frontend runs no draft loop")
 
     def plan_commands(self, config: BuildConfig, draft: BuildConfig | None, world_size: int) -> list[str]:
-        from trtpipe.trt.llm_api import CHECKPOINT_DIR, IMAGE, OPTIONS_FILE, LlmApiTools, llm_args_yaml, quantize_command
-
         tag = config.name.upper().replace("-", "_").replace(".", "_")
         lines = ["", f"What `trtpipe build` writes and the Triton model loads, inside `{IMAGE}` (no engine build):", ""]
         if config.quantization:

@@ -17,16 +17,12 @@ import os
 from pathlib import Path
 
 from trtpipe.cache import trtpipe_home
-
-ENGINE_SUFFIX = "-engine"
+# The engine model's directory is named by spec.py's builder; re-exported for the callers that ask the layout.
+from trtpipe.spec import ENGINE_SUFFIX, engine_model_name  # noqa: F401
 
 
 def default_repository() -> Path:
     return trtpipe_home() / "model_repository"
-
-
-def engine_model_name(model: str) -> str:
-    return model + ENGINE_SUFFIX
 
 
 def versions(model_dir: Path) -> list[int]:

@@ -25,7 +25,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trtpipe.errors import ConfigError
-from trtpipe.spec import ServingSpec
+from trtpipe.spec import ServingSpec, engine_model_name
 from trtpipe.repo import tensorrtllm_tensors as T
 from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE
 
@@ -43,7 +43,7 @@ class RepoNames:
 
     @property
     def engine(self) -> str:
-        return f"{self.model}-engine"
+        return engine_model_name(self.model)
 
     @property
     def preprocessing(self) -> str:

@@ -233,12 +233,12 @@ def check_llm_api_toolchain(config: BuildConfig, *, machine: Machine | None = No
                             is_file: Callable[[str], bool] = lambda p: Path(p).is_file(), tools=None) -> Machine:
     """backend trtllm-pytorch: refuse, naming the image, unless a GPU, TensorRT-LLM >= 1.2 (its PyTorch
     backend reads the LlmArgs YAML) and, for a quantized config, ModelOpt and its hf_ptq.py are here."""
-    from trtpipe.trt import llm_api
+    from trtpipe.trt import llm_args
 
-    tools = tools or llm_api.LlmApiTools()
+    tools = tools or llm_args.LlmApiTools()
     machine = machine or detect_machine()
     find_spec = find_spec or util.find_spec
-    image, want = llm_api.IMAGE, llm_api.TOOLCHAIN
+    image, want = llm_args.IMAGE, llm_args.TOOLCHAIN
     docker = DOCKER_RUN.replace(IMAGE, image)
     missing = _missing_gpu_or_tensorrt_llm(machine, find_spec)
     if missing:
@@ -265,8 +265,8 @@ def check_llm_api_toolchain(config: BuildConfig, *, machine: Machine | None = No
 
 def check_loaded_llm_api(version: str) -> None:
     """In the Triton model, before LLM(...): the TensorRT-LLM that will read the YAML is new enough."""
-    from trtpipe.trt import llm_api
+    from trtpipe.trt import llm_args
 
-    if _version_tuple(version) < _version_tuple(llm_api.TOOLCHAIN["min_tensorrt_llm"]):
+    if _version_tuple(version) < _version_tuple(llm_args.TOOLCHAIN["min_tensorrt_llm"]):
         raise _refuse(f"TensorRT-LLM {version} is installed; this model's LLM API arguments need >= "
-                      f"{llm_api.TOOLCHAIN['min_tensorrt_llm']}", f"serve it in {llm_api.IMAGE}")
+                      f"{llm_args.TOOLCHAIN['min_tensorrt_llm']}", f"serve it in {llm_args.IMAGE}")

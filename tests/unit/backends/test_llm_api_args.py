@@ -14,7 +14,7 @@ import yaml
 from trtpipe.backends import get_backend
 from trtpipe.config import load_config
 from trtpipe.errors import ConfigError
-from trtpipe.trt.llm_api import LLM_ARGS_KEYS, LlmApiTools, llm_args, llm_args_yaml, quantize_command, resolve_llm_args
+from trtpipe.trt.llm_args import LLM_ARGS_KEYS, LlmApiTools, llm_args, llm_args_yaml, quantize_command, resolve_llm_args
 from trtpipe.trt.preflight import GpuInfo, Machine, PreflightError, check_llm_api_toolchain, preflight
 
 H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))

@@ -1,4 +1,4 @@
-"""The trtllm-pytorch adapter (backend/llm_api.py) driven against a recorded stand-in for tensorrt_llm.LLM.
+"""The trtllm-pytorch adapter (python_models/llm_api.py) driven against a recorded stand-in for tensorrt_llm.LLM.
 
 These tests do not run TensorRT-LLM. They check what the adapter asks of the LLM API (generate_async with the
 prompt's token ids, SamplingParams in its documented names, abort()) and what it answers on trtpipe's
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests.unit.backends import fake_tensorrt_llm as fake
-from trtpipe.backend.llm_api import LlmApiLoop
-from trtpipe.backend.tensors import decode_request
+from trtpipe.python_models.llm_api import LlmApiLoop
+from trtpipe.python_models.tensors import decode_request
 
 
 class Sender:
@@ -154,7 +154,7 @@ def test_each_guide_type_becomes_sampling_params_guided_decoding_with_its_field(
 
 
 def test_every_guide_type_the_tensors_accept_has_a_guided_decoding_field():
-    from trtpipe.backend.llm_api import GUIDED_DECODING_FIELDS
+    from trtpipe.python_models.llm_api import GUIDED_DECODING_FIELDS
     from trtpipe.engine.grammar import GUIDE_TYPES
 
     assert sorted(GUIDED_DECODING_FIELDS) == sorted(GUIDE_TYPES)
@@ -176,7 +176,7 @@ def test_a_request_without_a_guide_passes_no_guided_decoding(loop):
 def test_a_malformed_guide_is_refused_at_decode_naming_the_tensor(extra, match):
     t = {**tensors([1, 2, 3], 2), **{k: np.array([[v]], dtype=object if isinstance(v, str) else np.int32)
                                      for k, v in extra.items()}}
-    from trtpipe.backend.tensors import BadRequest
+    from trtpipe.python_models.tensors import BadRequest
 
     with pytest.raises(BadRequest, match=match):
         decode_request("bad", t, engine_enforces_guides=True)
@@ -194,7 +194,7 @@ def test_a_malformed_guide_is_refused_at_decode_naming_the_tensor(extra, match):
      {"logprobs": 3, "prompt_logprobs": 3}),
 ])
 def test_log_prob_requests_become_logprobs_and_prompt_logprobs_with_at_least_one(fields, expected):
-    from trtpipe.backend.llm_api import sampling_kwargs
+    from trtpipe.python_models.llm_api import sampling_kwargs
     from trtpipe.engine import EngineRequest
 
     kwargs = sampling_kwargs(EngineRequest("r", [1, 2], 4, **fields))
@@ -259,7 +259,7 @@ def test_prompt_log_probs_without_the_prompt_token_among_the_top_fail_the_reques
 
 
 def test_equal_log_probs_are_ordered_by_token_id_as_on_the_reference_engine():
-    from trtpipe.backend.llm_api_logprobs import top_log_probs
+    from trtpipe.python_models.llm_api_logprobs import top_log_probs
 
     entry = {9: fake.Logprob(-1.0, 2), 4: fake.Logprob(-1.0, 3), 7: fake.Logprob(-0.1, 1)}
     assert top_log_probs([entry], 3) == [([7, 4, 9], [-0.1, -1.0, -1.0])]
@@ -271,7 +271,7 @@ def test_equal_log_probs_are_ordered_by_token_id_as_on_the_reference_engine():
     ([-0.3], 1, "returned one log-prob per token, no alternatives; 1 top were asked for"),
 ])
 def test_too_few_top_log_probs_are_refused_rather_than_padded(entries, k, match):
-    from trtpipe.backend.llm_api_logprobs import LogProbsUnavailable, top_log_probs
+    from trtpipe.python_models.llm_api_logprobs import LogProbsUnavailable, top_log_probs
 
     with pytest.raises(LogProbsUnavailable, match=match):
         top_log_probs(entries, k)
@@ -279,7 +279,7 @@ def test_too_few_top_log_probs_are_refused_rather_than_padded(entries, k, match)
 
 def test_prompt_log_probs_shorter_than_the_prompt_are_refused():
     # e.g. a reused KV-cache prefix has no context logits, so TensorRT-LLM scores only the rest of the prompt.
-    from trtpipe.backend.llm_api_logprobs import LogProbsUnavailable, prompt_log_probs
+    from trtpipe.python_models.llm_api_logprobs import LogProbsUnavailable, prompt_log_probs
 
     with pytest.raises(LogProbsUnavailable, match="prompt log-probs for 1 positions; the prompt has 3 tokens"):
         prompt_log_probs([fake.prompt_top([5, 6, 7], 1, 2)], [5, 6, 7], 0)

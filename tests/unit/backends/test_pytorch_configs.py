@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from trtpipe.cli import cli
 from trtpipe.config import load_config
 from trtpipe.dry_run import describe_build
-from trtpipe.trt.llm_api import llm_args
+from trtpipe.trt.llm_args import llm_args
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from trtpipe.backend.loop import EngineLoop
-from trtpipe.backend.tensors import RequestOptions
+from trtpipe.python_models.loop import EngineLoop
+from trtpipe.python_models.tensors import RequestOptions
 from trtpipe.engine import EngineRequest
 
 from .tiny import greedy

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from trtpipe.backends.registry import get_backend
+from trtpipe.backend_registry import capabilities, guided_decoding
 from trtpipe.config import BuildConfig
 from trtpipe.stages.steps import Command
 
@@ -106,7 +106,7 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
     """The LLM API arguments for `config`, as the YAML mapping (model and tokenizer are given at load)."""
     e, s, p, api = config.engine, config.serving, config.parallelism, config.llm_api
     q = config.quantization
-    guided = get_backend(config.backend).guided_decoding(config)
+    guided = guided_decoding(capabilities(config.backend), config)
     args: dict[str, Any] = {
         "tensor_parallel_size": p.tp,
         "pipeline_parallel_size": p.pp,
@@ -145,7 +145,8 @@ def llm_args(config: BuildConfig, *, has_draft: bool) -> dict[str, Any]:
             sc["speculative_model_dir"] = DRAFT_DIR  # relative to this file's directory
         args["speculative_config"] = sc
     if guided:
-        # The engine then enforces each request's GuidedDecodingParams (backend/llm_api.py guided_decoding_kwargs).
+        # The engine then enforces each request's GuidedDecodingParams (python_models/llm_api.py
+        # guided_decoding_kwargs).
         args["guided_decoding_backend"] = guided
     return args
 

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from trtpipe.backend.tensors import RequestOptions, encode_output
+from trtpipe.python_models.tensors import RequestOptions, encode_output
 from trtpipe.engine import Engine, EngineRequest, RequestOutput
 
 

@@ -1,4 +1,4 @@
-"""The LLM API's log-probs -> trtpipe's: what backend/llm_api.py hands to `deliver` as RequestOutput fields.
+"""The LLM API's log-probs -> trtpipe's: what python_models/llm_api.py hands to `deliver` as RequestOutput fields.
 
 TensorRT-LLM's CompletionOutput (tensorrt_llm/executor/result.py) carries
 - `logprobs`: per generated token, a {token_id: Logprob(logprob, rank)} dict (older releases: a float). The

@@ -1,8 +1,9 @@
 """LlmApiLoop: the `<model>-engine` behind Triton for backend trtllm-pytorch, driving `tensorrt_llm.LLM`.
 
-The same shape as EngineLoop (backend/loop.py) and the same adapter code: Triton's execute() decodes tensors
-with backend/tensors.py and submits; responses go out through backend/loop.py `deliver`, so streaming, the
-final flag, exclude_input_in_output, log-probs and the output tensors are exactly the reference engine's.
+The same shape as EngineLoop (python_models/loop.py) and the same adapter code: Triton's execute() decodes
+tensors with python_models/tensors.py and submits; responses go out through python_models/loop.py `deliver`, so
+streaming, the final flag, exclude_input_in_output, log-probs and the output tensors are exactly the reference
+engine's.
 What differs is who schedules: TensorRT-LLM's executor does in-flight batching, so here one asyncio loop in
 one thread owns every request's `generate_async` stream, and a watchdog checks each request's
 `is_cancelled()` every poll interval and calls `abort()` on the request, so a client that goes away stops
@@ -17,8 +18,8 @@ the matched sequence is kept and end_id is dropped, as the reference engine does
 behaviour on every backend. The engine is given end_id, so it stops on it by itself.
 
 Log-probs: return_log_probs / num_top_log_probs become `SamplingParams(logprobs=max(k, 1))` and
-return_prompt_log_probs `prompt_logprobs`; backend/llm_api_logprobs.py turns CompletionOutput's dicts into the
-reference engine's fields, and a token TensorRT-LLM gave no log-prob for fails its request (aborted) instead.
+return_prompt_log_probs `prompt_logprobs`; python_models/llm_api_logprobs.py turns CompletionOutput's dicts into
+the reference engine's fields, and a token TensorRT-LLM gave no log-prob for fails its request (aborted) instead.
 
 `tensorrt_llm` is passed in (the module, or a test's recorded stand-in); nothing here imports it.
 """
@@ -30,9 +31,9 @@ import importlib
 import threading
 from typing import Any
 
-from trtpipe.backend import llm_api_logprobs as lp
-from trtpipe.backend.loop import ActiveRequest, ResponseSender, deliver
-from trtpipe.backend.tensors import RequestOptions
+from trtpipe.python_models import llm_api_logprobs as lp
+from trtpipe.python_models.loop import ActiveRequest, ResponseSender, deliver
+from trtpipe.python_models.tensors import RequestOptions
 from trtpipe.engine import EngineRequest, RequestOutput
 
 POLL_S = 0.05

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable, Iterable
 
-from trtpipe.backend.tensors import BadRequest
+from trtpipe.python_models.tensors import BadRequest
 from trtpipe.repo.model_config import ENGINE_INPUTS
 
 INPUT_NAMES = tuple(row[0] for row in ENGINE_INPUTS)

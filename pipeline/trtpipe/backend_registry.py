@@ -1,0 +1,151 @@
+"""Which backends exist and what each accepts: one row per backend (the module that defines it and its
+capabilities, as data), and the config check over those capabilities.
+
+This is the one place a new backend is named. Everything else asks `get_backend(name)` and talks to the
+object it returns (backends/base.py), so config, cache, manifest, repository versioning, gates and serving
+have no per-backend branches. What a backend accepts is stated here once; the backend objects read it from
+here.
+
+The capabilities sit at the bottom layer, below config.py, so that config validation checks a config against
+its backend without importing any backend module: those sit at the top and import stages, trt/, repo/ and
+serve/.
+
+NOTE: get_backend loads a backend's module by name, on first use. That is deliberate: repository versioning,
+gates and serving (layers below the backends) ask for the object by the name a config or manifest holds, and a
+name lookup keeps the import graph one-way (tests/unit/test_layers.py checks it); this is the one run-time
+plugin lookup in the package, like an entry point.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from trtpipe.backends.base import Backend
+    from trtpipe.config import BuildConfig
+
+BACKEND_MODULES = {
+    "reference": "trtpipe.backends.reference",
+    "trt-engine": "trtpipe.backends.tensorrt_engine",
+    "trtllm-pytorch": "trtpipe.backends.tensorrt_llm_pytorch",
+}
+
+
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What a backend accepts in a config; check_config refuses the rest. Defaults are the most common case."""
+
+    name: str
+    # quantization.format -> how this backend produces it. A format not here is refused at config load.
+    quant_formats: Mapping[str, str] = field(default_factory=dict)
+    kv_cache_dtypes: tuple[str, ...] = ()
+    # speculation.method values this backend serves.
+    speculation_methods: tuple[str, ...] = ()
+    # True: a draft is its own build and its own published model set, and the frontend runs draft-target
+    # speculation against it. False: the engine speculates itself; the draft (if any) is only fetched.
+    draft_is_a_model: bool = True
+    max_world_size: int | None = None
+    supports_stream_interval: bool = False
+    # The config's llm_api section and parallelism.ep are TensorRT-LLM LLM API settings.
+    uses_llm_api: bool = False
+    # serving.guided_decoding values this backend's engine enforces guides with, its default first; "none" (the
+    # frontend refuses guided requests) is always accepted.
+    guided_decoding_backends: tuple[str, ...] = ()
+    # dtype -> why this backend refuses a model of that dtype (the whole message).
+    refused_dtypes: Mapping[str, str] = field(default_factory=dict)
+
+
+CAPABILITIES = {c.name: c for c in (
+    BackendCapabilities(
+        name="reference",
+        quant_formats={"int8_wo": "int8 weight-only, per group (trtpipe.engine.quantize)",
+                       "int4_wo": "int4 weight-only, per group (trtpipe.engine.quantize)"},
+        speculation_methods=("draft-target",),
+        max_world_size=1,
+        supports_stream_interval=True,
+        guided_decoding_backends=("llguidance",),  # engine/grammar.py
+    ),
+    BackendCapabilities(
+        name="trt-engine",
+        quant_formats={"fp8": "ModelOpt quantize.py, calibrated", "int4_awq": "ModelOpt quantize.py, calibrated",
+                       "w4a8_awq": "ModelOpt quantize.py, calibrated", "int8_sq": "ModelOpt quantize.py, calibrated",
+                       "int8_wo": "convert_checkpoint.py weight-only", "int4_wo": "convert_checkpoint.py weight-only"},
+        kv_cache_dtypes=("fp8", "int8"),
+        speculation_methods=("draft-target",),
+        # The C++ backend accepts "xgrammar" only (getGuidedDecodingConfigFromParams, trt/guided_decoding.py).
+        guided_decoding_backends=("xgrammar",),
+    ),
+    BackendCapabilities(
+        name="trtllm-pytorch",
+        quant_formats={"fp8": "ModelOpt hf_ptq.py -> FP8 Hugging Face checkpoint (Ada, Hopper, Blackwell)",
+                       "nvfp4": "ModelOpt hf_ptq.py -> NVFP4 Hugging Face checkpoint (Blackwell only)",
+                       "int4_awq": "ModelOpt hf_ptq.py -> INT4-AWQ Hugging Face checkpoint"},
+        kv_cache_dtypes=("fp8",),
+        speculation_methods=("eagle3", "draft-target", "ngram"),
+        draft_is_a_model=False,
+        supports_stream_interval=True,  # the adapter groups tokens itself (python_models/loop.py deliver)
+        uses_llm_api=True,
+        # TorchLlmArgs.guided_decoding_backend: Optional[Literal["xgrammar", "llguidance"]] (llm_args.py;
+        # "llguidance is supported in PyTorch backend only").
+        guided_decoding_backends=("xgrammar", "llguidance"),
+        refused_dtypes={"float32": "a float32 model is not a serving configuration for TensorRT-LLM: use bfloat16 "
+                                   "or float16"},
+    ),
+)}
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(BACKEND_MODULES)
+
+
+def capabilities(name: str) -> BackendCapabilities:
+    """What the backend `name` accepts. Raises KeyError for an unknown name, like get_backend."""
+    return CAPABILITIES[name]
+
+
+def get_backend(name: str) -> "Backend":
+    """The backend object for a config's `backend:` value. Raises KeyError for an unknown name (config
+    validation refuses those first, naming the choices)."""
+    return importlib.import_module(BACKEND_MODULES[name]).BACKEND
+
+
+def check_config(caps: BackendCapabilities, config: "BuildConfig") -> None:
+    """Raise ValueError (config.py turns it into a ConfigError naming the file) for what the backend `caps`
+    describes cannot build."""
+    q = config.quantization
+    if q and q.format not in caps.quant_formats:
+        others = [n for n in backend_names() if n != caps.name and q.format in CAPABILITIES[n].quant_formats]
+        need = f"needs backend {' or '.join(others)}" if others else "is not a format of any backend"
+        raise ValueError(f"quantization.format {q.format!r} {need}; "
+                         f"the {caps.name} backend supports {', '.join(caps.quant_formats)}")
+    if q and q.kv_cache_dtype and q.kv_cache_dtype not in caps.kv_cache_dtypes:
+        raise ValueError(f"quantization.kv_cache_dtype {q.kv_cache_dtype!r} is not supported by the {caps.name} "
+                         f"backend; use one of {', '.join(caps.kv_cache_dtypes) or '(none: leave it unset)'}")
+    if caps.max_world_size is not None and config.parallelism.world_size > caps.max_world_size:
+        raise ValueError(f"the {caps.name} backend runs on one CPU process: set parallelism tp: 1, pp: 1")
+    if not caps.uses_llm_api and (config.llm_api != type(config.llm_api)() or config.parallelism.ep):
+        raise ValueError(f"llm_api and parallelism.ep are settings of the TensorRT-LLM LLM API (backend "
+                         f"trtllm-pytorch); the {caps.name} backend has none: remove them")
+    if not caps.supports_stream_interval and config.serving.stream_interval != 1:
+        raise ValueError(f"serving.stream_interval applies to the reference backend only: the {caps.name} "
+                         "backend streams every token; remove it or set it to 1")
+    g = config.serving.guided_decoding
+    if g not in (None, "none") and g not in caps.guided_decoding_backends:
+        raise ValueError(f"serving.guided_decoding {g!r} is not available on the {caps.name} backend; use one of "
+                         f"{', '.join((*caps.guided_decoding_backends, 'none'))}")
+    s = config.speculation
+    if s and s.method not in caps.speculation_methods:
+        raise ValueError(f"speculation.method {s.method!r} is not served by the {caps.name} backend; it "
+                         f"serves {', '.join(caps.speculation_methods)}")
+    if config.dtype in caps.refused_dtypes:
+        raise ValueError(caps.refused_dtypes[config.dtype])
+
+
+def guided_decoding(caps: BackendCapabilities, config: "BuildConfig") -> str | None:
+    """The grammar library the engine enforces guides with for `config`, or None when guided decoding is off."""
+    g = config.serving.guided_decoding
+    if g == "none" or not caps.guided_decoding_backends:
+        return None
+    return g or caps.guided_decoding_backends[0]
