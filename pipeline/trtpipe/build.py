@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.cache import Artifact, ArtifactCache, cache_key
 from trtpipe.config import BuildConfig, load_draft
 from trtpipe.errors import ConfigError, StageError

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.build import _is_passthrough, stage_key
 from trtpipe.cache import Artifact, ArtifactCache
 from trtpipe.config import BuildConfig, load_draft

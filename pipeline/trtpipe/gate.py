@@ -39,7 +39,7 @@ def weights_key(manifest: Manifest) -> str | None:
 
 def run_gate(config: BuildConfig, engine_dir: Path, checkpoint_dir: Path, new_weights_key: str,
              live: Manifest | None) -> GateResult:
-    from trtpipe.backends import get_backend
+    from trtpipe.backend_registry import get_backend
 
     return get_backend(config.backend).run_gate(config, engine_dir, checkpoint_dir, new_weights_key, live)
 

@@ -21,12 +21,12 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trtpipe.config import BuildConfig, load_config, load_draft
-from trtpipe.errors import ConfigError
 from trtpipe.capacity import (DTYPE_BYTES, KNOWN_ARCHITECTURES, RUNTIME_OVERHEAD_BYTES, TP_CANDIDATES,  # noqa: F401
                               UTILIZATION_TARGET, EngineMemory, KvPool, ModelArch, arch_for,
                               concurrent_sequences, engine_memory, kv_bytes_per_element, kv_pools,
                               linear_bytes_per_param)
+from trtpipe.config import BuildConfig, load_config, load_draft
+from trtpipe.errors import ConfigError
 from trtpipe.hardware import GIB, GpuSpec, get_gpu
 
 @dataclass
@@ -76,7 +76,7 @@ def _engines(config: BuildConfig, arch: ModelArch, draft: BuildConfig | None, dr
 
 
 def _draft_in_engine(config: BuildConfig) -> bool:
-    from trtpipe.backends import get_backend
+    from trtpipe.backend_registry import get_backend
 
     return not get_backend(config.backend).draft_is_a_model
 

@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from trtpipe.plan import RUNTIME_OVERHEAD_BYTES, UTILIZATION_TARGET, Plan
 from trtpipe.hardware import GIB
+from trtpipe.plan import RUNTIME_OVERHEAD_BYTES, UTILIZATION_TARGET, Plan
 
 # The frontend's Prometheus names the autoscaler and dashboards use (vLLM-compatible, so existing
 # dashboards and adapters work unchanged).
@@ -50,7 +50,7 @@ def summary_text(plan: Plan) -> str:
 
 
 def _launch_section(plan: Plan) -> str:
-    from trtpipe.backends import get_backend
+    from trtpipe.backend_registry import get_backend
 
     c = plan.config
     backend = get_backend(c.backend)
@@ -67,7 +67,7 @@ def serving_configuration(plan: Plan) -> str:
     q = c.quantization
     source = (f"{c.source.hf}@{c.source.revision}" if c.source.hf
               else c.source.path or f"synthetic:{c.source.synthetic}")
-    from trtpipe.backends import get_backend
+    from trtpipe.backend_registry import get_backend
 
     framework = get_backend(c.backend).framework
     rows = [["Framework", framework], ["Model", source],
@@ -80,7 +80,7 @@ def serving_configuration(plan: Plan) -> str:
             ["Scheduler", f"{s.batch_scheduler_policy}; KV reuse {'on' if s.enable_kv_cache_reuse else 'off'}; "
                           f"chunked context {'on' if s.enable_chunked_context else 'off'}"]]
     if c.speculation:
-        from trtpipe.backends import get_backend
+        from trtpipe.backend_registry import get_backend
 
         rows.append(["Speculation", get_backend(c.backend).describe_speculation(c)])
     mem_rows = [["Weights", _gib(t.weight_bytes)],

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from tests.integration.triton_requests import StreamSession, engine_state, generate, inputs
+from trtpipe.serve.engine_client.calls import EngineRejected
+from trtpipe.serve.engine_client.client import _error_from_message
 
 MODEL = "tiny-llama-engine"
 PROMPT = [10, 20, 30, 40, 50, 60, 70, 80]
@@ -57,6 +59,9 @@ def test_same_seed_gives_the_same_sample(triton):
 def test_a_bad_request_gets_an_error_and_the_next_request_still_works(triton):
     [(_, final, err)] = generate(triton.grpc_url, MODEL, PROMPT, 0)
     assert final and "request_output_len" in str(err)
+    # The frontend tells a refused request (400) from a failing server by the prefix the Python model puts there.
+    engine_error = _error_from_message(str(err))
+    assert isinstance(engine_error, EngineRejected) and str(engine_error).startswith("request_output_len must be")
     assert len(tokens(generate(triton.grpc_url, MODEL, PROMPT, 4))) == 4
 
 

@@ -80,7 +80,7 @@ def test_stream_interval_is_refused_for_the_tensorrtllm_backend():
 @pytest.mark.parametrize("name, default", [("tiny-llama", "llguidance"), ("tinyllama-trt", "xgrammar"),
                                            ("tinyllama-pytorch", "xgrammar")])
 def test_guided_decoding_defaults_to_the_backends_library_and_none_turns_it_off(name, default):
-    from trtpipe.backends import get_backend
+    from trtpipe.backend_registry import get_backend
 
     config = load_config(name)
     backend = get_backend(config.backend)

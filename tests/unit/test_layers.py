@@ -7,6 +7,9 @@ LAYERS, bottom first. A module may import from its own layer or any layer below.
 The one run-time lookup that is not an import statement is backend_registry.py's get_backend, which loads a
 backend's module by name (its docstring says why); it is checked here as importing nothing above itself, which
 is what keeps the bottom layers free of the backends' dependencies.
+
+Modules in one layer may import each other, so the layers alone do not rule out packages that import each
+other (a.x -> b.y and b.z -> a.w); test_no_import_cycle_between_packages checks the graph grouped by package.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trtpipe.errors", "trtpipe.__init__"),
     # The name -> backend-module table, each backend's capabilities and the config check over them: no trtpipe
     # import but errors (the interface, base.py, sits with the backends).
-    ("trtpipe.backend_registry", "trtpipe.backends.__init__"),
+    ("trtpipe.backend_registry",),
     ("trtpipe.config",),
     # Data and arithmetic everything above reads: GPUs, the serving spec, cache, manifest, the reference engine.
     ("trtpipe.hardware", "trtpipe.spec", "trtpipe.cache", "trtpipe.manifest", "trtpipe.preflight", "trtpipe.engine",
@@ -34,10 +37,18 @@ LAYERS: list[tuple[str, ...]] = [
     ("trtpipe.trt",),
     # Model-repository writers.
     ("trtpipe.repo",),
-    # What runs behind and in front of Triton: the Python-model adapters, the frontend and launch code.
-    ("trtpipe.python_models", "trtpipe.serve"),
+    # What runs inside Triton's Python backend behind <model>-engine.
+    ("trtpipe.python_models",),
+    # serve/ in four rooms, imports one way: process -> api -> openai -> engine_client. The two modules every room
+    # may use (OpenAI wire types, the closed error set) sit below them; engine_client imports nothing else from
+    # trtpipe (test_the_engine_client_imports_nothing_else_from_trtpipe).
+    ("trtpipe.serve.__init__", "trtpipe.serve.protocol", "trtpipe.serve.errors"),
+    ("trtpipe.serve.engine_client",),
+    ("trtpipe.serve.openai",),
+    ("trtpipe.serve.api",),
+    ("trtpipe.serve.process",),
     # One module per backend, composing everything below; the gate they run.
-    ("trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
+    ("trtpipe.backends.__init__", "trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
      "trtpipe.backends.tensorrt_llm_pytorch", "trtpipe.gate"),
     # Entry points: the build, its dry run, the planner, nightly, bench.
     ("trtpipe.build", "trtpipe.dry_run", "trtpipe.plan", "trtpipe.plan_report", "trtpipe.nightly", "trtpipe.bench",
@@ -152,6 +163,70 @@ def test_the_import_graph_has_no_cycle():
 def test_the_checker_sees_function_level_imports_and_skips_type_checking_blocks():
     # build.py imports the registry at module level; trt/preflight.py imports capacity inside a function;
     # backend_registry.py names backends.base only under TYPE_CHECKING.
-    assert "trtpipe.backends.__init__" in GRAPH["trtpipe.build"]
+    assert "trtpipe.backend_registry" in GRAPH["trtpipe.build"]
     assert "trtpipe.capacity" in GRAPH["trtpipe.trt.preflight"]
     assert "trtpipe.backends.base" not in GRAPH["trtpipe.backend_registry"]
+
+
+def test_the_engine_client_imports_nothing_else_from_trtpipe():
+    room = "trtpipe.serve.engine_client"
+    outside = [f"{m} -> {t}" for m, targets in GRAPH.items() if m.startswith(room + ".")
+               for t in sorted(targets) if not t.startswith(room + ".")]
+    assert outside == []
+
+
+def package_of(module: str) -> str:
+    """The unit the package-level check groups by: a module in a subpackage belongs to that subpackage
+    (trtpipe.serve.api.app -> trtpipe.serve.api), a top-level module is its own unit (trtpipe.config)."""
+    parts = module.split(".")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+        return ".".join(parts) if len(parts) > 1 else "trtpipe"
+    return ".".join(parts[:-1]) if len(parts) > 2 else module
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of `graph` (node -> nodes it imports) as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if state.get(target) is None and (found := walk(target)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := walk(node)):
+            return found
+    return None
+
+
+def package_graph(module_graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, targets in module_graph.items():
+        edges = graph.setdefault(package_of(module), set())
+        edges.update(package_of(t) for t in targets if package_of(t) != package_of(module))
+    return graph
+
+
+def test_no_import_cycle_between_packages():
+    cycle = find_cycle(package_graph(GRAPH))
+    assert cycle is None, "package import cycle: " + " -> ".join(cycle)
+
+
+def test_the_package_check_finds_a_cycle_that_the_module_graph_does_not_have():
+    # serve.api.app -> serve.openai.validation is real; one import back from another openai module to another
+    # api module closes a cycle between the two packages, though no module-level cycle exists.
+    graph = {m: set(t) for m, t in GRAPH.items()}
+    graph["trtpipe.serve.openai.text"].add("trtpipe.serve.api.metrics")
+    assert find_cycle(graph) is None
+    cycle = find_cycle(package_graph(graph))
+    assert cycle is not None and {"trtpipe.serve.api", "trtpipe.serve.openai"} <= set(cycle)
+    assert package_of("trtpipe.serve.api.app") == "trtpipe.serve.api" and package_of("trtpipe.config") == "trtpipe.config"

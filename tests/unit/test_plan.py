@@ -12,11 +12,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from trtpipe.commands.plan import plan_command
 from trtpipe.config import load_config
 from trtpipe.errors import ConfigError
-from trtpipe.plan import ModelArch, arch_for, make_plan
-from trtpipe.commands.plan import plan_command
 from trtpipe.hardware import GPUS, get_gpu, match_smi_name
+from trtpipe.plan import ModelArch, arch_for, make_plan
 
 H100 = GPUS["h100-sxm-80gb"]
 V, H, I, L = 128256, 4096, 14336, 32  # Llama 3.1 8B: vocab, hidden, intermediate, layers; 32 heads, 8 KV heads

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from trtpipe.engine import Engine, EngineLimits
+from trtpipe.engine.grammar import GrammarCompiler
 from trtpipe.python_models.loop import ENGINE_GAUGES, EngineLoop
 from trtpipe.python_models.tensors import decode_request
 from trtpipe.python_models.triton_io import submit_requests
-from trtpipe.engine import Engine, EngineLimits
-from trtpipe.engine.grammar import GrammarCompiler
 from trtpipe.spec import ServingSpec
 
 

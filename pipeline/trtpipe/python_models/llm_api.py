@@ -31,10 +31,10 @@ import importlib
 import threading
 from typing import Any
 
+from trtpipe.engine import EngineRequest, RequestOutput
 from trtpipe.python_models import llm_api_logprobs as lp
 from trtpipe.python_models.loop import ActiveRequest, ResponseSender, deliver
 from trtpipe.python_models.tensors import RequestOptions
-from trtpipe.engine import EngineRequest, RequestOutput
 
 POLL_S = 0.05
 

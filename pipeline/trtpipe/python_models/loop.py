@@ -14,8 +14,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from trtpipe.python_models.tensors import RequestOptions, encode_output
 from trtpipe.engine import Engine, EngineRequest, RequestOutput
+from trtpipe.python_models.tensors import RequestOptions, encode_output
 
 
 # Engine.stats() keys published as Triton metrics (`trtpipe_engine_state{state=...}`). The prefix-cache pair are

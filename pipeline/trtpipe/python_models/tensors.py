@@ -14,8 +14,13 @@ from trtpipe.engine.grammar import GUIDE_TYPES, GrammarCompiler, GrammarError, G
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 
 
+# Put before a BadRequest's message in the Triton error, so that the frontend knows the request's inputs (not the
+# server) are at fault and answers 400 (serve/engine_client/calls.py states the same contract on its side).
+BAD_REQUEST_PREFIX = "bad request: "
+
+
 class BadRequest(ValueError):
-    """Names the tensor and what is wrong; returned to the client as a Triton error."""
+    """Names the tensor and what is wrong; returned to the client as a Triton error after BAD_REQUEST_PREFIX."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable, Iterable
 
-from trtpipe.python_models.tensors import BadRequest
+from trtpipe.python_models.tensors import BAD_REQUEST_PREFIX, BadRequest
 from trtpipe.repo.model_config import ENGINE_INPUTS
 
 INPUT_NAMES = tuple(row[0] for row in ENGINE_INPUTS)
@@ -65,6 +65,6 @@ def submit_requests(requests: Iterable[Any], loop: Any, decode: Callable[[str, d
         try:
             engine_request, opts = decode(request.request_id() or uuid.uuid4().hex, tensors)
         except BadRequest as e:
-            sender.send(None, error=str(e), final=True)
+            sender.send(None, error=BAD_REQUEST_PREFIX + str(e), final=True)
             continue
         loop.submit(engine_request, opts, sender)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from trtpipe.errors import PublishError
 from trtpipe.repo import layout
-from trtpipe.spec import ServingSpec
 from trtpipe.repo.tensorrtllm_configs import RepoNames
+from trtpipe.spec import ServingSpec
 from trtpipe.trt.recipes import TrtTools
 
 PYTHON_MODELS = ("preprocessing", "postprocessing")

@@ -25,8 +25,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from trtpipe.errors import ConfigError
-from trtpipe.spec import ServingSpec, engine_model_name
 from trtpipe.repo import tensorrtllm_tensors as T
+from trtpipe.spec import ServingSpec, engine_model_name
 from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE
 
 # Data types the templates leave as keys; TYPE_FP16 is what the 1.x docs fill for Llama models.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.errors import PublishError
 from trtpipe.manifest import Manifest
 from trtpipe.repo import layout

@@ -24,8 +24,8 @@ from typing import Any
 
 from trtpipe.config import BuildConfig
 from trtpipe.errors import StageError
-from trtpipe.trt.recipes import TrtTools
 from trtpipe.stages.steps import Command
+from trtpipe.trt.recipes import TrtTools
 
 TOKENIZER_INFO_FILE = "xgrammar_tokenizer_info.json"
 # What the C++ backend reads from the file (each without a default: a missing key fails the model's load).

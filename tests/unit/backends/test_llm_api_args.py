@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.config import load_config
 from trtpipe.errors import ConfigError
 from trtpipe.trt.llm_args import LLM_ARGS_KEYS, LlmApiTools, llm_args, llm_args_yaml, quantize_command, resolve_llm_args

@@ -3,8 +3,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from trtpipe.commands.bench import bench
 from trtpipe.bench.report import load_result
+from trtpipe.commands.bench import bench
 
 SECRET = "sk-test-secret-4242"
 

@@ -5,11 +5,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from trtpipe.commands.bench import bench
 from trtpipe.bench.compare import compare_results, parse_thresholds
 from trtpipe.bench.config import SweepPoint
 from trtpipe.bench.report import write_report
 from trtpipe.bench.results import BenchResult, PointResult, PointSummary, Stats
+from trtpipe.commands.bench import bench
 
 
 def stats(p50, p95=None, p99=None):

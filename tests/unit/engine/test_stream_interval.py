@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import pytest
 
+from trtpipe.engine import EngineRequest
 from trtpipe.python_models.loop import EngineLoop
 from trtpipe.python_models.tensors import RequestOptions
-from trtpipe.engine import EngineRequest
 
 from .tiny import greedy
 

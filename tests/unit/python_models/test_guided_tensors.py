@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtpipe.python_models.tensors import BadRequest, decode_request
 from trtpipe.engine.grammar import GrammarCompiler
+from trtpipe.python_models.tensors import BadRequest, decode_request
 from trtpipe.stages.synthetic import write_synthetic_checkpoint
 
 

@@ -81,3 +81,10 @@ def test_a_python_models_bad_request_reaches_the_client_as_a_400_with_the_engine
     assert err.message == "the engine refused the request: input 'seed' must hold one value per request, got shape [2]"
     # Any other engine message stays a server-side failure.
     assert (as_request_error(_error_from_message("CUDA out of memory")).status) == 500
+
+
+def test_the_python_models_and_the_engine_client_agree_on_the_bad_request_prefix():
+    from trtpipe.python_models import tensors
+    from trtpipe.serve.engine_client import calls
+
+    assert tensors.BAD_REQUEST_PREFIX == calls.BAD_REQUEST_PREFIX == "bad request: "

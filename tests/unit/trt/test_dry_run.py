@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.build import _is_passthrough, build, run_stages
 from trtpipe.cache import Artifact, ArtifactCache, cache_key
 from trtpipe.cli import cli

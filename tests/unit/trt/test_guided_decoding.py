@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.cache import Artifact
 from trtpipe.config import load_config
 from trtpipe.errors import StageError

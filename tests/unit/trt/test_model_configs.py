@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.errors import ConfigError
-from trtpipe.spec import ServingSpec
 from trtpipe.repo import tensorrtllm_tensors as T
 from trtpipe.repo.tensorrtllm_configs import (DRAFT_PARAMETER, RepoNames, engine_model_config, model_set_configs,
                                        parse_pbtxt, to_pbtxt)
+from trtpipe.spec import ServingSpec
 
 
 @pytest.fixture

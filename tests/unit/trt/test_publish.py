@@ -17,9 +17,9 @@ from trtpipe.config import load_config
 from trtpipe.errors import PublishError
 from trtpipe.manifest import Manifest, StageRecord
 from trtpipe.repo import layout
+from trtpipe.repo.tensorrtllm_configs import DRAFT_PARAMETER, parse_pbtxt
 from trtpipe.repo.versions import publish_version, rollback
 from trtpipe.spec import ServingSpec
-from trtpipe.repo.tensorrtllm_configs import DRAFT_PARAMETER, parse_pbtxt
 
 from .fakes import write_engine_dir
 

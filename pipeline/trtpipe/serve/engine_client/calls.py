@@ -179,7 +179,7 @@ class EngineUnreachable(EngineUnavailable):
 
 # What a trtpipe Python model puts before its BadRequest message (python_models/triton_io.py): the request's
 # inputs were refused, so the client (not the server) has something to change. A wire contract between the two
-# sides, stated on both (tests/unit/serve/engine_client/test_engine_call.py checks that they agree).
+# sides, stated on both (tests/unit/serve/test_errors.py and tests/integration/test_triton_engine.py check it).
 BAD_REQUEST_PREFIX = "bad request: "
 
 

@@ -103,7 +103,7 @@ def preflight_repository(repo_dir: Path, machine=None) -> list[str]:
     model needs (GPUs, architecture, memory, the TensorRT-LLM it was built for or needs; nothing for the
     reference engine). Raises the backend's PreflightError on the first refusal; returns the passed checks,
     prefixed by model, for the log."""
-    from trtpipe.backends import get_backend
+    from trtpipe.backend_registry import get_backend
     from trtpipe.manifest import Manifest
     from trtpipe.repo import layout
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.config import load_config
 from trtpipe.serve.api.admission import Admission
 from trtpipe.serve.api.chunks import sink_for

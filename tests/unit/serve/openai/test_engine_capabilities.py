@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trtpipe.backends import get_backend
+from trtpipe.backend_registry import get_backend
 from trtpipe.config import load_config
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.validation import validate_chat, validate_completion
