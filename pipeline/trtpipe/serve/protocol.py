@@ -1,7 +1,7 @@
 """OpenAI wire types: requests, responses, stream chunks, and the error envelope.
 
 The request models validate types and ranges (a 400 naming the parameter); cross-field and model-limit checks
-live in validation.py. The response models document the API (OpenAPI) and are what the unit tests validate
+live in openai/validation.py. The response models document the API (OpenAPI) and are what the unit tests validate
 the frontend's hand-built JSON against; the hot path writes the same shapes without building these objects.
 """
 

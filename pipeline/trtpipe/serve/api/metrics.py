@@ -11,7 +11,7 @@ Several API-server processes (`trtpipe serve --api-servers N`) are one server to
 counters and histograms live in prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set by the
 supervisor before it spawns them), and whichever worker answers /metrics sums every worker's files, those of
 workers that died included, so counters never go back. Running/waiting gauges read the shared admission
-counts (serve.shared_limits), so they too are the whole server's, as is the speculation state (from the
+counts (serve.process.shared_limits), so they too are the whole server's, as is the speculation state (from the
 shared acceptance window). Replica health and outstanding requests, and readiness, are the answering
 worker's own view: every worker checks the same replicas.
 """

@@ -1,4 +1,4 @@
-"""uvicorn that drains on the first SIGTERM/SIGINT: one API server, alone (serve.server) or as a worker.
+"""uvicorn that drains on the first SIGTERM/SIGINT: one API server, alone (serve.process.server) or as a worker.
 
 The drain itself is Frontend.drain: readiness turns false and admission stops at once (new requests get 503);
 requests in flight get the budget to finish; the rest end with an SSE error event and `[DONE]` (or a 503).

@@ -174,7 +174,7 @@ class TritonServer:
     def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
                  extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1",
                  launch=None, engine_threads: int | None = None):
-        """`launch`: a serve.trt_launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
+        """`launch`: a serve.process.trt_launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
         replace ours: one tritonserver, or mpirun with one per rank). `engine_threads`: see engine_thread_env
         (the reference engine only; a launch plan's engines run on the GPU)."""
         self.repo, self.ports, self.address, self.launch = Path(repo), ports, address, launch

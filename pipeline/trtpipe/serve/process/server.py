@@ -1,7 +1,7 @@
 """serve(): Triton on the model repository (or external replicas), then the OpenAI frontend, stopped together.
 
 The frontend is one API-server process (this one), or with `api_servers` > 1 that many worker processes on
-the same port under a supervisor (serve.workers). Drain on SIGTERM (or Ctrl-C): readiness turns false and
+the same port under a supervisor (serve.process.workers). Drain on SIGTERM (or Ctrl-C): readiness turns false and
 admission stops at once (new requests get 503); requests in flight get `drain_timeout_s` to finish; the rest
 end with an SSE error event and `[DONE]` (or a 503); then uvicorn stops (every worker), then the Triton this
 command started, and the process exits 0. A second signal forces the exit.

@@ -1,4 +1,4 @@
-"""Admission over counts shared by several API-server processes (serve.shared_limits): two workers' views of
+"""Admission over counts shared by several API-server processes (serve.process.shared_limits): two workers' views of
 one SharedCounters in this process (the rows a spawned worker would write), plus one real spawned process."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The API-server supervisor's checks before it spawns anything (serve.workers); the workers themselves run in
+"""The API-server supervisor's checks before it spawns anything (serve.process.workers); the workers themselves run in
 tests/e2e/test_api_servers.py."""
 
 from __future__ import annotations
