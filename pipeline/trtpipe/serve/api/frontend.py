@@ -38,7 +38,7 @@ class Frontend:
         self._health: asyncio.Task | None = None
         self.metrics.state.sources += [self._state_gauges, self.pool.gauges]
 
-    # --- lifecycle ----------------------------------------------------------------------------------------
+    # --- start, stop, readiness, drain -------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
         # Load every model's tokenizer, template and limits now, off the event loop (a large tokenizer.json
