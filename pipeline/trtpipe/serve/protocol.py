@@ -11,14 +11,28 @@ import time
 import uuid
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class StreamOptions(BaseModel):
+class _NullMeansDefault(BaseModel):
+    """A request model whose fields take `null` as "the default": the OpenAI API documents most optional fields
+    as nullable (`n`, `presence_penalty`, `logprobs`, `stream`, `echo`, ...), and clients send them so."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data):
+        if isinstance(data, dict):
+            fields = cls.model_fields
+            return {k: v for k, v in data.items()
+                    if v is not None or (k in fields and fields[k].default is None and not fields[k].is_required())}
+        return data
+
+
+class StreamOptions(_NullMeansDefault):
     include_usage: bool = Field(False, description="send a last chunk with the usage of the whole request")
 
 
-class JsonSchemaFormat(BaseModel):
+class JsonSchemaFormat(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     name: str = Field("response", max_length=64)
     description: str | None = None
@@ -26,13 +40,13 @@ class JsonSchemaFormat(BaseModel):
     strict: bool | None = Field(None, description="false: keywords the grammar cannot enforce are ignored")
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
 
-class StructuredOutputs(BaseModel):
+class StructuredOutputs(_NullMeansDefault):
     """vLLM's `structured_outputs` (one of the fields)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -43,7 +57,7 @@ class StructuredOutputs(BaseModel):
     structural_tag: dict | str | None = None
 
 
-class _Request(BaseModel):
+class _Request(_NullMeansDefault):
     # NOTE: unknown fields are ignored, as vLLM and TGI do: clients send vendor extras through extra_body.
     model_config = ConfigDict(extra="ignore")
 
@@ -72,26 +86,26 @@ class _Request(BaseModel):
     structured_outputs: StructuredOutputs | None = Field(None, description="extension (vLLM): one guide")
 
 
-class TextPart(BaseModel):
+class TextPart(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
     type: str
     text: str | None = None
 
 
-class FunctionCall(BaseModel):
+class FunctionCall(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
     name: str
     arguments: str = Field(description="the arguments as a JSON text")
 
 
-class ToolCall(BaseModel):
+class ToolCall(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
@@ -101,7 +115,7 @@ class ChatMessage(BaseModel):
     tool_call_id: str | None = Field(None, description="the call a tool message answers")
 
 
-class FunctionDefinition(BaseModel):
+class FunctionDefinition(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
@@ -109,17 +123,17 @@ class FunctionDefinition(BaseModel):
     strict: bool | None = None
 
 
-class Tool(BaseModel):
+class Tool(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(BaseModel):
+class NamedFunction(_NullMeansDefault):
     name: str
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(_NullMeansDefault):
     model_config = ConfigDict(extra="ignore")
     type: Literal["function"]
     function: NamedFunction

@@ -12,6 +12,7 @@ choice (when the prompt is echoed before any token), `delta` per text / tool-cal
 from __future__ import annotations
 
 import json
+import math
 from typing import Callable
 
 from trtpipe.serve.errors import RequestError
@@ -23,8 +24,15 @@ from trtpipe.serve.protocol import completion_id, now
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
-NEG_INF = float("-inf")
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# OpenAI's log-prob for a token that had no chance: JSON has no -Infinity (nor NaN, which an extreme
+# repetition_penalty can give), and a client's JSON parser must never meet either.
+IMPOSSIBLE_LOGPROB = -9999.0
+# allow_nan=False: anything non-finite left anywhere is an error here, never invalid JSON on the wire.
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def finite_logprob(lp: float | None) -> float | None:
+    return lp if lp is None or math.isfinite(lp) else IMPOSSIBLE_LOGPROB
 
 
 def sse_error(err: RequestError) -> bytes:
@@ -57,8 +65,8 @@ class Logprobs:
             for token_id, lp, top in entries:
                 raw = self.piece(token_id)
                 # A token the grammar (or top-k/top-p) ruled out (-inf) is no alternative.
-                alternatives = [self._top_entry(t, v) for t, v in top or () if v > NEG_INF]
-                content.append({"token": raw.decode("utf-8", "backslashreplace"), "logprob": lp,
+                alternatives = [self._top_entry(t, v) for t, v in top or () if math.isfinite(v)]
+                content.append({"token": raw.decode("utf-8", "backslashreplace"), "logprob": finite_logprob(lp),
                                 "bytes": list(raw), "top_logprobs": alternatives})
             return {"content": content, "refusal": None}
         tokens, offsets, offset = [], [], self.offsets.get(index, 0)
@@ -73,12 +81,12 @@ class Logprobs:
                 # A dict by token text: alternatives that decode alike collapse, keeping the likelier one.
                 alternatives = {}
                 for t, v in top:
-                    if v > NEG_INF:
+                    if math.isfinite(v):
                         alternatives.setdefault(self.piece(t).decode("utf-8", "backslashreplace"), v)
             tops.append(alternatives)
         self.offsets[index] = offset
         # A token without alternatives (the echoed prompt's first) is null beside tokens that have them.
-        return {"tokens": tokens, "token_logprobs": [e[1] for e in entries],
+        return {"tokens": tokens, "token_logprobs": [finite_logprob(e[1]) for e in entries],
                 "top_logprobs": tops if any(t is not None for t in tops) else None, "text_offset": offsets}
 
     def _top_entry(self, token_id: int, lp: float) -> dict:
