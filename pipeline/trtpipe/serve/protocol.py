@@ -29,6 +29,7 @@ class _NullMeansDefault(BaseModel):
 
 
 class StreamOptions(_NullMeansDefault):
+    model_config = ConfigDict(extra="allow")
     include_usage: bool = Field(False, description="send a last chunk with the usage of the whole request")
 
 
@@ -58,8 +59,10 @@ class StructuredOutputs(_NullMeansDefault):
 
 
 class _Request(_NullMeansDefault):
-    # NOTE: unknown fields are ignored, as vLLM and TGI do: clients send vendor extras through extra_body.
-    model_config = ConfigDict(extra="ignore")
+    # NOTE: unknown fields are ignored, as vLLM and TGI do: clients send vendor extras through extra_body. They are
+    # kept (extra="allow") so that the extensions of vLLM's that this server does not implement are refused by name
+    # (openai/validation.py UNSUPPORTED_EXTENSIONS) instead of being silently ignored.
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(description="a model id from GET /v1/models")
     max_tokens: int | None = Field(None, ge=1, description="at most this many tokens; default and cap are per model")
@@ -74,6 +77,12 @@ class _Request(_NullMeansDefault):
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="extension (vLLM): 1 = off")
     n: int = Field(1, ge=1, le=16, description="number of choices")
     stop: str | list[str] | None = Field(None, description="up to 4 strings; the text ends before the first one")
+    include_stop_str_in_output: bool = Field(False, description="extension (vLLM): keep the stop string that "
+                                                                "ended the text")
+    stop_token_ids: list[int] | None = Field(None, max_length=64, description="extension (vLLM): token ids that "
+                                                                               "end the text (kept in it)")
+    priority: int = Field(0, ge=-(2**31), lt=2**31, description="extension (vLLM): admission order while requests "
+                                                                "wait; lower is served first, ties in arrival order")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
@@ -150,6 +159,8 @@ class ChatCompletionRequest(_Request):
         None, description="auto (default with tools), none, required, or one named function; required and named "
                           "are enforced by a grammar")
     parallel_tool_calls: bool | None = Field(None, description="false: at most one call per turn")
+    chat_template_kwargs: dict | None = Field(None, description="extension (vLLM): extra variables for the chat "
+                                                                "template (e.g. enable_thinking)")
 
 
 class CompletionRequest(_Request):
@@ -171,10 +182,15 @@ class SpeculationUsage(BaseModel):
     acceptance_rate: float | None
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(description="prompt tokens the engine's prefix cache held (engines that report it)")
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
     speculation: SpeculationUsage | None = Field(None, description="extension: draft-target speculation, if used")
 
 

@@ -8,7 +8,8 @@ disconnect ends it (by cancelling its task, which cancels its Triton streams on 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import bisect
+import itertools
 from contextlib import nullcontext
 
 from trtpipe.serve import errors
@@ -33,11 +34,13 @@ class LocalSlots:
 
 
 class Admission:
-    """FIFO admission of requests that each need `units` engine slots (their number of choices).
+    """Admission of requests that each need `units` engine slots (their number of choices), in order of priority
+    (lower first, vLLM's convention), then of arrival.
 
     The counts (units running, requests waiting) live in `slots`: this process's own, or shared by every API
     server of `trtpipe serve --api-servers N`, so the bounds are global. Requests queue in the process they
-    reached, in order; a new request never goes ahead of one waiting in any process. A process only learns
+    reached; a new request never goes ahead of one waiting in any process, and `priority` orders each process's
+    own queue (not the queues of the other API servers). A process only learns
     that another one freed a slot by looking, so while it has requests waiting it looks every POLL_S."""
 
     POLL_S = 0.005
@@ -45,7 +48,9 @@ class Admission:
     def __init__(self, max_running: int, max_waiting: int, retry_after_s: int = 1, slots=None):
         self.max_running, self.max_waiting, self.retry_after_s = max(1, max_running), max(0, max_waiting), retry_after_s
         self.slots = slots if slots is not None else LocalSlots()
-        self._waiters: deque[tuple[int, asyncio.Future]] = deque()
+        # (priority, arrival number, units, future), kept sorted: the head is the next to admit.
+        self._waiters: list[tuple[int, int, int, asyncio.Future]] = []
+        self._arrivals = itertools.count()
         self._poll: asyncio.TimerHandle | None = None
 
     @property
@@ -56,9 +61,9 @@ class Admission:
     def num_waiting(self) -> int:  # requests, every process
         return self.slots.totals()[1]
 
-    def try_acquire(self, units: int) -> asyncio.Future | None:
-        """None: admitted now. A future: queued (FIFO), resolved when admitted; await it with `wait`, or give
-        it up with `abandon`. Raises a 429 RequestError when the queue is full."""
+    def try_acquire(self, units: int, priority: int = 0) -> asyncio.Future | None:
+        """None: admitted now. A future: queued (by priority, then arrival), resolved when admitted; await it
+        with `wait`, or give it up with `abandon`. Raises a 429 RequestError when the queue is full."""
         units = min(units, self.max_running)
         slots = self.slots
         with slots.lock:
@@ -70,7 +75,7 @@ class Admission:
                 raise errors.overloaded(f"{running} running, {waiting} waiting", self.retry_after_s)
             slots.add(0, 1)
         future = asyncio.get_running_loop().create_future()
-        self._waiters.append((units, future))
+        bisect.insort(self._waiters, (priority, next(self._arrivals), units, future), key=lambda w: w[:2])
         self._watch()
         return future
 
@@ -88,7 +93,7 @@ class Admission:
             return
         future.cancel()
         before = len(self._waiters)
-        self._waiters = deque(w for w in self._waiters if w[1] is not future)
+        self._waiters = [w for w in self._waiters if w[3] is not future]
         if len(self._waiters) < before:
             with self.slots.lock:
                 self.slots.add(0, -1)
@@ -102,9 +107,9 @@ class Admission:
     def _admit_waiting(self) -> None:
         slots = self.slots
         while self._waiters:
-            units, future = self._waiters[0]
+            _, _, units, future = self._waiters[0]
             if future.done():  # cancelled; its task has not run `abandon` yet, and now will not find it here
-                self._waiters.popleft()
+                self._waiters.pop(0)
                 with slots.lock:
                     slots.add(0, -1)
                 continue
@@ -113,7 +118,7 @@ class Admission:
                 if running + units > self.max_running:
                     break
                 slots.add(units, -1)
-            self._waiters.popleft()
+            self._waiters.pop(0)
             future.set_result(None)
         self._watch()
 

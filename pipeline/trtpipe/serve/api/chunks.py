@@ -39,10 +39,17 @@ def sse_error(err: RequestError) -> bytes:
     return b"data: " + _dumps(err.envelope()).encode() + b"\n\n"
 
 
-def usage_dict(prompt_tokens: int, done: dict[int, ChoiceDone], speculative: bool) -> dict:
+def usage_dict(prompt_tokens: int, done: dict[int, ChoiceDone], speculative: bool, n: int = 1) -> dict:
+    """`n`: choices per prompt (choice i samples prompt i // n)."""
     completion = sum(d.completion_tokens for d in done.values())
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
              "total_tokens": prompt_tokens + completion}
+    reused = [(i // n, d.prefix_cache[1]) for i, d in done.items() if d.prefix_cache is not None]
+    if reused:  # the engine said how much of each prompt its prefix cache held; a prompt counts once
+        cached: dict[int, int] = {}
+        for prompt, hit in reused:
+            cached[prompt] = max(cached.get(prompt, 0), hit)
+        usage["prompt_tokens_details"] = {"cached_tokens": sum(cached.values())}
     if speculative:
         drafted = sum(d.num_draft_tokens for d in done.values())
         accepted = sum(d.num_accepted_draft_tokens for d in done.values())

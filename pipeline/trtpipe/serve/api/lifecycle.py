@@ -68,7 +68,7 @@ class RequestLifecycle:
         self.draft, self.controller = draft, controller  # set when the request runs as speculation rounds
         self.units = gen.num_choices
         # Admitted now, or queued in order; a full queue raises the 429 here, before any response starts.
-        self.queued: asyncio.Future | None = admission.try_acquire(self.units)
+        self.queued: asyncio.Future | None = admission.try_acquire(self.units, gen.priority)
         self.admitted = self.queued is None
         self.finished = False
         self.t_first: float | None = None
@@ -193,4 +193,4 @@ class RequestLifecycle:
                 mm.prefix_cache_hits.inc(d.prefix_cache[1])
         if completion > 1 and self.t_first is not None:
             mm.tpot.observe((self.t_last - self.t_first) / (completion - 1))
-        return usage_dict(gen.num_prompt_tokens, done, self.speculative)
+        return usage_dict(gen.num_prompt_tokens, done, self.speculative, gen.n)

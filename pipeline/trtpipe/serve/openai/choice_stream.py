@@ -50,7 +50,7 @@ async def generate_choice(stream: Stream, model: ServedModel, gen: Generation, i
                           ) -> AsyncIterator[TextDelta | ChoiceDone]:
     call = gen.choice_call(index)
     detok = model.text.detokenizer()
-    stops = StopStringMatcher(gen.stop_strings) if gen.stop_strings else None
+    stops = StopStringMatcher(gen.stop_strings, gen.include_stop_str) if gen.stop_strings else None
     stop_ids = {s[0] for s in call.stop_token_ids if len(s) == 1}
     pending: LogprobEntries | None = [] if gen.logprobs else None
     num_out, last_token = 0, None
@@ -142,8 +142,12 @@ async def merge(streams: list[AsyncIterator]) -> AsyncIterator:
 
 
 class StopStringMatcher:
-    def __init__(self, stops: list[str]):
+    """`include_stop`: the stop string that ended the text is kept at its end (vLLM's include_stop_str_in_output);
+    of stop strings found at the same place, the first in the request's list."""
+
+    def __init__(self, stops: list[str], include_stop: bool = False):
         self.stops = [s for s in stops if s]
+        self.include_stop = include_stop
         self._held = ""
 
     def feed(self, text: str) -> tuple[str, bool]:
@@ -151,10 +155,11 @@ class StopStringMatcher:
         if not self.stops:
             return text, False
         buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, s) for i, s in ((buf.find(s), s) for s in self.stops) if i >= 0]
         if hits:
             self._held = ""
-            return buf[: min(hits)], True
+            at, stop = min(hits, key=lambda h: h[0])
+            return buf[:at] + (stop if self.include_stop else ""), True
         keep = 0
         for s in self.stops:
             for k in range(min(len(s) - 1, len(buf)), keep, -1):

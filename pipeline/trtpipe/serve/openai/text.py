@@ -88,14 +88,15 @@ class ModelText:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True,
-                    tools: list[dict] | None = None) -> str:
+                    tools: list[dict] | None = None, extra: dict | None = None) -> str:
+        """`extra`: further template variables (a request's chat_template_kwargs, e.g. enable_thinking)."""
         if not self.chat_template:
             raise ChatTemplateError("this model has no chat template; use /v1/completions or serve with "
                                     "--chat-template")
         try:
             # `tools` as transformers passes it: a list of {"type": "function", "function": {...}}, or None.
             return _compile(self.chat_template).render(
-                messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
+                **(extra or {}), messages=messages, add_generation_prompt=add_generation_prompt, tools=tools,
                 bos_token=self.bos_token or "", eos_token=self.eos_token or "")
         except ChatTemplateError:
             raise

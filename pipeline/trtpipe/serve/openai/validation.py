@@ -19,6 +19,19 @@ from trtpipe.serve.openai.tool_parsers import parser_for_template
 from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
 
 MAX_STOP_STRINGS = 4
+# vLLM's request extensions that change the output and that this server does not implement, with the value that
+# means "not used". Any other value is a 400 naming the field: never silently ignored. (Unknown fields outside
+# this table are ignored, as vLLM and TGI ignore them: clients send vendor extras through extra_body.)
+UNSUPPORTED_EXTENSIONS = {
+    "min_p": 0.0, "prompt_logprobs": None, "use_beam_search": False, "length_penalty": 1.0,
+    "truncate_prompt_tokens": None, "skip_special_tokens": True, "spaces_between_special_tokens": True,
+    "add_generation_prompt": True, "continue_final_message": False, "add_special_tokens": None,
+    "return_tokens_as_token_ids": False, "logits_processors": None, "bad_words": None, "allowed_token_ids": None,
+    "documents": None, "chat_template": None, "guided_whitespace_pattern": None, "guided_decoding_backend": None,
+}
+UNSUPPORTED_STREAM_OPTIONS = {"continuous_usage_stats": False}
+# Names the chat template itself is given; chat_template_kwargs may not replace them.
+TEMPLATE_NAMES = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"})
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,8 @@ class Generation:
     prompt_texts: list[str]
     stop_strings: list[str]
     n: int
+    include_stop_str: bool = False  # a matched stop string stays in the text (vLLM's include_stop_str_in_output)
+    priority: int = 0  # admission order while waiting: lower first
     logprobs: bool = False
     echo: bool = False
     top_logprobs: int = 0  # alternatives per token (trtpipe's output tensors; reference engine)
@@ -73,8 +88,36 @@ def _stop_strings(stop) -> list[str]:
 def _common_checks(req) -> None:
     if req.logit_bias:
         raise errors.unsupported_parameter("logit_bias")
-    if req.stream_options is not None and not req.stream:
-        raise errors.invalid_parameter("stream_options", "`stream_options` is only allowed when `stream` is true")
+    _refuse_unsupported(req.model_extra, UNSUPPORTED_EXTENSIONS, "")
+    if req.stream_options is not None:
+        if not req.stream:
+            raise errors.invalid_parameter("stream_options", "`stream_options` is only allowed when `stream` is true")
+        _refuse_unsupported(req.stream_options.model_extra, UNSUPPORTED_STREAM_OPTIONS, "stream_options.")
+
+
+def _refuse_unsupported(given: dict | None, table: dict, prefix: str) -> None:
+    for name, off in table.items():
+        value = (given or {}).get(name)
+        if value is not None and value != off:
+            raise errors.unsupported_parameter(prefix + name)
+
+
+def _extra_stop_ids(req, vocab: int) -> list[list[int]]:
+    ids = req.stop_token_ids or []
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise errors.invalid_parameter("stop_token_ids",
+                                       f"`stop_token_ids` must be in 0..{vocab - 1}. Given: {bad[0]}")
+    return [[t] for t in ids]
+
+
+def _template_kwargs(req) -> dict:
+    kwargs = req.chat_template_kwargs or {}
+    clash = sorted(TEMPLATE_NAMES & set(kwargs))
+    if clash:
+        raise errors.invalid_parameter("chat_template_kwargs", f"`chat_template_kwargs` may not set `{clash[0]}`: "
+                                                               "the server passes it to the template itself")
+    return kwargs
 
 
 def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_value: int | None, param: str,
@@ -106,7 +149,7 @@ def _engine_call(req, model: ServedModel, prompt_ids: list[int], max_tokens_valu
         input_ids=list(prompt_ids), max_new_tokens=max_tokens,
         end_id=eos[0] if eos else None,
         # Further end-of-sequence ids (e.g. Llama 3's <|end_of_text|> beside <|eot_id|>) are stop words.
-        stop_token_ids=[[e] for e in eos[1:]],
+        stop_token_ids=[[e] for e in eos[1:]] + _extra_stop_ids(req, vocab),
         temperature=1.0 if req.temperature is None else req.temperature, top_k=req.top_k or 0,
         top_p=1.0 if req.top_p is None else req.top_p, seed=req.seed, min_tokens=req.min_tokens,
         presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
@@ -167,14 +210,15 @@ def validate_chat(req: ChatCompletionRequest, model: ServedModel) -> Generation:
     plan, tool_guide, template_tools = plan_tools(req, parser_for_template(template))
     try:
         prompt = model.text.render_chat([_template_message(i, m) for i, m in enumerate(req.messages)],
-                                        tools=template_tools)
+                                        tools=template_tools, extra=_template_kwargs(req))
     except ChatTemplateError as e:
         raise errors.invalid_parameter("messages", str(e)) from None
     guide = _checked_guide(req, model, tool_guide)
     call = _engine_call(req, model, model.text.encode(prompt), value, param, "messages", req.logprobs, guide)
     top = (req.top_logprobs or 0) if req.logprobs else 0
     call = replace(call, num_top_log_probs=top)
-    return Generation([call], [prompt], stops, req.n, logprobs=req.logprobs, top_logprobs=top, tool_plan=plan,
+    return Generation([call], [prompt], stops, req.n, req.include_stop_str_in_output, req.priority,
+                      logprobs=req.logprobs, top_logprobs=top, tool_plan=plan,
                       reasoning_prompt=prompt if template_has_reasoning(template) else None)
 
 
@@ -229,5 +273,6 @@ def validate_completion(req: CompletionRequest, model: ServedModel) -> Generatio
         if text is None:  # token ids: echo shows them decoded, special tokens included
             text = model.text.tokenizer.decode(ids, skip_special_tokens=False) if req.echo else ""
         texts.append(text)
-    return Generation(calls, texts, stops, req.n, logprobs=want_logprobs, echo=req.echo,
+    return Generation(calls, texts, stops, req.n, req.include_stop_str_in_output, req.priority,
+                      logprobs=want_logprobs, echo=req.echo,
                       top_logprobs=req.logprobs or 0)

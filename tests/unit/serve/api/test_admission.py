@@ -86,3 +86,17 @@ async def test_drain_waits_for_requests_then_ends_the_rest():
     assert inflight.abort_all(RequestError("bye", status=503)) == 1
     assert await inflight.wait_idle(1.0) is True
     assert tickets[1].abort_error.status == 503 and tickets[0].abort_error is None
+
+
+async def test_waiting_requests_are_admitted_by_priority_then_arrival():
+    adm = Admission(max_running=1, max_waiting=8)
+    assert adm.try_acquire(1) is None
+    order = []
+    queued = {name: adm.try_acquire(1, priority) for name, priority in
+              [("late-normal", 0), ("urgent", -5), ("background", 10), ("normal", 0), ("urgent-2", -5)]}
+    for name, future in queued.items():
+        future.add_done_callback(lambda _, name=name: order.append(name))
+    for _ in queued:
+        adm.release(1)
+        await asyncio.sleep(0)
+    assert order == ["urgent", "urgent-2", "late-normal", "normal", "background"]

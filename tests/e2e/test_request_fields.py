@@ -1,0 +1,55 @@
+"""Request fields through the official openai client on the real server: each one changes what it says, or is a
+400 naming it; and usage reports the prompt tokens the engine's prefix cache held."""
+
+from __future__ import annotations
+
+import numpy as np
+import openai
+import pytest
+
+pytestmark = pytest.mark.e2e
+MSG = [{"role": "user", "content": "Tell me something"}]
+
+
+def test_cached_tokens_report_what_the_prefix_cache_held(client):
+    # 70 random token ids: tiny-llama's blocks hold 32 tokens, so the second call reuses exactly 2 blocks.
+    prompt = np.random.default_rng().integers(300, 1000, 70).tolist()
+    first = client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=2, temperature=0)
+    second = client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=2, temperature=0)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert second.usage.prompt_tokens_details.cached_tokens == 64
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_include_stop_str_in_output_keeps_the_stop_string_that_ended_the_text(client, stream):
+    full = client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=24, temperature=0)
+    text = full.choices[0].message.content
+    stop = text[8:11]  # a piece from the middle of the greedy text
+    assert len(stop) == 3 and text.find(stop) >= 0
+
+    def ask(include: bool) -> tuple[str, str]:
+        kw = dict(model="tiny-llama", messages=MSG, max_tokens=24, temperature=0, stop=[stop],
+                  extra_body={"include_stop_str_in_output": include})
+        if not stream:
+            r = client.chat.completions.create(**kw)
+            return r.choices[0].message.content, r.choices[0].finish_reason
+        chunks = list(client.chat.completions.create(stream=True, **kw))
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks[-1].choices[0].finish_reason
+
+    cut = text[:text.find(stop)]
+    assert ask(False) == (cut, "stop")
+    assert ask(True) == (cut + stop, "stop")
+
+
+@pytest.mark.parametrize("extra, param", [({"min_p": 0.1}, "min_p"), ({"prompt_logprobs": 2}, "prompt_logprobs"),
+                                          ({"use_beam_search": True}, "use_beam_search")])
+def test_an_extension_the_server_does_not_implement_is_a_400_naming_it(client, extra, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2, extra_body=extra)
+    assert e.value.body["param"] == param and e.value.body["message"] == f"`{param}` is not supported by this server"
+
+
+def test_priority_and_a_neutral_min_p_are_accepted(client):
+    r = client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2,
+                                       extra_body={"priority": -1, "min_p": 0.0})
+    assert r.choices[0].finish_reason in ("stop", "length")
