@@ -114,3 +114,18 @@ def test_a_published_draft_with_low_acceptance_is_turned_off_and_output_stays_ex
         assert after - before <= 4  # at most one probing round while off
     for model in ("tiny-llama-spec-engine", "tiny-llama-draft-engine"):
         assert wait_engine_idle(spec_triton.ports.metrics, model)["num_active_requests"] == 0
+
+
+def test_a_seeded_sampled_request_gives_the_same_text_every_time_with_a_draft_as_without(plain, self_draft):
+    client = OpenAI(base_url=self_draft, api_key="x", max_retries=0)
+
+    def sample(c: OpenAI, seed: int):
+        out = c.completions.create(model="tiny-llama", prompt="The robot said", max_tokens=24, temperature=1.0,
+                                   seed=seed)
+        return out.choices[0].text, out.usage.model_extra.get("speculation")
+
+    for seed in range(10):
+        without = sample(plain, seed)
+        first, second = sample(client, seed), sample(client, seed)
+        assert first == second == without, seed
+        assert first[1] is None  # not speculated, so no speculation usage

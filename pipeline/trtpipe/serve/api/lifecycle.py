@@ -49,6 +49,11 @@ def speculates(model: ServedModel, gen: Generation, draft: tuple[ServedModel, in
     call = gen.calls[0]
     if call.has_context_dependent_sampling or gen.top_logprobs or (gen.echo and gen.logprobs):
         return False
+    # NOTE: a seeded sampled request is never speculated. Its rounds (plain or draft, and where they end) follow the
+    # server's speculation state, which other requests change, so its text could not be the same every time; plain
+    # decoding gives the same text for a seed, with a draft as without. Greedy requests are exact either way.
+    if call.seed is not None and not call.is_greedy:
+        return False
     # A guided round resumes the grammar with trtpipe's guided_decoding_prefix_len (an engine whose spec says it
     # can), and learns that the grammar is complete from the end-of-sequence id, which ignore_eos takes away.
     return call.guide_type is None or (call.end_id is not None and model.spec.resumes_guided_decoding
