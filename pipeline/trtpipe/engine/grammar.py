@@ -48,7 +48,8 @@ def to_llguidance(guide_type: str, guide: str) -> str:
         if guide_type == "json":
             return llguidance.LLMatcher.grammar_from_json_schema(_ANY_JSON, defaults=_JSON_OPTIONS)
         if guide_type == "json_schema":
-            return llguidance.LLMatcher.grammar_from_json_schema(guide, defaults=_JSON_OPTIONS)
+            return llguidance.LLMatcher.grammar_from_json_schema(close_objects(json.loads(guide)),
+                                                                 defaults=_JSON_OPTIONS)
         if guide_type == "regex":
             return llguidance.LLMatcher.grammar_from_regex(guide)
         if guide_type == "ebnf_grammar":
@@ -56,6 +57,43 @@ def to_llguidance(guide_type: str, guide: str) -> str:
         return _structural_tag(guide)
     except (ValueError, TypeError, KeyError) as e:
         raise GrammarError(f"the {guide_type} guide is not valid: {e}") from None
+
+
+# Keywords that say nothing about which values match (xgrammar's list of keys skipped when it compares schemas).
+_ANNOTATIONS = frozenset({"title", "default", "description", "examples", "deprecated", "readOnly", "writeOnly",
+                          "$comment"})
+# Where subschemas live: one schema, a list of them, or a name -> schema map.
+_ONE, _LIST, _MAP = ("items", "additionalProperties", "unevaluatedProperties", "not", "if", "then", "else",
+                     "contains", "additionalItems", "unevaluatedItems"), \
+    ("prefixItems", "anyOf", "oneOf", "allOf"), ("properties", "$defs", "definitions", "patternProperties")
+
+
+def close_objects(schema):
+    """The schema with every object closed that does not say otherwise, as xgrammar compiles it in TensorRT-LLM
+    and vLLM (strict mode) and as OpenAI's structured outputs require: an object schema without
+    `additionalProperties` or `unevaluatedProperties` admits no keys beyond its `properties`. A bare
+    `{"type": "object"}` (nothing but annotations beside it) stays any object, as in xgrammar.
+
+    NOTE: JSON Schema itself leaves such objects open, and llguidance follows it; one rule on every backend
+    matters more: with an open object a model may write keys until max_tokens runs out."""
+    if isinstance(schema, list):
+        return [close_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _ONE or key in _LIST:
+            out[key] = close_objects(value)
+        elif key in _MAP and isinstance(value, dict):
+            out[key] = {name: close_objects(s) for name, s in value.items()}
+        else:
+            out[key] = value
+    types = out.get("type")
+    is_object = types == "object" or (isinstance(types, list) and "object" in types) or "properties" in out
+    bare = set(out) - _ANNOTATIONS <= {"type"}
+    if is_object and not bare and "additionalProperties" not in out and "unevaluatedProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 def _structural_tag(guide: str) -> str:

@@ -217,3 +217,41 @@ def test_a_broken_grammar_ends_its_own_sequence_and_not_the_batch(synthetic_engi
     outs = run_to_completion(synthetic_engine, [broken, plain])
     assert len(tokens_of(outs["b"])) == 1 and outs["b"][-1].finish_reason == "stop"
     assert len(tokens_of(outs["p"])) == 20
+
+
+def _accepts(grammars, tokenizer, schema: dict, text: str) -> bool:
+    state, ids = grammars.compile("json_schema", json.dumps(schema)).new_state(), tokenizer.encode(text).ids
+    for token in ids:
+        if not state.allowed()[token] or not state.accept(token):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("schema, closed", [
+    ({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, True),
+    ({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": True},
+     False),
+    ({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+      "additionalProperties": {"type": "integer"}}, False),
+    ({"type": "object", "title": "any object"}, False),  # bare: any object, as in xgrammar
+])
+def test_an_object_is_closed_unless_its_schema_says_otherwise_as_xgrammar_compiles_it(
+        grammars, synthetic_tokenizer, schema, closed):
+    assert _accepts(grammars, synthetic_tokenizer, schema, '{"a":1}' if "properties" in schema else '{"z":1}')
+    assert _accepts(grammars, synthetic_tokenizer, schema, '{"a":1,"b":2') is not closed
+
+
+def test_nested_objects_and_definitions_are_closed_too():
+    from trtpipe.engine.grammar import close_objects
+
+    schema = {"type": "object", "properties": {"inner": {"$ref": "#/$defs/P"},
+                                               "list": {"type": "array", "items": {"properties": {"x": {}}}}},
+              "$defs": {"P": {"type": "object", "properties": {"y": {"type": "string"}}}}}
+    closed = close_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["$defs"]["P"]["additionalProperties"] is False
+    assert closed["properties"]["list"]["items"]["additionalProperties"] is False
+    assert "additionalProperties" not in closed["properties"]["inner"]  # a $ref is its target's business
+    assert schema == {"type": "object", "properties": {"inner": {"$ref": "#/$defs/P"},
+                                                       "list": {"type": "array", "items": {"properties": {"x": {}}}}},
+                      "$defs": {"P": {"type": "object", "properties": {"y": {"type": "string"}}}}}  # not mutated
