@@ -53,3 +53,11 @@ def test_priority_and_a_neutral_min_p_are_accepted(client):
     r = client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2,
                                        extra_body={"priority": -1, "min_p": 0.0})
     assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_4mb_prompt_is_refused_on_its_length_with_the_limit_named(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny-llama", max_tokens=2,
+                                       messages=[{"role": "user", "content": "x " * 2_000_000}])
+    assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "messages"
+    assert e.value.body["message"].startswith("The prompt is 4000000 characters long; this model reads at most ")

@@ -31,7 +31,7 @@ from trtpipe.serve.api.response import GenerationResponse, as_request_error, err
 from trtpipe.serve.engine_client.speculation import SpeculationConfig
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.served_models import ServedModel
-from trtpipe.serve.openai.validation import validate_chat, validate_completion
+from trtpipe.serve.openai.validation import check_prompt_size
 from trtpipe.serve.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
                                     CompletionRequest, CompletionResponse, ErrorResponse, ModelCard, ModelList)
 from trtpipe.serve.protocol import now as unix_now
@@ -164,12 +164,12 @@ def _add_openai_routes(app: FastAPI, front: Frontend) -> None:
               responses=_doc_responses(ChatCompletionResponse | ChatCompletionChunk))
     async def chat(req: ChatCompletionRequest, request: Request) -> Response:
         # Served by GenerationRoutes in front of FastAPI; this route documents it and is the same code.
-        return generation(front, req, chat=True, arrival=_arrival(request.scope))
+        return await generation(front, req, chat=True, arrival=_arrival(request.scope))
 
     @app.post("/v1/completions", tags=["openai"], response_model=None,
               responses=_doc_responses(CompletionResponse))
     async def completions(req: CompletionRequest, request: Request) -> Response:
-        return generation(front, req, chat=False, arrival=_arrival(request.scope))
+        return await generation(front, req, chat=False, arrival=_arrival(request.scope))
 
 
 class FrontendApp(FastAPI):
@@ -188,11 +188,13 @@ class FrontendApp(FastAPI):
         return await super().__call__(scope, receive, send)
 
 
-def generation(front: Frontend, req, *, chat: bool, arrival: float) -> Response:
+async def generation(front: Frontend, req, *, chat: bool, arrival: float) -> Response:
     """A parsed request -> its response: refused (draining, unknown model, invalid, 429), or admitted or queued."""
     front.check_accepting()
     model = front.served(req.model)
-    gen = validate_chat(req, model) if chat else validate_completion(req, model)
+    check_prompt_size(req, model, chat=chat)  # on the raw text, before any of it is tokenized
+    gen = await front.prepare(model, req, chat=chat)
+    front.check_accepting()  # the drain may have begun meanwhile
     lifecycle = front.start_request(model, gen, arrival)
     s = front.settings
     return GenerationResponse(lifecycle, sink_for(req, model, gen, chat=chat), inflight=front.inflight,
@@ -222,7 +224,7 @@ class GenerationRoutes:
                 req = request_model.model_validate_json(body)
             except ValidationError as e:
                 raise validation_error(e.errors(include_url=False)) from None
-            response = generation(self.front, req, chat=chat, arrival=_arrival(scope))
+            response = await generation(self.front, req, chat=chat, arrival=_arrival(scope))
         except Exception as e:  # noqa: BLE001 - every failure is an envelope
             err = as_request_error(errors.http_error(e.status_code, str(e.detail))
                                    if isinstance(e, StarletteHTTPException) else e)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from trtpipe.serve import errors
 from trtpipe.serve.api.admission import Admission, Inflight
@@ -17,9 +19,13 @@ from trtpipe.serve.api.metrics import FrontendMetrics
 from trtpipe.serve.engine_client.replicas import ReplicaPool
 from trtpipe.serve.engine_client.speculation import AdaptiveSpeculation
 from trtpipe.serve.openai.served_models import ModelRegistry, ServedModel
-from trtpipe.serve.openai.validation import Generation
+from trtpipe.serve.openai.validation import Generation, validate_chat, validate_completion
 
 log = logging.getLogger("trtpipe.serve")
+# Threads, not processes, prepare requests (chat template, tokenization, guide compilation): tokenizers and
+# llguidance are Rust and let go of the GIL while they work (a 4 MB prompt's 2.6 s encode in a thread leaves the
+# event loop's 1 ms timer on time), and a process would have to load every tokenizer and send the ids back.
+PREPARE_THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 class Frontend:
@@ -36,6 +42,8 @@ class Frontend:
         self._controllers: dict[str, AdaptiveSpeculation] = {}
         self._drafts = dict(settings.draft_models)
         self._health: asyncio.Task | None = None
+        self._prepare = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="trtpipe-prepare")
+        self._num_preparing = 0
         self.metrics.state.sources += [self._state_gauges, self.pool.gauges]
 
     # --- start, stop, readiness, drain -------------------------------------------------------------------
@@ -51,6 +59,7 @@ class Frontend:
     async def stop(self) -> None:
         if self._health is not None:
             self._health.cancel()
+        self._prepare.shutdown(wait=False, cancel_futures=True)
         await self.pool.close()
 
     def readiness(self) -> tuple[bool, dict]:
@@ -87,6 +96,19 @@ class Frontend:
         if draft is None:
             return None
         return draft, model.spec.max_draft_len or self.settings.default_max_draft_len
+
+    async def prepare(self, model: ServedModel, req, *, chat: bool) -> Generation:
+        """Validate, render and tokenize off the event loop, in PREPARE_THREADS worker threads. Requests waiting
+        for a thread are bounded like the admission queue: beyond `max_waiting` they get a 429 at once."""
+        if self._num_preparing >= self.settings.max_waiting:
+            raise errors.overloaded(f"{self._num_preparing} requests waiting to be tokenized",
+                                    self.settings.retry_after_s)
+        self._num_preparing += 1
+        try:
+            validate = validate_chat if chat else validate_completion
+            return await asyncio.get_running_loop().run_in_executor(self._prepare, validate, req, model)
+        finally:
+            self._num_preparing -= 1
 
     def start_request(self, model: ServedModel, gen: Generation, arrival: float) -> RequestLifecycle:
         """A validated request's lifecycle: admitted now or queued, or a 429 raised here."""

@@ -51,6 +51,9 @@ class ModelText:
     eos_token_ids: list[int]
     # id -> the token's bytes, for byte-level BPE tokenizers whose decode is plain byte concatenation.
     token_bytes: list[bytes] | None = field(default=None, repr=False)
+    # The most characters one token stands for (0: unknown). A prompt longer than max_input_len times this cannot
+    # fit, which is known before tokenizing it (openai/validation.py check_prompt_size).
+    max_token_chars: int = 0
     _grammars: GrammarCompiler | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -68,6 +71,10 @@ class ModelText:
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
         text = cls(tokenizer, template, _token_text(tok_cfg.get("bos_token")), eos_token, eos_ids)
         text.token_bytes = byte_level_table(tokenizer, json.loads((directory / "tokenizer.json").read_text()))
+        # The vocabulary's strings bound a token's text: byte-level BPE spells each byte as one character, SentencePiece
+        # each character once (byte-fallback pieces such as <0xE2> are longer than their byte), and special tokens
+        # are their own text.
+        text.max_token_chars = max(map(len, tokenizer.get_vocab(with_added_tokens=True)), default=0)
         return text
 
     def grammars(self) -> GrammarCompiler:

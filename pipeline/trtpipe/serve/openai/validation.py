@@ -68,6 +68,34 @@ class Generation:
         return call
 
 
+def check_prompt_size(req, model: ServedModel, *, chat: bool) -> None:
+    """Refuse a prompt that cannot fit before any of it is rendered or tokenized: cheap, on the raw text.
+
+    No token stands for more than `max_token_chars` characters, so text longer than max_input_len times that
+    can never fit. NOTE: this holds for tokenizers that keep every character (byte-level BPE, SentencePiece);
+    one whose normalizer deletes characters would be refused early here."""
+    limit = model.spec.max_input_len * model.text.max_token_chars
+    if not limit:
+        return
+    if chat:
+        size, param = sum(_content_chars(m.content) for m in req.messages), "messages"
+    elif isinstance(req.prompt, str):
+        size, param = len(req.prompt), "prompt"
+    else:
+        # Token-id prompts are checked exactly, and cheaply, by _engine_call.
+        size, param = max((len(p) for p in req.prompt if isinstance(p, str)), default=0), "prompt"
+    if size > limit:
+        raise errors.context_too_long(param, (
+            f"The prompt is {size} characters long; this model reads at most {model.spec.max_input_len} prompt "
+            f"tokens, which hold at most {limit} characters of text. Shorten the prompt."))
+
+
+def _content_chars(content) -> int:
+    if isinstance(content, list):
+        return sum(len(p.text or "") for p in content)
+    return len(content or "")
+
+
 def _max_tokens_param(req) -> tuple[str, int | None]:
     value = getattr(req, "max_completion_tokens", None)
     if value is not None:
