@@ -95,3 +95,5 @@ def test_with_triton_unreachable_requests_get_503_and_readiness_is_false(built_r
         with pytest.raises(openai.InternalServerError):
             list(client.completions.create(model="tiny-llama", prompt="hi", stream=True))
         assert httpx.get(f"{root}/health/live").status_code == 200
+        assert httpx.get(f"{root}/health").status_code == 503  # vLLM's route: no engine answers
+        assert httpx.head(f"{root}/health").status_code == 503

@@ -61,3 +61,14 @@ def test_a_4mb_prompt_is_refused_on_its_length_with_the_limit_named(client):
                                        messages=[{"role": "user", "content": "x " * 2_000_000}])
     assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "messages"
     assert e.value.body["message"].startswith("The prompt is 4000000 characters long; this model reads at most ")
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready"])
+def test_health_routes_answer_get_and_head_as_vllm_clients_probe_them(frontend, path):
+    import httpx
+
+    root = frontend.removesuffix("/v1")
+    get, head = httpx.get(root + path), httpx.head(root + path)
+    assert get.status_code == head.status_code == 200 and head.content == b""
+    if path == "/health":
+        assert get.json() == {"status": "healthy"}

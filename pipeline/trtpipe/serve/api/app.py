@@ -127,14 +127,23 @@ def _add_error_handlers(app: FastAPI, front: Frontend) -> None:
 
 
 def _add_health_routes(app: FastAPI, front: Frontend) -> None:
-    @app.get("/health/live", tags=["health"])
+    # GET and HEAD alike: load balancers and probes often ask with HEAD.
+    @app.api_route("/health/live", methods=["GET", "HEAD"], tags=["health"])
     async def live() -> dict:
         return {"status": "live"}
 
-    @app.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
+    @app.api_route("/health/ready", methods=["GET", "HEAD"], tags=["health"],
+                   responses={503: {"description": "not ready"}})
     async def ready() -> Response:
         ok, detail = front.readiness()
         return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
+
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["health"],
+                   responses={503: {"description": "no engine answers"}})
+    async def health() -> Response:
+        """vLLM's and trtllm-serve's route (GuideLLM and others probe it): 200 while an engine answers."""
+        ok = front.pool.any_healthy
+        return JSONResponse({"status": "healthy" if ok else "unhealthy"}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from trtpipe.serve import errors
 from trtpipe.serve.errors import RequestError
 
-OPEN_PATHS = frozenset({"/health/live"})
+OPEN_PATHS = frozenset({"/health/live", "/health"})
 
 
 async def send_error(send, err: RequestError) -> None:
