@@ -72,12 +72,13 @@ def frontend(triton, built_repo) -> str:
     import uvicorn
 
     from trtpipe.serve.api.app import FrontendSettings, create_app
+    from trtpipe.serve.api.transport import uvicorn_config
     from trtpipe.serve.process.launcher import wait_http_ok
 
     port = free_port()
     app = create_app(FrontendSettings(repo=built_repo, triton_grpc_url=triton.grpc_url, max_running=64,
                                       max_waiting=64))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     if wait_http_ok(f"http://127.0.0.1:{port}/health/ready", 30, interval_s=0.1) != "ready":

@@ -19,10 +19,11 @@ def running_frontend(settings, wait_ready: bool = True) -> Iterator[str]:
     import uvicorn
 
     from trtpipe.serve.api.app import create_app
+    from trtpipe.serve.api.transport import uvicorn_config
 
     port = free_port()
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     path = "/health/ready" if wait_ready else "/health/live"

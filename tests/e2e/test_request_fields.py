@@ -72,3 +72,35 @@ def test_health_routes_answer_get_and_head_as_vllm_clients_probe_them(frontend, 
     assert get.status_code == head.status_code == 200 and head.content == b""
     if path == "/health":
         assert get.json() == {"status": "healthy"}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_not_declared_json_is_refused_with_415_before_it_runs(frontend, content_type):
+    import httpx
+
+    headers = {"content-type": content_type} if content_type else {}
+    body = b'{"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}'
+    r = httpx.post(f"{frontend}/chat/completions", content=body, headers=headers)
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    ok = httpx.post(f"{frontend}/chat/completions", content=body,
+                    headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_cors_is_off_by_default_and_answers_only_the_allowed_origins(frontend, triton, built_repo):
+    import httpx
+
+    from tests.e2e.helpers import running_frontend, settings_for
+
+    preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
+                 "access-control-request-headers": "content-type"}
+    off = httpx.options(f"{frontend}/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in off.headers
+    with running_frontend(settings_for(triton, built_repo, allowed_origins=("https://app.example",))) as url:
+        allowed = httpx.options(f"{url}/chat/completions", headers=preflight)
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.options(f"{url}/chat/completions", headers={**preflight, "origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        post = httpx.post(f"{url}/chat/completions", headers={"origin": "https://app.example"},
+                          json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert post.status_code == 200 and post.headers["access-control-allow-origin"] == "https://app.example"

@@ -14,7 +14,10 @@ also the metrics label of `trtpipe_request_errors`.
     unauthorized           401     invalid_request_error  invalid_api_key
     model_not_found        404     invalid_request_error  model_not_found
     http_error             4xx     invalid_request_error  not_found | method_not_allowed | request_too_large
+    request_timeout        408     invalid_request_error  request_timeout
     request_too_large      413     invalid_request_error  request_too_large
+    unsupported_media_type 415     invalid_request_error  unsupported_media_type
+    headers_too_large      431     invalid_request_error  request_header_too_large
     overloaded             429     rate_limit_error       rate_limit_exceeded (Retry-After)
     internal_error         500     server_error           internal_error
     engine_failed          5xx     server_error           engine_error
@@ -79,6 +82,20 @@ def model_not_found(name: str, available: list[str]) -> RequestError:
 
 def request_too_large(max_bytes: int) -> RequestError:
     return RequestError(f"the request body is larger than {max_bytes} bytes", code="request_too_large", status=413)
+
+
+def request_timeout(what: str, seconds: float) -> RequestError:
+    return RequestError(f"the request did not send {what} within {seconds:g} s", code="request_timeout", status=408)
+
+
+def unsupported_media_type(given: str) -> RequestError:
+    return RequestError(f"the request body must be JSON: send `Content-Type: application/json`. Given: {given!r}",
+                        code="unsupported_media_type", status=415)
+
+
+def headers_too_large(max_headers: int, max_bytes: int) -> RequestError:
+    return RequestError(f"the request's headers exceed this server's limits ({max_headers} headers, {max_bytes} "
+                        "bytes with the request line)", code="request_header_too_large", status=431)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -60,6 +61,8 @@ class FrontendSettings:
     # model -> draft model, beside (or instead of) the drafts named in the models' specs
     draft_models: tuple[tuple[str, str], ...] = ()
     default_max_draft_len: int = 4
+    # Browser origins allowed to call the API (CORS). Empty: CORS is off, browsers refuse cross-site calls.
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def replica_urls(self) -> tuple[str, ...]:
@@ -102,6 +105,11 @@ def create_app(settings: FrontendSettings, limits=None) -> FastAPI:
     app.generation = BodyLimit(ApiKeyAuth(GenerationRoutes(super(FrontendApp, app).__call__, front),
                                           keys=settings.api_keys, protect_metrics=settings.protect_metrics),
                                max_bytes=settings.max_body_bytes)
+    if settings.allowed_origins:  # outermost, so that a preflight is answered before the key check
+        cors = dict(allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST", "HEAD"],
+                    allow_headers=["authorization", "content-type"], max_age=600)
+        app.add_middleware(CORSMiddleware, **cors)
+        app.generation = CORSMiddleware(app.generation, **cors)
     return app
 
 
@@ -228,6 +236,7 @@ class GenerationRoutes:
             return await self.app(scope, receive, send)
         request_model, chat = route
         try:
+            _require_json(scope)
             body = await _read_body(receive)
             try:
                 req = request_model.model_validate_json(body)
@@ -240,6 +249,17 @@ class GenerationRoutes:
             self.front.metrics.error("", err.type, err.status)
             response = error_response(err)
         await response(scope, receive, send)
+
+
+def _require_json(scope) -> None:
+    """A body that is not declared JSON is refused before it is read: a cross-site form or `text/plain` post (which
+    a browser sends without asking the server first) cannot run a completion."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if value.split(b";")[0].strip().lower() == b"application/json":
+                return
+            raise errors.unsupported_media_type(value.decode("latin-1"))
+    raise errors.unsupported_media_type("")
 
 
 async def _read_body(receive) -> bytes:
