@@ -54,6 +54,10 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
     from trtpipe.serve.process.server import ServeOptions, default_api_servers
     from trtpipe.serve.process.server import serve as run_serve
 
+    if api_keys:
+        console.print("[yellow]warning:[/] --api-key puts the key in the process list (ps) and in shell history; "
+                      "use --api-key-file FILE or $TRTPIPE_API_KEYS (comma-separated) instead. The key is "
+                      "accepted.", highlight=False, soft_wrap=True)
     keys = load_api_keys(api_keys, api_key_file)
     opts = ServeOptions(repo=resolve_repo(repo), host=host, port=port,
                         triton_ports=TritonPorts(http_port, grpc_port, metrics_port), triton_urls=triton_urls,

@@ -56,3 +56,23 @@ def test_api_servers_reach_the_server_and_default_to_one_per_four_cores(monkeypa
     assert [server.default_api_servers(c) for c in (1, 2, 4, 7, 8, 16, 64)] == [1, 1, 1, 1, 2, 4, 4]
     result = CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--api-servers", "0"])
     assert result.exit_code == 2 and "--api-servers" in result.output
+
+
+def test_an_api_key_on_the_command_line_warns_and_points_to_the_file_and_the_variable(monkeypatch, tmp_path):
+    got = []
+    monkeypatch.setattr("trtpipe.serve.process.server.serve", lambda opts, on_ready: got.append(opts))
+    result = CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--api-key", "sk-visible"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == (
+        "warning: --api-key puts the key in the process list (ps) and in shell history; use --api-key-file FILE or "
+        "$TRTPIPE_API_KEYS (comma-separated) instead. The key is accepted.")
+    assert got[0].api_keys == ("sk-visible",) and "sk-visible" not in result.stderr + result.stdout
+
+
+def test_keys_from_the_file_or_the_environment_give_no_warning(monkeypatch, tmp_path):
+    monkeypatch.setattr("trtpipe.serve.process.server.serve", lambda opts, on_ready: None)
+    keys = tmp_path / "keys"
+    keys.write_text("k1\n")
+    result = CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--api-key-file", str(keys)],
+                                                env={"TRTPIPE_API_KEYS": "k2"})
+    assert result.exit_code == 0 and "warning" not in result.stderr
