@@ -216,13 +216,14 @@ class TritonServer:
 
     def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
                  extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1",
-                 launch=None, engine_threads: int | None = None):
+                 launch=None, engine_threads: int | None = None, extra_env: dict[str, str] | None = None):
         """`launch`: a serve.process.trt_launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
         replace ours: one tritonserver, or mpirun with one per rank). `engine_threads`: see engine_thread_env
         (the reference engine only; a launch plan's engines run on the GPU). `log_path`: appended to, never
-        truncated (default: run_log_path(), one file per run)."""
+        truncated (default: run_log_path(), one file per run). `extra_env`: variables passed to Triton on top
+        of the allowlisted environment (triton_env.py), for a model that needs one the allowlist leaves out."""
         self.repo, self.ports, self.address, self.launch = Path(repo), ports, address, launch
-        self.engine_threads = engine_threads
+        self.engine_threads, self.extra_env = engine_threads, dict(extra_env or {})
         self.log_path = log_path or run_log_path()
         self.extra_args, self.exit_timeout_s = list(extra_args), exit_timeout_s
         self.process: subprocess.Popen | None = None
@@ -253,9 +254,10 @@ class TritonServer:
         return argv + self.extra_args
 
     def environment(self, install: TritonInstall, environ=os.environ) -> dict[str, str]:
-        """The allowlisted environment (triton_env.py: no HF_TOKEN, no API keys), then what the launch needs."""
+        """The allowlisted environment (triton_env.py: no HF_TOKEN, no API keys), then what the launch needs,
+        then `extra_env`."""
         launch_env = self.launch.env if self.launch is not None else engine_thread_env(self.engine_threads)
-        return triton_environment(environ, install.env, launch_env)
+        return triton_environment(environ, install.env, launch_env, self.extra_env)
 
     def start(self, timeout_s: float = 120.0, cancelled: Callable[[], bool] = lambda: False,
               why: str = "") -> "TritonServer":

@@ -53,3 +53,9 @@ def test_the_triton_server_starts_with_the_allowlisted_environment_plus_its_inst
                                                "TRTPIPE_API_KEYS": "k"})
     assert env == {"HOME": "/root", "LD_LIBRARY_PATH": "/libs:/opt/lib", "OPENBLAS_NUM_THREADS": "2",
                    "OMP_NUM_THREADS": "2"}
+
+
+def test_extra_env_passes_a_variable_the_allowlist_leaves_out(tmp_path: Path):
+    server = TritonServer(tmp_path, engine_threads=1, extra_env={"MY_MODEL_SETTING": "on"})
+    env = server.environment(TritonInstall(Path("/bin/tritonserver"), None), environ={"MY_MODEL_SETTING": "off"})
+    assert env == {"MY_MODEL_SETTING": "on", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
