@@ -45,14 +45,13 @@ def test_a_port_in_use_is_named_with_its_holder_and_the_flag_on_one_line(listeni
                         r"\(.*python.*\); choose a free one with --grpc-port or stop that process", message), message
 
 
-def test_a_listener_on_every_address_blocks_the_loopback_and_the_ipv6_wildcard_too():
+def test_a_listener_on_every_address_blocks_the_loopback_too():
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        for host in ("127.0.0.1", "::"):
-            with pytest.raises(TritonStartError, match=f"port {port} .* in use by pid {os.getpid()} "):
-                check_ports([PortUse("the frontend", host, port, "--port")])
+        with pytest.raises(TritonStartError, match=f"port {port} .* in use by pid {os.getpid()} "):
+            check_ports([PortUse("the frontend", "127.0.0.1", port, "--port")])
 
 
 def test_free_ports_pass_and_are_left_unbound():
