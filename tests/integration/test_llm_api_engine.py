@@ -45,15 +45,16 @@ def llm_api_triton(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRTPIPE_HOME", str(root / "home"))
         mp.setenv("TRTPIPE_CONFIG_PATH", str(root / "configs"))
-        mp.setenv("FAKE_TRTLLM_RECORD", str(record))
         mp.syspath_prepend(str(root / "fake"))  # preflight finds an importable tensorrt_llm
         mp.setattr(preflight, "detect_machine", lambda *a, **k: Machine(
             gpus=[GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))], tensorrt_llm="1.2.1", nvidia_smi=True))
         repo = root / "repo"
         version = build(load_config("tiny-pytorch"), repo).published.path
         shutil.copytree(root / "fake" / "tensorrt_llm", version / "tensorrt_llm")
+        # Triton gets an allowlisted environment: the stand-in's record file is passed to it explicitly.
         server = TritonServer(repo, TritonPorts(free_port(), free_port(), free_port()),
-                              log_path=root / "tritonserver.log", exit_timeout_s=2)
+                              log_path=root / "tritonserver.log", exit_timeout_s=2,
+                              extra_env={"FAKE_TRTLLM_RECORD": str(record)})
         server.start()
         try:
             yield server, repo, record

@@ -43,17 +43,30 @@ console = Console(stderr=True)
 @click.option("--engine-threads", type=click.IntRange(min=1), default=None,
               help="BLAS threads of the reference engine in the Triton serve starts [default: "
                    "$OPENBLAS_NUM_THREADS / $OMP_NUM_THREADS if set, else all cores but one, left to the frontend]")
+@click.option("--health-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="seconds Triton gets to answer each health check (ServerLive, then a one-token canary)")
+@click.option("--hang-timeout", type=click.FloatRange(min=1.0), default=20.0, show_default=True,
+              help="the Triton serve started is restarted when its health check has failed this many seconds on "
+                   "end (a hung server; a dead one is restarted at once)")
+@click.option("--triton-max-failures", type=click.IntRange(min=1), default=5, show_default=True,
+              help="serve exits (code 1) when the Triton it started fails this many times within 5 minutes "
+                   "(dies, hangs, or does not come back); 1: exit at the first failure, never restart")
 def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: int, metrics_port: int,
           triton_urls: tuple[str, ...], chat_template: Path | None, api_keys: tuple[str, ...],
           api_key_file: Path | None, protect_metrics: bool, max_running: int, max_waiting: int,
           request_timeout: float, keepalive: float, drain_timeout: float, max_body_bytes: int,
-          api_servers: int | None, engine_threads: int | None) -> None:
+          api_servers: int | None, engine_threads: int | None, health_timeout: float, hang_timeout: float,
+          triton_max_failures: int) -> None:
     """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
-    from trtpipe.serve.process.launcher import TritonPorts
+    from trtpipe.serve.process.launcher import TritonPorts, run_log_path
     from trtpipe.serve.api.middleware import load_api_keys
     from trtpipe.serve.process.server import ServeOptions, default_api_servers
     from trtpipe.serve.process.server import serve as run_serve
 
+    if api_keys:
+        console.print("[yellow]warning:[/] --api-key puts the key in the process list (ps) and in shell history; "
+                      "use --api-key-file FILE or $TRTPIPE_API_KEYS (comma-separated) instead. The key is "
+                      "accepted.", highlight=False, soft_wrap=True)
     keys = load_api_keys(api_keys, api_key_file)
     opts = ServeOptions(repo=resolve_repo(repo), host=host, port=port,
                         triton_ports=TritonPorts(http_port, grpc_port, metrics_port), triton_urls=triton_urls,
@@ -61,11 +74,18 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
                         protect_metrics=protect_metrics, max_running=max_running, max_waiting=max_waiting,
                         request_timeout_s=request_timeout or None, keepalive_s=keepalive or None,
                         drain_timeout_s=drain_timeout, max_body_bytes=max_body_bytes, engine_threads=engine_threads,
-                        api_servers=api_servers or default_api_servers())
-    if triton_urls:
-        console.print(f"using Triton replica(s) {', '.join(triton_urls)}")
-    else:
-        console.print(f"starting Triton on {opts.repo} (grpc :{grpc_port}) ...")
+                        api_servers=api_servers or default_api_servers(), health_timeout_s=health_timeout,
+                        hang_timeout_s=hang_timeout, triton_max_failures=triton_max_failures,
+                        triton_log=None if triton_urls else run_log_path())
+
+    def starting() -> None:  # the ports are free
+        if triton_urls:
+            console.print(f"using Triton replica(s) {', '.join(triton_urls)}")
+        else:
+            console.print(f"starting Triton on {opts.repo} (grpc :{grpc_port}; log {opts.triton_log}) ...",
+                          soft_wrap=True, highlight=False)
+
     auth = f"{len(keys)} API key(s)" if keys else "no API keys (open)"
     procs = f", {opts.api_servers} API server processes" if opts.api_servers > 1 else ""
-    run_serve(opts, on_ready=lambda url: console.print(f"OpenAI frontend on {url} ({auth}{procs})"))
+    run_serve(opts, on_ready=lambda url: console.print(f"OpenAI frontend on {url} ({auth}{procs})"),
+              on_starting=starting)

@@ -16,11 +16,14 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
 from trtpipe.cache import trtpipe_home
 from trtpipe.errors import TritonStartError, tail
+from trtpipe.serve.process import process_group
+from trtpipe.serve.process.triton_env import triton_environment
 
 
 @dataclass(frozen=True)
@@ -117,12 +120,15 @@ def preflight_repository(repo_dir: Path, machine=None) -> list[str]:
 
 
 def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = None,
-                 interval_s: float = 0.2) -> str:
-    """Poll GET `url` until it answers 200: "ready", or "exited" if `process` ended first, or "timeout"."""
+                 interval_s: float = 0.2, cancelled: Callable[[], bool] = lambda: False) -> str:
+    """Poll GET `url` until it answers 200: "ready", or "exited" if `process` ended first, "cancelled" once
+    `cancelled()` is true, or "timeout"."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             return "exited"
+        if cancelled():
+            return "cancelled"
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return "ready"
@@ -130,6 +136,24 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen | None = 
             pass
         time.sleep(interval_s)
     return "timeout"
+
+
+def run_log_path(home: Path | None = None, now: float | None = None, pid: int | None = None) -> Path:
+    """The default Triton log of one `serve` run: logs/tritonserver-<start time>-<serve pid>.log.
+
+    NOTE: one file per run, not one shared file: a second `serve` (on other ports, or one refused at its port
+    check) never touches the log of the one running, and restarts of a run's Triton append to its file."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return (home or trtpipe_home()) / "logs" / f"tritonserver-{stamp}-{pid or os.getpid()}.log"
+
+
+def open_log(path: Path, header: str):
+    """`path` opened for appending (never truncated), after a header line that marks this start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(path, "a")
+    log.write(f"=== trtpipe {time.strftime('%Y-%m-%d %H:%M:%S')}: {header} ===\n")
+    log.flush()
+    return log
 
 
 THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -158,30 +182,52 @@ def engine_thread_env(threads: int | None, environ=os.environ, cpus: int | None 
     return {name: str(threads) for name in THREAD_ENV}
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM tritonserver if trtpipe itself dies, so no orphan keeps the ports and the memory."""
-    try:
-        import ctypes
+_prctl = None
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+
+def _resolve_prctl():
+    """libc's prctl, looked up once (in the parent, before any fork), or None off glibc Linux."""
+    global _prctl
+    if _prctl is None:
+        try:
+            import ctypes
+
+            _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+        except OSError:
+            _prctl = False
+    return _prctl or None
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM tritonserver if trtpipe itself dies, so no orphan keeps the ports and the memory.
+
+    NOTE: this runs between fork and exec (preexec_fn), and a restart forks while other threads of serve run
+    (gRPC, the event loop's executor): the child must not take a lock another thread may have held at the fork,
+    as dlopen does. So libc is resolved in the parent (_resolve_prctl() before Popen) and the child only calls."""
+    prctl = _resolve_prctl()
+    if prctl is not None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class TritonServer:
-    """One tritonserver process. Use as a context manager, or start()/stop()."""
+    """One tritonserver process (with its process group: Python-backend stubs, mpirun ranks). Use as a context
+    manager, or start()/stop(); kill() ends a dead or hung one, and start() again restarts it on the same ports
+    and log."""
 
     def __init__(self, repo: Path, ports: TritonPorts = TritonPorts(), log_path: Path | None = None,
                  extra_args: list[str] = (), exit_timeout_s: int = 5, address: str = "127.0.0.1",
-                 launch=None, engine_threads: int | None = None):
+                 launch=None, engine_threads: int | None = None, extra_env: dict[str, str] | None = None):
         """`launch`: a serve.process.trt_launch.LaunchPlan for repositories with TensorRT-LLM engines (its argv and env
         replace ours: one tritonserver, or mpirun with one per rank). `engine_threads`: see engine_thread_env
-        (the reference engine only; a launch plan's engines run on the GPU)."""
+        (the reference engine only; a launch plan's engines run on the GPU). `log_path`: appended to, never
+        truncated (default: run_log_path(), one file per run). `extra_env`: variables passed to Triton on top
+        of the allowlisted environment (triton_env.py), for a model that needs one the allowlist leaves out."""
         self.repo, self.ports, self.address, self.launch = Path(repo), ports, address, launch
-        self.engine_threads = engine_threads
-        self.log_path = log_path or trtpipe_home() / "logs" / "tritonserver.log"
+        self.engine_threads, self.extra_env = engine_threads, dict(extra_env or {})
+        self.log_path = log_path or run_log_path()
         self.extra_args, self.exit_timeout_s = list(extra_args), exit_timeout_s
         self.process: subprocess.Popen | None = None
+        self.num_starts = 0
 
     @property
     def http_url(self) -> str:
@@ -207,40 +253,74 @@ class TritonServer:
             argv.append(f"--backend-directory={install.backend_dir}")
         return argv + self.extra_args
 
-    def start(self, timeout_s: float = 120.0) -> "TritonServer":
+    def environment(self, install: TritonInstall, environ=os.environ) -> dict[str, str]:
+        """The allowlisted environment (triton_env.py: no HF_TOKEN, no API keys), then what the launch needs,
+        then `extra_env`."""
+        launch_env = self.launch.env if self.launch is not None else engine_thread_env(self.engine_threads)
+        return triton_environment(environ, install.env, launch_env, self.extra_env)
+
+    def start(self, timeout_s: float = 120.0, cancelled: Callable[[], bool] = lambda: False,
+              why: str = "") -> "TritonServer":
+        """Start and wait until ready; TritonStartError (with the log's tail) if it exits or is not ready in
+        time. `cancelled`: stop waiting (and stop the server) once it returns true; `why`: for the log's header."""
         if not self.repo.is_dir():
             raise TritonStartError(f"model repository {self.repo} does not exist",
                                    fix="build a model first: trtpipe build tiny-llama (or pass --repo)")
         install = find_tritonserver()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "w")
-        launch_env = self.launch.env if self.launch is not None else engine_thread_env(self.engine_threads)
+        self.num_starts += 1
+        _resolve_prctl()
+        log = open_log(self.log_path, f"tritonserver start {self.num_starts} by pid {os.getpid()}"
+                                      + (f" ({why})" if why else ""))
         self.process = subprocess.Popen(self.argv(install), stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **install.env, **launch_env}, start_new_session=True,
+                                        env=self.environment(install), start_new_session=True,
                                         preexec_fn=_die_with_parent)
         log.close()
-        outcome = wait_http_ok(f"{self.http_url}/v2/health/ready", timeout_s, self.process)
+        outcome = wait_http_ok(f"{self.http_url}/v2/health/ready", timeout_s, self.process, cancelled=cancelled)
         if outcome == "ready":
             return self
         if outcome == "exited":
+            self.kill()  # the stubs it may have started
             raise TritonStartError(f"tritonserver exited with code {self.process.returncode} during start-up\n"
                                    f"--- last lines of {self.log_path} ---\n{self._log_tail()}",
                                    fix="read the log above (a model that failed to load is named there)")
-        self.stop()
+        self.kill()
+        if outcome == "cancelled":
+            raise TritonStartError("tritonserver start-up was cancelled (serve is stopping)")
         raise TritonStartError(f"tritonserver was not ready after {timeout_s:.0f} s\n--- last lines of "
                                f"{self.log_path} ---\n{self._log_tail()}",
                                fix="check the ports are free and the log above")
 
+    def exit_code(self) -> int | None:
+        """The server's exit (a Popen returncode) once it has ended, else None; it stays unreaped until kill()
+        or stop(), so its process group cannot be mistaken for another."""
+        if self.process is None:
+            return None
+        if self.process.returncode is not None:
+            return self.process.returncode
+        return process_group.peek_exit(self.process.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a dead server's orphaned stubs, a hung server), reap the server and
+        wait for every other member to be gone."""
+        if self.process is None:
+            return
+        pgid = self.process.pid
+        members = process_group.group_members(pgid)
+        process_group.kill_group(pgid)
+        self.process.wait()
+        process_group.wait_gone([pid for pid in members if pid != pgid])
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        # The whole process group: with mpirun, every rank's tritonserver.
+        # The whole process group: with mpirun, every rank's tritonserver. SIGCONT: a stopped (hung) server
+        # would otherwise never see the SIGTERM.
         os.killpg(self.process.pid, signal.SIGTERM)
+        process_group.kill_group(self.process.pid, signal.SIGCONT)
         try:
             self.process.wait(timeout=self.exit_timeout_s + 10)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            self.kill()
 
     def _log_tail(self) -> str:
         try:

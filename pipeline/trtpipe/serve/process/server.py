@@ -5,6 +5,11 @@ the same port under a supervisor (serve.process.workers). Drain on SIGTERM (or C
 admission stops at once (new requests get 503); requests in flight get `drain_timeout_s` to finish; the rest
 end with an SSE error event and `[DONE]` (or a 503); then uvicorn stops (every worker), then the Triton this
 command started, and the process exits 0. A second signal forces the exit.
+
+Before anything starts, every port is checked (ports.py: one line naming the port, its holder and the flag).
+The Triton this command starts runs under a TritonSupervisor (triton_supervisor.py): restarted when it dies or
+hangs, and when it keeps failing, the frontend stops and serve exits 1 saying why. Its environment is an
+allowlist (triton_env.py); its log is appended to, one file per run (launcher.run_log_path).
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from trtpipe.repo import layout
 from trtpipe.serve.api.app import FrontendSettings, create_app
 from trtpipe.serve.process.draining import DrainingServer
 from trtpipe.serve.process.launcher import TritonPorts, TritonServer, usable_cpus
+from trtpipe.serve.process.ports import PortUse, bind_port, check_ports
+from trtpipe.serve.process.triton_supervisor import (DEFAULT_HANG_TIMEOUT_S, DEFAULT_MAX_FAILURES, RestartPolicy,
+                                                     TritonSupervisor, replica_verdict)
 
 log = logging.getLogger("trtpipe.serve")
+TRITON_ADDRESS = "127.0.0.1"  # loopback: the frontend is Triton's only client
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,9 @@ class ServeOptions:
     triton_args: tuple[str, ...] = ()
     engine_threads: int | None = None  # reference engine BLAS threads; None: all cores but one
     api_servers: int = 1  # frontend processes on the port (default_api_servers() is the CLI's default)
+    health_timeout_s: float = 10.0  # the frontend's ServerLive and canary deadline
+    hang_timeout_s: float = DEFAULT_HANG_TIMEOUT_S  # unhealthy this long on end: our Triton is restarted
+    triton_max_failures: int = DEFAULT_MAX_FAILURES  # failures of our Triton within 5 min before serve gives up
 
 
 CORES_PER_API_SERVER = 4
@@ -74,35 +86,73 @@ def frontend_settings(opts: ServeOptions, triton_urls: tuple[str, ...]) -> Front
                             chat_template=opts.chat_template, max_running=opts.max_running,
                             max_waiting=opts.max_waiting, api_keys=opts.api_keys, protect_metrics=opts.protect_metrics,
                             request_timeout_s=opts.request_timeout_s, keepalive_s=opts.keepalive_s,
-                            max_body_bytes=opts.max_body_bytes)
+                            max_body_bytes=opts.max_body_bytes, health_timeout_s=opts.health_timeout_s)
 
 
-def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None) -> None:
+def port_uses(opts: ServeOptions) -> tuple[PortUse, list[PortUse]]:
+    """The frontend's port, and Triton's three when serve starts its own."""
+    frontend = PortUse("the frontend", opts.host, opts.port, "--port")
+    p = opts.triton_ports
+    triton = [] if opts.triton_urls else [PortUse("Triton's HTTP port", TRITON_ADDRESS, p.http, "--http-port"),
+                                          PortUse("Triton's gRPC port", TRITON_ADDRESS, p.grpc, "--grpc-port"),
+                                          PortUse("Triton's metrics port", TRITON_ADDRESS, p.metrics, "--metrics-port")]
+    return frontend, triton
+
+
+def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None,
+          on_starting: Callable[[], None] = lambda: None) -> None:
+    """Check the ports, then (`on_starting()`) start Triton, supervised, unless replicas are given, and run the
+    frontend until a signal; raises the supervisor's TritonStartError when Triton kept failing."""
     if not layout.published_models(opts.repo):
         raise TritonStartError(f"no published model in {opts.repo}",
                                fix="build one first: trtpipe build tiny-llama (or pass --repo)")
+    frontend_port, triton_ports = port_uses(opts)
+    check_ports([frontend_port, *triton_ports])
+    on_starting()
     with ExitStack() as stack:
+        # Held from now on (uvicorn listens on it) so nothing takes it while Triton starts; API servers bind
+        # their own (SO_REUSEPORT).
+        sock = stack.enter_context(bind_port(frontend_port)) if opts.api_servers == 1 else None
+        triton = None
         if opts.triton_urls:
             urls = tuple(opts.triton_urls)
         else:
             triton = stack.enter_context(TritonServer(opts.repo, opts.triton_ports, log_path=opts.triton_log,
-                                                      extra_args=list(opts.triton_args),
+                                                      extra_args=list(opts.triton_args), address=TRITON_ADDRESS,
                                                       launch=_trt_launch(opts), engine_threads=opts.engine_threads))
-            stack.enter_context(_recorded(opts.repo, triton))
+            log.info("Triton's log: %s", triton.log_path)
             urls = (triton.grpc_url,)
+        settings = frontend_settings(opts, urls)
         if opts.api_servers > 1:
             from trtpipe.serve.process.workers import Supervisor
 
-            Supervisor(frontend_settings(opts, urls), opts.api_servers, opts.host, opts.port,
-                       opts.drain_timeout_s).run(on_ready)
-            return
-        app = create_app(frontend_settings(opts, urls))
-        config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning",
-                                timeout_graceful_shutdown=10)
-        server = DrainingServer(config, app.state.frontend.drain, opts.drain_timeout_s)
-        on_ready(f"http://{opts.host}:{opts.port}/v1")
-        with _signals_end_uvicorn_only():
-            server.run()
+            workers = Supervisor(settings, opts.api_servers, opts.host, opts.port, opts.drain_timeout_s)
+            supervisor = _supervise(stack, opts, triton, triton_ports, workers.triton_verdict, workers.stop)
+            workers.run(on_ready)
+        else:
+            app = create_app(settings)
+            config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning",
+                                    timeout_graceful_shutdown=10)
+            server = DrainingServer(config, app.state.frontend.drain, opts.drain_timeout_s)
+            supervisor = _supervise(stack, opts, triton, triton_ports, lambda: replica_verdict(app.state.frontend),
+                                    lambda: setattr(server, "should_exit", True))
+            on_ready(f"http://{opts.host}:{opts.port}/v1")
+            with _signals_end_uvicorn_only():
+                server.run(sockets=[sock])
+        if supervisor is not None and supervisor.failure is not None:
+            raise supervisor.failure
+
+
+def _supervise(stack: ExitStack, opts: ServeOptions, triton: TritonServer | None, ports: list[PortUse],
+               health: Callable[[], bool | None], stop_frontend: Callable[[], None]) -> TritonSupervisor | None:
+    """Our Triton, recorded for publish/rollback and watched (restarted when it dies or hangs); None when the
+    replicas are external (not ours to restart)."""
+    if triton is None:
+        return None
+    record = stack.enter_context(_recorded(opts.repo, triton))
+    return stack.enter_context(TritonSupervisor(
+        triton, RestartPolicy(opts.triton_max_failures), health, opts.hang_timeout_s, on_restarted=record,
+        on_give_up=stop_frontend, ports_free=lambda: check_ports(ports)))
 
 
 def _trt_launch(opts: ServeOptions):
@@ -120,17 +170,26 @@ def _trt_launch(opts: ServeOptions):
 
 @contextmanager
 def _recorded(repo: Path, triton: TritonServer):
-    """Record our Triton for publish/rollback reloads, unless another live server already holds the record."""
+    """Record our Triton for publish/rollback reloads, unless another live server already holds the record.
+    Yields the function that re-records it after a restart (a new pid)."""
     from trtpipe.repo.triton_control import clear_server_record, record_server, running_server
 
     mine = running_server(repo) is None
+    recorded = [triton.process.pid]
+
+    def update(server: TritonServer) -> None:
+        if mine:
+            clear_server_record(repo, recorded[0])
+            recorded[0] = server.process.pid
+            record_server(repo, server.http_url, server.process.pid)
+
     if mine:
         record_server(repo, triton.http_url, triton.process.pid)
     try:
-        yield
+        yield update
     finally:
         if mine:
-            clear_server_record(repo, triton.process.pid)
+            clear_server_record(repo, recorded[0])
 
 
 @contextmanager

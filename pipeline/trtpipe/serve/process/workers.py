@@ -16,6 +16,10 @@ Shared: admission counts and the speculation acceptance window (shared_limits.py
 prometheus multiprocess mode). Each worker's own: gRPC channels to the same Triton(s), health checks and
 canaries, the model registry (each notices a publish or rollback itself from config.pbtxt).
 
+Triton's health, for the Triton supervisor in the serve process (triton_supervisor.py): each worker copies its
+frontend's verdict on Triton into its cell of a shared array every HEALTH_REPORT_S; Triton counts as unhealthy
+when no live worker finds it healthy and one finds it not.
+
 Supervision: a worker that exits is logged and replaced (its admission counts zeroed first), after a backoff
 when it keeps dying young. SIGTERM/SIGINT: forwarded once as SIGTERM to every worker, each drains exactly as a
 single server does; then the caller stops Triton and the process exits 0. A second signal is forwarded again
@@ -31,6 +35,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +49,8 @@ START_TIMEOUT_S = 120.0
 YOUNG_S = 10.0  # a worker that dies younger than this is restarted after a growing backoff
 MAX_BACKOFF_S = 30.0
 POLL_S = 0.2
+HEALTH_REPORT_S = 0.25
+UNKNOWN, HEALTHY, UNHEALTHY = 0, 1, 2  # a worker's verdict on Triton, in the shared array
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -56,7 +63,7 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 
 def run_worker(index: int, settings, counters: SharedCounters, host: str, port: int, drain_timeout_s: float,
-               ready) -> None:
+               ready, triton_health=None) -> None:
     """One API server (the target of a spawned process)."""
     import uvicorn
 
@@ -71,7 +78,19 @@ def run_worker(index: int, settings, counters: SharedCounters, host: str, port: 
     app = create_app(settings, limits=counters)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10, backlog=2048)
     server = DrainingServer(config, app.state.frontend.drain, drain_timeout_s, on_started=ready.set)
+    if triton_health is not None:
+        threading.Thread(target=_report_triton_health, args=(app.state.frontend, triton_health, index),
+                         name="triton-health", daemon=True).start()
     server.run(sockets=[sock])  # uvicorn calls listen() on it
+
+
+def _report_triton_health(frontend, verdicts, index: int) -> None:
+    from trtpipe.serve.process.triton_supervisor import replica_verdict
+
+    codes = {None: UNKNOWN, True: HEALTHY, False: UNHEALTHY}
+    while True:
+        verdicts[index] = codes[replica_verdict(frontend)]
+        time.sleep(HEALTH_REPORT_S)
 
 
 @dataclass
@@ -93,13 +112,25 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited event loop or gRPC
         self.counters = SharedCounters(num_workers, window_rounds=settings.speculation.window_rounds, ctx=self._ctx)
         self.workers: list[Worker] = []
+        self.triton_health = self._ctx.RawArray("b", num_workers)  # each worker's verdict: UNKNOWN, HEALTHY, ...
         self._signals = 0
+
+    def triton_verdict(self) -> bool | None:
+        """True when some worker finds Triton healthy, False when none does and one finds it not, else None."""
+        verdicts = list(self.triton_health)
+        if HEALTHY in verdicts:
+            return True
+        return False if UNHEALTHY in verdicts else None
+
+    def stop(self) -> None:
+        """Stop every worker as a SIGTERM to serve would (each drains); run() then returns."""
+        self._forward(signal.SIGTERM, None)
 
     def _spawn(self, index: int, failures: int = 0) -> Worker:
         ready = self._ctx.Event()
         process = self._ctx.Process(target=run_worker, name=f"trtpipe-api-{index}", daemon=False,
                                     args=(index, self.settings, self.counters, self.host, self.port,
-                                          self.drain_timeout_s, ready))
+                                          self.drain_timeout_s, ready, self.triton_health))
         process.start()
         log.info("API server %d started (pid %d)", index, process.pid)
         return Worker(index, process, ready, time.monotonic(), failures)
@@ -153,6 +184,7 @@ class Supervisor:
                     delay = min(MAX_BACKOFF_S, 0.5 * 2 ** (w.failures - 1)) if young else 0.0
                     log.warning("API server %d (pid %d) exited with code %s; restarting it%s", w.index,
                                 w.process.pid, w.process.exitcode, f" in {delay:.1f} s" if delay else "")
+                    self.triton_health[w.index] = UNKNOWN
                     if not self.counters.clear_worker(w.index):
                         log.error("admission is stuck: the shared lock is held by a dead API server; restart "
                                   "trtpipe serve")
