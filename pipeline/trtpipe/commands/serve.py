@@ -37,6 +37,9 @@ console = Console(stderr=True)
 @click.option("--drain-timeout", default=30.0, show_default=True,
               help="on SIGTERM, seconds for requests in flight to finish before they are ended")
 @click.option("--max-body-bytes", default=4 * 1024 * 1024, show_default=True, help="larger request bodies get 413")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="a browser origin allowed to call the API (CORS), e.g. https://app.example; repeatable. "
+                   "Without it CORS is off: browsers refuse cross-site calls")
 @click.option("--api-servers", type=click.IntRange(min=1), default=None,
               help="OpenAI frontend processes sharing the port, each with its own gRPC channels to Triton; the "
                    "bounds and /metrics stay those of the whole server [default: one per 4 usable cores, 1 to 4]")
@@ -56,7 +59,7 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
           api_key_file: Path | None, protect_metrics: bool, max_running: int, max_waiting: int,
           request_timeout: float, keepalive: float, drain_timeout: float, max_body_bytes: int,
           api_servers: int | None, engine_threads: int | None, health_timeout: float, hang_timeout: float,
-          triton_max_failures: int) -> None:
+          triton_max_failures: int, allowed_origins: tuple[str, ...]) -> None:
     """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
     from trtpipe.serve.process.launcher import TritonPorts, run_log_path
     from trtpipe.serve.api.middleware import load_api_keys
@@ -76,7 +79,7 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
                         drain_timeout_s=drain_timeout, max_body_bytes=max_body_bytes, engine_threads=engine_threads,
                         api_servers=api_servers or default_api_servers(), health_timeout_s=health_timeout,
                         hang_timeout_s=hang_timeout, triton_max_failures=triton_max_failures,
-                        triton_log=None if triton_urls else run_log_path())
+                        triton_log=None if triton_urls else run_log_path(), allowed_origins=allowed_origins)
 
     def starting() -> None:  # the ports are free
         if triton_urls:

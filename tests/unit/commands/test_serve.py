@@ -105,3 +105,18 @@ def test_our_triton_logs_to_a_new_file_per_run_and_external_replicas_to_none(mon
     assert f"log {got[0].triton_log})" in result.stderr
     CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--triton", "10.0.0.1:8001"])
     assert got[1].triton_log is None
+
+
+def test_allowed_origins_reach_the_frontend_settings(monkeypatch, tmp_path):
+    from trtpipe.serve.process.server import frontend_settings
+
+    got = {}
+    monkeypatch.setattr("trtpipe.serve.process.server.serve",
+                        lambda opts, on_ready, on_starting: got.setdefault("opts", opts))
+    result = CliRunner().invoke(command.serve, ["--repo", str(tmp_path), "--triton", "10.0.0.1:8001",
+                                                "--allowed-origin", "https://a.example",
+                                                "--allowed-origin", "https://b.example"])
+    assert result.exit_code == 0, result.output
+    settings = frontend_settings(got["opts"], ("10.0.0.1:8001",))
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert frontend_settings(type(got["opts"])(repo=tmp_path), ("x:1",)).allowed_origins == ()

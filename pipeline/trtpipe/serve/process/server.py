@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import uvicorn
 
 from trtpipe.errors import TritonStartError
 from trtpipe.repo import layout
 from trtpipe.serve.api.app import FrontendSettings, create_app
+from trtpipe.serve.api.transport import uvicorn_config
 from trtpipe.serve.process.draining import DrainingServer
 from trtpipe.serve.process.launcher import TritonPorts, TritonServer, usable_cpus
 from trtpipe.serve.process.ports import PortUse, bind_port, check_ports
@@ -53,6 +53,7 @@ class ServeOptions:
     keepalive_s: float | None = 15.0
     drain_timeout_s: float = 30.0
     max_body_bytes: int = 4 * 1024 * 1024
+    allowed_origins: tuple[str, ...] = ()  # CORS; empty: off
     triton_log: Path | None = None
     triton_args: tuple[str, ...] = ()
     engine_threads: int | None = None  # reference engine BLAS threads; None: all cores but one
@@ -86,7 +87,8 @@ def frontend_settings(opts: ServeOptions, triton_urls: tuple[str, ...]) -> Front
                             chat_template=opts.chat_template, max_running=opts.max_running,
                             max_waiting=opts.max_waiting, api_keys=opts.api_keys, protect_metrics=opts.protect_metrics,
                             request_timeout_s=opts.request_timeout_s, keepalive_s=opts.keepalive_s,
-                            max_body_bytes=opts.max_body_bytes, health_timeout_s=opts.health_timeout_s)
+                            max_body_bytes=opts.max_body_bytes, health_timeout_s=opts.health_timeout_s,
+                            allowed_origins=opts.allowed_origins)
 
 
 def port_uses(opts: ServeOptions) -> tuple[PortUse, list[PortUse]]:
@@ -131,7 +133,7 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
             workers.run(on_ready)
         else:
             app = create_app(settings)
-            config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning",
+            config = uvicorn_config(app, host=opts.host, port=opts.port, log_level="warning",
                                     timeout_graceful_shutdown=10)
             server = DrainingServer(config, app.state.frontend.drain, opts.drain_timeout_s)
             supervisor = _supervise(stack, opts, triton, triton_ports, lambda: replica_verdict(app.state.frontend),

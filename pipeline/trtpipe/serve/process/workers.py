@@ -65,9 +65,9 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 def run_worker(index: int, settings, counters: SharedCounters, host: str, port: int, drain_timeout_s: float,
                ready, triton_health=None) -> None:
     """One API server (the target of a spawned process)."""
-    import uvicorn
 
     from trtpipe.serve.api.app import create_app
+    from trtpipe.serve.api.transport import uvicorn_config
     from trtpipe.serve.process.draining import DrainingServer
     from trtpipe.serve.process.launcher import _die_with_parent
 
@@ -76,7 +76,7 @@ def run_worker(index: int, settings, counters: SharedCounters, host: str, port: 
     counters.worker = index
     sock = reuseport_socket(host, port)
     app = create_app(settings, limits=counters)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10, backlog=2048)
+    config = uvicorn_config(app, host=host, log_level="warning", timeout_graceful_shutdown=10, backlog=2048)
     server = DrainingServer(config, app.state.frontend.drain, drain_timeout_s, on_started=ready.set)
     if triton_health is not None:
         threading.Thread(target=_report_triton_health, args=(app.state.frontend, triton_health, index),
