@@ -104,3 +104,23 @@ def test_cors_is_off_by_default_and_answers_only_the_allowed_origins(frontend, t
         post = httpx.post(f"{url}/chat/completions", headers={"origin": "https://app.example"},
                           json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
         assert post.status_code == 200 and post.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_the_real_frontend_answers_10000_headers_with_431_over_a_raw_socket(frontend):
+    import json
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(frontend)
+    headers = b"".join(b"x-h%d: v\r\n" % i for i in range(10_000))
+    with socket.create_connection((url.hostname, url.port)) as s:
+        s.settimeout(10)
+        try:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n" + headers + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before all of it was sent
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and json.loads(body)["error"]["code"] == "request_header_too_large"
