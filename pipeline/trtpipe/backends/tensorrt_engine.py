@@ -1,5 +1,5 @@
 """`backend: trt-engine`: TensorRT engines built with TensorRT-LLM's own tools, served by Triton's C++
-`tensorrtllm` backend. Pinned to TensorRT-LLM 1.2.1 in the NGC image (trt/recipes.py TOOLCHAIN); upstream
+`tensorrtllm` backend. Pinned to the TensorRT-LLM of the NGC image in the toolchain table (trt/toolchain.py, via trt/recipes.py TOOLCHAIN); upstream
 removes this path after 1.3.0rc20, so trtpipe owns its recipes and templates.
 
 Stages: fetch -> convert (convert_checkpoint.py, or ModelOpt's quantize.py for calibrated formats, which
@@ -114,8 +114,8 @@ STAGES = (
 
 class TensorrtEngineBackend(Backend):
     name = "trt-engine"
-    framework = ("TensorRT-LLM 1.2.1 engine, Triton `tensorrtllm` backend (in-flight fused batching, paged KV "
-                 "cache)")
+    framework = (f"TensorRT-LLM {TOOLCHAIN['tensorrt_llm']} engine, Triton `tensorrtllm` backend (in-flight fused "
+                 "batching, paged KV cache)")
 
     @property
     def stages(self) -> tuple[Stage, ...]:

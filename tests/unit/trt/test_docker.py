@@ -189,7 +189,7 @@ def test_a_disruption_budget_guards_the_serving_pods():
 
 def test_the_image_sets_the_paths_the_gpu_path_reads():
     dockerfile = (DOCKER / "Dockerfile").read_text()
-    assert dockerfile.startswith("#") and "FROM nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3" in dockerfile
+    assert dockerfile.startswith("#") and "FROM ${TRTPIPE_BASE_IMAGE}" in dockerfile  # test_toolchain.py: its value
     for var, path in (("TRTPIPE_TRTLLM_EXAMPLES", "/app/examples"),
                       ("TRTPIPE_TRTLLM_MODELS", "/app/all_models/inflight_batcher_llm")):
         assert f"{var}={path}" in dockerfile
