@@ -20,7 +20,8 @@ from trtpipe.backends.base import Backend, StagedDir
 from trtpipe.config import BuildConfig
 from trtpipe.repo import model_set
 from trtpipe.repo.tensorrtllm_configs import RepoNames, model_set_configs
-from trtpipe.serve.process.trt_launch import device_ids, launch_mode, triton_launch_argv, triton_launch_env
+from trtpipe.serve.process.trt_launch import (device_ids, engine_gpu_ids, launch_mode, triton_launch_argv,
+                                              triton_launch_env)
 from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
@@ -162,8 +163,9 @@ class TensorrtEngineBackend(Backend):
         return staged
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version.
-        return model_set_configs(spec, repo_dir=repo, live_version=live)
+        # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version. Every
+        # engine names its GPUs (serve/process/trt_launch.py engine_gpu_ids), which orchestrator mode requires.
+        return model_set_configs(spec, repo_dir=repo, live_version=live, gpu_device_ids=engine_gpu_ids(spec.world_size))
 
     # --- serving and plans --------------------------------------------------------------------------------
     def describe_launch(self, config: BuildConfig, repo: Path) -> list[str]:
