@@ -27,7 +27,7 @@ class Ports:
 
 def _rank(rank: int, engines: list[str]) -> list[str]:
     argv = ["-n", "1", TS, "--model-repository=/models", "--grpc-port=8001", "--http-port=8000",
-            "--metrics-port=8002", "--model-control-mode=explicit"]
+            "--metrics-port=8002", "--metrics-address=127.0.0.1", "--model-control-mode=explicit"]
     argv += [f"--load-model={m}" for m in engines] if rank else ["--load-model=*"]
     return argv + ["--disable-auto-complete-config", f"--backend-config=python,shm-region-prefix-name=prefix{rank}_"]
 
@@ -47,7 +47,7 @@ def test_single_mode_runs_tritonserver_directly_with_explicit_control_and_everyt
     argv = triton_launch_argv("/models", 1, Ports(http=8100, grpc=8101, metrics=8102),
                               engine_models=["llama-8b-engine"], exit_timeout_secs=30)
     assert argv == [TS, "--model-repository=/models", "--grpc-port=8101", "--http-port=8100", "--metrics-port=8102",
-                    "--exit-timeout-secs=30", *EXPLICIT_ALL, "--disable-auto-complete-config",
+                    "--metrics-address=127.0.0.1", "--exit-timeout-secs=30", *EXPLICIT_ALL, "--disable-auto-complete-config",
                     "--backend-config=python,shm-region-prefix-name=prefix0_"]
     assert "mpirun" not in argv
 
@@ -57,7 +57,7 @@ def test_orchestrator_mode_runs_one_server_with_explicit_control_and_a_cuda_pool
     assert launch_mode(1, 2) == "orchestrator"
     argv = triton_launch_argv("/models", 1, Ports(), engine_models=engines, gpu_count=2)
     assert argv == [TS, "--model-repository=/models", "--grpc-port=8001", "--http-port=8000", "--metrics-port=8002",
-                    "--pinned-memory-pool-byte-size=0", "--enable-peer-access=false",
+                    "--metrics-address=127.0.0.1", "--pinned-memory-pool-byte-size=0", "--enable-peer-access=false",
                     "--cuda-memory-pool-byte-size=0:0", "--cuda-memory-pool-byte-size=1:0", *EXPLICIT_ALL,
                     "--disable-auto-complete-config", "--backend-config=python,shm-region-prefix-name=prefix0_"]
     assert triton_launch_env(1, 2) == {"TRTLLM_ORCHESTRATOR": "1", "TRTLLM_ORCHESTRATOR_SPAWN_PROCESSES": "1"}

@@ -10,6 +10,7 @@ command started, and the process exits 0. A second signal forces the exit.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 from contextlib import ExitStack, contextmanager
@@ -90,6 +91,8 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
                                                       launch=_trt_launch(opts), engine_threads=opts.engine_threads))
             stack.enter_context(_recorded(opts.repo, triton))
             urls = (triton.grpc_url,)
+            # Its metrics port is loopback-only: the frontend's /metrics mirrors it (serve/api/triton_metrics.py).
+            os.environ.setdefault("TRTPIPE_TRITON_METRICS_URL", f"http://127.0.0.1:{opts.triton_ports.metrics}/metrics")
         if opts.api_servers > 1:
             from trtpipe.serve.process.workers import Supervisor
 

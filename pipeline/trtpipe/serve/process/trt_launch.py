@@ -47,8 +47,9 @@ def launch_mode(world_size: int, num_engine_models: int) -> str:
 
 def _server_args(tritonserver: str, repo_dir: Path, ports: Ports, rank: int, *,
                  exit_timeout_secs: int | None, log_file: str | None) -> list[str]:
+    # Metrics on loopback, as on the CPU path: the frontend's /metrics mirrors them (serve/api/triton_metrics.py).
     args = [tritonserver, f"--model-repository={repo_dir}", f"--grpc-port={ports.grpc}",
-            f"--http-port={ports.http}", f"--metrics-port={ports.metrics}"]
+            f"--http-port={ports.http}", f"--metrics-port={ports.metrics}", "--metrics-address=127.0.0.1"]
     if exit_timeout_secs is not None:
         args.append(f"--exit-timeout-secs={exit_timeout_secs}")
     if log_file and rank == 0:
