@@ -130,3 +130,13 @@ def update_llm_args_with_extra_dict(llm_args: dict, llm_args_dict: dict, extra_l
     if "speculative_config" in llm_args_dict and llm_args_dict["speculative_config"] is not None:
         llm_args_dict["speculative_config"] = decoding_config_from_dict(llm_args_dict["speculative_config"], version)
     return llm_args | llm_args_dict
+
+
+class TorchLlmArgs:
+    """tensorrt_llm.llmapi.llm_args.TorchLlmArgs: validates like LLM(**kwargs) does, loads nothing."""
+
+    def __init__(self, version: str, **kwargs):
+        if "model" not in kwargs:
+            raise ValidationError("TorchLlmArgs: field required: model")
+        check_llm_kwargs(kwargs, version)
+        self.kwargs = kwargs

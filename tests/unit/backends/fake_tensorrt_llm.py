@@ -175,11 +175,12 @@ def _sampling_params_module(package: str) -> types.ModuleType:
 
 
 def _llmapi_modules(package: str) -> tuple[types.ModuleType, types.ModuleType]:
-    """`tensorrt_llm.llmapi` and `tensorrt_llm.llmapi.llm_args` with the loader trtllm-serve uses."""
+    """`tensorrt_llm.llmapi` and `tensorrt_llm.llmapi.llm_args` with the loader trtllm-serve uses and TorchLlmArgs."""
     llmapi = types.ModuleType(f"{package}.llmapi")
     llm_args = types.ModuleType(f"{package}.llmapi.llm_args")
     llm_args.update_llm_args_with_extra_dict = lambda llm_args_, extra, path=None: \
         _args.update_llm_args_with_extra_dict(llm_args_, extra, path, _installed_version())
+    llm_args.TorchLlmArgs = lambda **kwargs: _args.TorchLlmArgs(_installed_version(), **kwargs)
     llmapi.llm_args = llm_args
     return llmapi, llm_args
 

@@ -108,7 +108,7 @@ def test_the_dockerfile_starts_from_the_pinned_image_and_checks_the_install_agai
     assert "assert trt.startswith" not in dockerfile  # the version lives in the table, not here
 
 
-@pytest.mark.parametrize("script", ["gpu-smoke.sh"])
+@pytest.mark.parametrize("script", ["gpu-smoke.sh", "gpu-acceptance.sh"])
 def test_the_gpu_scripts_read_versions_from_the_table(script):
     text = _text(ROOT / "scripts" / script)
     assert "python3 -m trtpipe.trt.toolchain get" in text
