@@ -12,5 +12,5 @@ def test_the_mirror_reads_the_real_tritons_metrics_and_derives_kv_usage(triton):
     families = {f.name: f for f in mirror.collect()}
     assert families["trtpipe_triton_metrics_up"].samples[0].value == 1.0
     assert "nv_inference_request_success" in families and "trtpipe_engine_state" in families
-    [usage] = families["vllm:kv_cache_usage_perc"].samples
-    assert usage.labels == {"model_name": "tiny-llama"} and 0.0 <= usage.value <= 1.0
+    usage = {s.labels["model_name"]: s.value for s in families["vllm:kv_cache_usage_perc"].samples}
+    assert 0.0 <= usage["tiny-llama"] <= 1.0  # (other tests may publish more models into the session's Triton)
