@@ -88,7 +88,8 @@ def write_report(path: Path, machine: Machine, findings: list[Finding], smoke: d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m trtpipe.doctor", description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=None, help="a model repository whose live models to check")
-    parser.add_argument("--out", type=Path, default=Path(f"gpu-acceptance-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    parser.add_argument("--out", type=Path, default=Path(f"gpu-acceptance-{stamp}"), help="where report.json goes")
     parser.add_argument("--no-smoke", action="store_true", help="the checks only")
     args = parser.parse_args(argv)
     machine, release = detect_machine(), os.environ.get(TRITON_RELEASE_ENV)

@@ -154,6 +154,12 @@ def _recorded_build(model_dir: Path) -> dict[str, Any]:
     return built
 
 
+def _release_of(image: str | None) -> str | None:
+    """"nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3" -> "25.12"."""
+    m = re.search(r":(\d\d\.\d\d)-", image or "")
+    return m.group(1) if m else None
+
+
 def check_toolchain(repo: Path | None, machine: Machine, triton_release: str | None) -> list[Finding]:
     problems = check_installed(machine.tensorrt_llm, machine.modelopt)
     findings = [_find("toolchain", "image", not problems, "; ".join(problems) or f"matches {PINNED.image}")]
@@ -169,6 +175,9 @@ def check_toolchain(repo: Path | None, machine: Machine, triton_release: str | N
             wrong.append(f"built with TensorRT-LLM {built['tensorrt_llm']}, this is {machine.tensorrt_llm}")
         if built.get("compute_capability") and built["compute_capability"] != sm:
             wrong.append(f"built for SM {built['compute_capability']}, this GPU is {sm}")
+        release = built.get("triton_release") or _release_of(built.get("image"))
+        if release and release != triton_release:
+            wrong.append(f"built in the {release} image, this is {triton_release}")
         findings.append(_find("toolchain", model, not wrong, "; ".join(wrong) or f"build record matches ({built})"))
     return findings + check_serving(repo, machine)
 

@@ -87,6 +87,7 @@ def limits(plan) -> list[list[str]]:
                                    f"{min(s.max_waiting, spec.max_queued)} queued, then 429 with Retry-After"],
             ["request body", f"<= {s.max_body_bytes} bytes (`--max-body-bytes`), then 413"],
             ["request deadline", f"{s.request_timeout_s:g} s (`--request-timeout`), then 504"],
-            ["top_logprobs", f"<= {spec.max_top_log_probs}" if spec.max_top_log_probs else "0: the sampled token's only"],
+            ["top_logprobs", f"<= {spec.max_top_log_probs}" if spec.max_top_log_probs
+             else "0: the sampled token's only"],
             ["guided decoding", spec.guided_decoding or "off: structured outputs and forced tool calls get a 400"],
             ["API keys", "`--api-key` / `--api-key-file` / $TRTPIPE_API_KEYS: without one, 401"]]

@@ -1,5 +1,6 @@
 """`backend: trt-engine`: TensorRT engines built with TensorRT-LLM's own tools, served by Triton's C++
-`tensorrtllm` backend. Pinned to the TensorRT-LLM of the NGC image in the toolchain table (trt/toolchain.py, via trt/recipes.py TOOLCHAIN); upstream
+`tensorrtllm` backend. Pinned to the TensorRT-LLM of the NGC image in the toolchain table (trt/toolchain.py, via
+trt/recipes.py TOOLCHAIN); upstream
 removes this path after 1.3.0rc20, so trtpipe owns its recipes and templates.
 
 Stages: fetch -> convert (convert_checkpoint.py, or ModelOpt's quantize.py for calibrated formats, which

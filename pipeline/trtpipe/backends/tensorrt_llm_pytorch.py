@@ -119,8 +119,8 @@ class TensorrtLlmPytorchBackend(Backend):
 
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
-        # Refuse before any work: no TensorRT-LLM >= TOOLCHAIN["min_tensorrt_llm"] or no GPU, then too few GPUs, the wrong architecture
-        # for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
+        # Refuse before any work: no TensorRT-LLM >= TOOLCHAIN["min_tensorrt_llm"] or no GPU, then too few GPUs, the
+        # wrong architecture for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
         preflight(config, check_llm_api_toolchain(config))
 
     def describe_preflight(self, config: BuildConfig) -> list[str]:

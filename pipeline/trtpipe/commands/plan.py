@@ -13,7 +13,8 @@ from trtpipe.plan import make_plan
 
 @click.command("plan")
 @click.argument("config_name", metavar="CONFIG")
-@click.option("--gpu", "gpu_name", required=True, help="a GPU of trtpipe.hardware.GPUS, e.g. h100-sxm-80gb, h200-141gb, b200-180gb, l40s-48gb")
+@click.option("--gpu", "gpu_name", required=True,
+              help="a GPU of trtpipe.hardware.GPUS, e.g. h100-sxm-80gb, h200-141gb, b200-180gb, l40s-48gb")
 @click.option("--input-len", type=click.IntRange(min=1), help="prompt tokens [default: 2048, within the engine]")
 @click.option("--output-len", type=click.IntRange(min=1), help="generated tokens [default: 512, within the engine]")
 @click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), help="target requests/s")

@@ -122,8 +122,9 @@ def _kv_cache_config(config: BuildConfig, dialect: Dialect) -> dict[str, Any]:
     if dialect.kv_tokens_per_block:
         kv["tokens_per_block"] = e.tokens_per_block
     elif e.tokens_per_block != DEFAULT_TOKENS_PER_BLOCK:
-        raise ConfigError(f"engine.tokens_per_block {e.tokens_per_block}: TensorRT-LLM {dialect.since}.x's KvCacheConfig "
-                          f"has no tokens_per_block, so its PyTorch backend keeps {DEFAULT_TOKENS_PER_BLOCK}",
+        raise ConfigError(f"engine.tokens_per_block {e.tokens_per_block}: TensorRT-LLM {dialect.since}.x's "
+                          f"KvCacheConfig has no tokens_per_block, so its PyTorch backend keeps "
+                          f"{DEFAULT_TOKENS_PER_BLOCK}",
                           where=f"{config.name}: engine.tokens_per_block",
                           fix=f"use {DEFAULT_TOKENS_PER_BLOCK} with {PINNED.image}, or an image with TensorRT-LLM >= 1.3")
     return kv

@@ -9,6 +9,7 @@ package versions) so the checks are pure functions and tested without a GPU.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class Machine:
     tensorrt: str | None = None
     modelopt: str | None = None
     nvidia_smi: bool = False
+    # The NVIDIA container release this runs in (NVIDIA_TRITON_SERVER_VERSION, e.g. "25.12"); None outside one.
+    triton_release: str | None = None
 
 
 Runner = Callable[[list[str]], str]
@@ -84,13 +87,15 @@ def detect_machine(run: Runner = _run, which: Callable[[str], str | None] = shut
             gpus = []
     return Machine(gpus=gpus, tensorrt_llm=_version("tensorrt_llm", "tensorrt-llm"),
                    tensorrt=_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12"),
-                   modelopt=_version("nvidia-modelopt", "nvidia_modelopt"), nvidia_smi=has_smi)
+                   modelopt=_version("nvidia-modelopt", "nvidia_modelopt"), nvidia_smi=has_smi,
+                   triton_release=os.environ.get("NVIDIA_TRITON_SERVER_VERSION"))
 
 
 def build_fingerprint(machine: Machine) -> dict[str, Any]:
     """What a GPU build records in its manifest, so `preflight` can compare a serving machine to it."""
     gpu = machine.gpus[0] if machine.gpus else None
     return {"tensorrt_llm": machine.tensorrt_llm, "tensorrt": machine.tensorrt,
+            "triton_release": machine.triton_release,
             "gpu_name": gpu.name if gpu else None,
             "compute_capability": f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}" if gpu else None}
 
@@ -226,8 +231,8 @@ def preflight_build(config: BuildConfig, tools: TrtTools | None = None, **kwargs
 def check_llm_api_toolchain(config: BuildConfig, *, machine: Machine | None = None,
                             find_spec: Callable[[str], Any] | None = None,
                             is_file: Callable[[str], bool] = lambda p: Path(p).is_file(), tools=None) -> Machine:
-    """backend trtllm-pytorch: refuse, naming the image, unless a GPU, TensorRT-LLM >= llm_args.TOOLCHAIN["min_tensorrt_llm"] (its
-    PyTorch backend reads the LlmArgs YAML) and, for a quantized config, ModelOpt and its hf_ptq.py are here."""
+    """backend trtllm-pytorch: refuse, naming the image, unless a GPU, TensorRT-LLM >=
+    llm_args.TOOLCHAIN["min_tensorrt_llm"] (its PyTorch backend reads the LlmArgs YAML) and, for a quantized config, ModelOpt and its hf_ptq.py are here."""
     from trtpipe.trt import llm_args
 
     tools = tools or llm_args.LlmApiTools()

@@ -122,6 +122,8 @@ def test_a_machine_unlike_the_build_record_or_the_table_is_refused(image):
     assert failed[("toolchain", "image")].startswith("tensorrt_llm 1.2.1 is installed")
     assert failed[("toolchain", "triton")] == "NVIDIA_TRITON_SERVER_VERSION=25.11; the table pins 25.12"
     assert "built with TensorRT-LLM 1.1.0, this is 1.2.1" in failed[("toolchain", "llama-8b")]
+    # The LLM API record names the image it was written for: a model built in 25.12 is refused in a 25.11 image.
+    assert "built in the 25.12 image, this is 25.11" in failed[("toolchain", "tiny-pytorch")]
     assert ("serving_preflight", str(repo)) in failed
 
 
