@@ -96,7 +96,7 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
                       f"the LLM API arguments (TorchLlmArgs) in TensorRT-LLM {WRITTEN_FOR}'s names, read by the Triton "
                       "model at load through TensorRT-LLM's own loader"),
             WriteFile(out_dir / RECORD_FILE, llm_args_record(),
-                      "which TensorRT-LLM the arguments were written for (the Triton model and `trtpipe doctor` "
+                      "which TensorRT-LLM the arguments were written for (the Triton model and scripts/gpu-acceptance.sh "
                       "refuse one that spells them differently)")]
 
 
