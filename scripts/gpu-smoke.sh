@@ -2,7 +2,8 @@
 # GPU smoke test of trtpipe's TensorRT-LLM backends (trt-engine and trtllm-pytorch): the steps that cannot run
 # on a machine without a GPU. One command checks both.
 #
-# Run it from the repository root inside the pinned image (README.md, "The GPU path", explains each step):
+# Run it from the repository root inside the pinned image (README.md, "The GPU path", explains each step; the image
+# and every version below come from the one table, pipeline/trtpipe/trt/toolchain.py):
 #   docker run --rm --gpus all --ipc=host --ulimit memlock=-1 --shm-size=16g -e HF_TOKEN \
 #     -v "$PWD":/workspace -w /workspace nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3 \
 #     bash scripts/gpu-smoke.sh
@@ -28,8 +29,12 @@ mkdir -p "$SMOKE_OUT"
 SMOKE_OUT=$(cd "$SMOKE_OUT" && pwd)
 export TRTPIPE_HOME=${TRTPIPE_HOME:-"$SMOKE_OUT/home"}
 export TOKENIZERS_PARALLELISM=false
-TRTLLM_VERSION=1.2.1        # pinned for trt-engine
-TRTLLM_PYTORCH_MIN=1.2      # trtllm-pytorch: this or newer
+# From the toolchain table (standard library only: readable before trtpipe is installed).
+toolchain() { PYTHONPATH="$PWD/pipeline${PYTHONPATH:+:$PYTHONPATH}" python3 -m trtpipe.trt.toolchain get "$1"; }
+IMAGE=$(toolchain image)
+TRTLLM_VERSION=$(toolchain tensorrt_llm)                       # pinned for both GPU backends
+TRTLLM_PYTORCH_MIN=$(PYTHONPATH="$PWD/pipeline" python3 -c 'from trtpipe.trt.llm_api_dialects import OLDEST; print(OLDEST)' 2>/dev/null || echo "$TRTLLM_VERSION")
+MODELOPT_CONSTRAINT=$(toolchain modelopt)
 URL="http://127.0.0.1:$SMOKE_PORT"
 STEP="start"
 LOG=""
@@ -81,17 +86,17 @@ step "machine"
 command -v nvidia-smi >/dev/null || die "nvidia-smi not found: no NVIDIA driver visible (docker run --gpus all ...)"
 run nvidia-smi --query-gpu=index,name,memory.total,compute_cap --format=csv
 [[ $(nvidia-smi --list-gpus | wc -l) -ge 1 ]] || die "nvidia-smi lists no GPU"
-command -v tritonserver >/dev/null || die "tritonserver is not on PATH: run inside nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+command -v tritonserver >/dev/null || die "tritonserver is not on PATH: run inside $IMAGE"
 if [[ -n "$SMOKE_MODELS" ]]; then
     command -v trtllm-build >/dev/null || die "trtllm-build is not on PATH: run inside the TensorRT-LLM image"
 fi
 found=$(python3 -c 'import tensorrt_llm; print(tensorrt_llm.__version__)' 2>/dev/null | tail -n 1) \
     || die "python3 cannot import tensorrt_llm: run inside the TensorRT-LLM image"
 if [[ -n "$SMOKE_MODELS" ]]; then
-    [[ "$found" == "$TRTLLM_VERSION"* ]] || die "tensorrt_llm $found is installed; trtpipe's engine recipes are pinned to $TRTLLM_VERSION"
+    [[ "$found" == "$TRTLLM_VERSION"* ]] || die "tensorrt_llm $found is installed; $IMAGE documents $TRTLLM_VERSION"
 fi
 if [[ -n "$SMOKE_PYTORCH_MODELS" ]]; then
-    python3 -c "import sys; v = tuple(int(x) for x in '$found'.split('.')[:2]); sys.exit(v < (1, 2))" \
+    python3 -c "import sys; v = tuple(int(x) for x in '$found'.split('.')[:2]); w = tuple(int(x) for x in '$TRTLLM_PYTORCH_MIN'.split('.')[:2]); sys.exit(v < w)" \
         || die "tensorrt_llm $found is installed; backend trtllm-pytorch needs >= $TRTLLM_PYTORCH_MIN"
     python3 -c 'from tensorrt_llm import LLM, SamplingParams' || die "tensorrt_llm has no LLM API (LLM, SamplingParams)"
 fi
@@ -112,8 +117,8 @@ done
 # ---------------------------------------------------------------------------------------------------
 if [[ "${SMOKE_SKIP_INSTALL:-0}" != 1 ]]; then
     step "install"
-    # As docker/Dockerfile: keep what TensorRT-LLM was built against (ModelOpt < 0.49, numpy < 2).
-    printf 'nvidia-modelopt<0.49\nnumpy<2\n' > "$SMOKE_OUT/constraints.txt"
+    # As docker/Dockerfile: keep what TensorRT-LLM was built against (the table's ModelOpt constraint, numpy < 2).
+    printf 'nvidia-modelopt%s\nnumpy<2\n' "$MODELOPT_CONSTRAINT" > "$SMOKE_OUT/constraints.txt"
     PIP_BREAK_SYSTEM_PACKAGES=1 run python3 -m pip install -q -c "$SMOKE_OUT/constraints.txt" -e ".[test]"
 fi
 command -v trtpipe >/dev/null || die "trtpipe is not on PATH after the install"

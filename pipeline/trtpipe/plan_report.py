@@ -151,50 +151,56 @@ def scaling_plan(plan: Plan) -> str:
 
 
 def api_specification(plan: Plan) -> str:
-    c, f = plan.config, plan.config.frontend
-    endpoints = [["POST", "/v1/chat/completions", "chat (Llama 3 chat template), `stream: true` for SSE"],
-                 ["POST", "/v1/completions", "raw prompt, `stream: true` for SSE"],
-                 ["GET", "/v1/models", "published models with build manifest (system_fingerprint)"],
-                 ["GET", "/health/live", "process is up (liveness)"],
-                 ["GET", "/health/ready", "Triton ready and the model loaded (readiness)"],
-                 ["GET", "/metrics", "Prometheus metrics"]]
-    limits = [["model", c.name], ["max_tokens default", f.default_max_tokens], ["max_tokens limit", f.max_max_tokens],
-              ["prompt + max_tokens", f"<= {c.engine.max_seq_len} tokens (prompt <= {c.engine.max_input_len})"],
-              ["concurrent requests", f"{f.max_concurrency} running + {f.max_queued} queued, then 429"]]
-    errors = [[400, "invalid request: the message names the parameter, the limit and the value given"],
-              [404, "unknown model"], [429, "overloaded: queue full, retry with backoff"],
-              [503, "not ready (model loading or draining)"], [500, "engine error (logged with request id)"]]
-    lines = [f"# API Specification: {c.name}", "",
+    """Generated from the frontend's code (plan_api.py): routes and statuses from its OpenAPI schema, parameter
+    families from its request models, errors from serve/errors.py, limits from the model's spec."""
+    from trtpipe import plan_api
+
+    schema = plan_api.openapi_schema()
+    lines = [f"# API Specification: {plan.config.name}", "",
              f"OpenAI-compatible, base URL `http://HOST:{FRONTEND_PORT}/v1`; the official `openai` client works "
-             "unchanged.", "", _table(["Method", "Path", ""], endpoints), "", "## Limits", "",
-             _table(["", ""], limits), "", "## Streaming", "",
+             "unchanged. Generated from the frontend's code (its OpenAPI schema at `/openapi.json`, its request "
+             "models and its error table), so it lists what `trtpipe serve` enforces.", "",
+             _table(["Method", "Path", "", "Statuses"], plan_api.routes(schema)), "", "## Parameters", "",
+             _table(["Route", "Family", "Parameters"], plan_api.parameter_families(schema)), "",
+             "A parameter a model cannot honour is refused with a 400 naming it, never ignored.", "",
+             "## Limits", "", _table(["", ""], plan_api.limits(plan)), "", "## Streaming", "",
              "Server-sent events: `data: {chunk}` per token group, then `data: [DONE]`. Streamed text equals "
              "the non-streamed text byte for byte; usage is exact (`stream_options.include_usage`). A client "
              "disconnect cancels its request in the engine.", "", "## Errors", "",
              'Every error is the OpenAI envelope `{"error": {"message", "type", "param", "code"}}`.', "",
-             _table(["Status", "Meaning"], errors)]
+             _table(["Status", "Type", "Code", "Raised by"], plan_api.error_table())]
     return "\n".join(lines) + "\n"
 
 
-def performance_baseline(plan: Plan) -> str:
+def _measure_hint(plan: Plan) -> list[str]:
     c = plan.config
-    rows = [[m, "not measured"] for m in ("TTFT p50 / p95", "ITL p50 / p95", "Output tokens/s (aggregate)",
-                                          "Requests/s at SLO", "Max concurrent requests at SLO",
-                                          "GPU utilization under load")]
-    lines = [f"# Performance Baseline: {c.name}", "",
-             "Placeholder: fill it from a real run on the target GPU. The plan's bounds, for comparison:", "",
-             f"- decode ceiling at batch 1: {plan.decode_tokens_per_s:.0f} tokens/s per sequence",
-             f"- bandwidth-bound aggregate at {plan.concurrency} sequences: "
-             f"{plan.decode_tokens_per_s_at_concurrency:.0f} tokens/s", "", _table(["Metric", "Value"], rows), "",
-             "Measure with:", "", "```sh",
-             "trtpipe serve &",
-             f"trtpipe bench run --url http://127.0.0.1:{FRONTEND_PORT}/v1 --model {c.name} "
-             f"--input-len {plan.input_len} --output-len {plan.output_len} "
-             f"--concurrency 1,8,{max(plan.concurrency, 1)}",
-             "```", "",
-             f"then re-plan with the measured rate: `trtpipe plan {c.name} --gpu {plan.gpu.name} "
-             "--request-rate R --per-replica-throughput MEASURED`."]
-    return "\n".join(lines) + "\n"
+    return ["Measure with:", "", "```sh", "trtpipe serve &",
+            f"trtpipe bench run --url http://127.0.0.1:{FRONTEND_PORT}/v1 --model {c.name} "
+            f"--input-len {plan.input_len} --output-len {plan.output_len} "
+            f"--concurrency 1,8,{max(plan.concurrency, 1)} --metrics-url http://127.0.0.1:{FRONTEND_PORT}/metrics "
+            "--slo ttft=500ms,itl=50ms --out BENCH_DIR",
+            "```", "", f"then: `trtpipe plan {c.name} --gpu {plan.gpu.name} --baseline BENCH_DIR --out DIR`."]
+
+
+def performance_baseline(plan: Plan, baseline=None) -> str:
+    """The Performance Baseline: from a `trtpipe bench run` report (bench.results.BenchResult) when given, with
+    the plan's bandwidth bounds beside it; a placeholder naming the command that measures it otherwise."""
+    c = plan.config
+    bounds = [f"- decode ceiling at batch 1 (plan): {plan.decode_tokens_per_s:.0f} tokens/s per sequence",
+              f"- bandwidth-bound aggregate at {plan.concurrency} sequences (plan): "
+              f"{plan.decode_tokens_per_s_at_concurrency:.0f} tokens/s"]
+    if baseline is None:
+        rows = [[m, "not measured"] for m in ("TTFT p50 / p95", "ITL p50 / p95", "Output tokens/s (aggregate)",
+                                              "Requests/s at SLO", "Max concurrent requests at SLO",
+                                              "GPU utilization under load")]
+        return "\n".join([f"# Performance Baseline: {c.name}", "",
+                          "Placeholder: fill it from a real run on the target GPU (`--baseline`). The plan's "
+                          "bounds, for comparison:", "", *bounds, "", _table(["Metric", "Value"], rows), "",
+                          *_measure_hint(plan)]) + "\n"
+    from trtpipe.plan_baseline import baseline_lines
+
+    return "\n".join([f"# Performance Baseline: {c.name}", "", *baseline_lines(plan, baseline), "",
+                      "The plan's bounds, for comparison:", "", *bounds]) + "\n"
 
 
 def plan_json(plan: Plan) -> dict:
@@ -217,12 +223,13 @@ DOCUMENTS = {"serving-configuration.md": serving_configuration, "scaling-plan.md
              "api-specification.md": api_specification, "performance-baseline.md": performance_baseline}
 
 
-def write_documents(plan: Plan, out_dir: Path) -> list[Path]:
+def write_documents(plan: Plan, out_dir: Path, baseline=None) -> list[Path]:
+    """The four documents and plan.json; `baseline`: a bench.results.BenchResult for the Performance Baseline."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, render in DOCUMENTS.items():
-        (out_dir / name).write_text(render(plan))
+        (out_dir / name).write_text(render(plan, baseline) if render is performance_baseline else render(plan))
         written.append(out_dir / name)
     (out_dir / "plan.json").write_text(json.dumps(plan_json(plan), indent=2) + "\n")
     return written + [out_dir / "plan.json"]

@@ -45,6 +45,8 @@ class ServingSpec:
     max_draft_len: int = 0
     draft_model_name: str | None = None
     stream_interval: int = 1
+    # GPUs one engine spans (tp * pp): trt-engine configs place rank r on GPU r (gpu_device_ids).
+    world_size: int = 1
     # Set when the engine itself speculates (the LLM API's speculative_config: "Eagle3", "Draft_Target", "NGram").
     # The frontend then runs no draft-target speculation of its own for this model (serve/api/frontend.py).
     engine_speculation: str | None = None
@@ -79,7 +81,7 @@ class ServingSpec:
             max_concurrency=f.max_concurrency, max_queued=f.max_queued,
             max_draft_len=config.speculation.max_draft_len if config.speculation else 0,
             draft_model_name=config.speculation.draft if config.speculation else None,
-            stream_interval=s.stream_interval,
+            stream_interval=s.stream_interval, world_size=config.parallelism.world_size,
         )
 
     def write(self, path: Path) -> None:

@@ -38,6 +38,7 @@ def llm_api_triton(tmp_path_factory):
     root = tmp_path_factory.mktemp("llm-api")
     (root / "fake" / "tensorrt_llm").mkdir(parents=True)
     shutil.copy2(FAKE, root / "fake" / "tensorrt_llm" / "__init__.py")
+    shutil.copy2(FAKE.with_name("fake_llm_args.py"), root / "fake" / "tensorrt_llm" / "fake_llm_args.py")
     (root / "configs").mkdir()
     (root / "configs" / "tiny-pytorch.yaml").write_text("extends: tiny-llama\nname: tiny-pytorch\n"
                                                         "backend: trtllm-pytorch\n")
@@ -47,7 +48,7 @@ def llm_api_triton(tmp_path_factory):
         mp.setenv("TRTPIPE_CONFIG_PATH", str(root / "configs"))
         mp.syspath_prepend(str(root / "fake"))  # preflight finds an importable tensorrt_llm
         mp.setattr(preflight, "detect_machine", lambda *a, **k: Machine(
-            gpus=[GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))], tensorrt_llm="1.2.1", nvidia_smi=True))
+            gpus=[GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))], tensorrt_llm="1.1.0", nvidia_smi=True))
         repo = root / "repo"
         version = build(load_config("tiny-pytorch"), repo).published.path
         shutil.copytree(root / "fake" / "tensorrt_llm", version / "tensorrt_llm")

@@ -50,9 +50,10 @@ LAYERS: list[tuple[str, ...]] = [
     # One module per backend, composing everything below; the gate they run.
     ("trtpipe.backends.__init__", "trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
      "trtpipe.backends.tensorrt_llm_pytorch", "trtpipe.gate"),
-    # Entry points: the build, its dry run, the planner, nightly, bench.
-    ("trtpipe.build", "trtpipe.dry_run", "trtpipe.plan", "trtpipe.plan_report", "trtpipe.nightly", "trtpipe.bench",
-     "trtpipe.demo"),
+    # Entry points: the build, its dry run, the planner, nightly, bench, the GPU-machine doctor.
+    ("trtpipe.build", "trtpipe.dry_run", "trtpipe.plan", "trtpipe.plan_report", "trtpipe.plan_baseline",
+     "trtpipe.plan_api", "trtpipe.nightly", "trtpipe.bench",
+     "trtpipe.demo", "trtpipe.doctor", "trtpipe.doctor_checks"),
     # The command line: the click group and its commands (one module per command group, with their shared options).
     ("trtpipe.cli", "trtpipe.__main__", "trtpipe.commands"),
 ]

@@ -129,9 +129,19 @@ def test_architecture_comes_from_synthetic_presets_local_config_or_the_table(tmp
 
 def test_gpu_table_and_names():
     assert {g: (s.memory_mib, s.bandwidth_gb_s, s.compute_capability, s.supports_fp8) for g, s in GPUS.items()} == {
-        "h100-sxm-80gb": (81559, 3350.0, (9, 0), True), "h200-141gb": (143771, 4800.0, (9, 0), True),
-        "a100-80gb": (81920, 2039.0, (8, 0), False), "l40s-48gb": (46068, 864.0, (8, 9), True)}
+        "h100-sxm-80gb": (81559, 3350.0, (9, 0), True), "h100-pcie-80gb": (81559, 2000.0, (9, 0), True),
+        "h200-141gb": (143771, 4800.0, (9, 0), True), "gb200-186gb": (177383, 8000.0, (10, 0), True),
+        "b200-180gb": (183359, 8000.0, (10, 0), True), "a100-80gb": (81920, 2039.0, (8, 0), False),
+        "a100-40gb": (40960, 1555.0, (8, 0), False), "l40s-48gb": (46068, 864.0, (8, 9), True),
+        "l4-24gb": (23034, 300.0, (8, 9), True)}
+    assert all(s.source.startswith("https://www.nvidia.com/") for s in GPUS.values())
+    assert [g for g, s in GPUS.items() if s.memory_source != "nvidia-smi"] == ["gb200-186gb"]
     assert match_smi_name("NVIDIA H100 80GB HBM3").name == "h100-sxm-80gb"
+    # The longest matching name wins: a GB200 is not a B200, an L40S not an L4.
+    assert [match_smi_name(n).name for n in ("NVIDIA GB200", "NVIDIA B200", "NVIDIA L40S", "NVIDIA L4",
+                                             "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-40GB")] == [
+        "gb200-186gb", "b200-180gb", "l40s-48gb", "l4-24gb", "h100-pcie-80gb", "a100-40gb"]
+    assert match_smi_name("Tesla T4") is None
     with pytest.raises(ConfigError, match="unknown GPU"):
         get_gpu("h100")
 

@@ -1,5 +1,6 @@
 """`backend: trt-engine`: TensorRT engines built with TensorRT-LLM's own tools, served by Triton's C++
-`tensorrtllm` backend. Pinned to TensorRT-LLM 1.2.1 in the NGC image (trt/recipes.py TOOLCHAIN); upstream
+`tensorrtllm` backend. Pinned to the TensorRT-LLM of the NGC image in the toolchain table (trt/toolchain.py, via
+trt/recipes.py TOOLCHAIN); upstream
 removes this path after 1.3.0rc20, so trtpipe owns its recipes and templates.
 
 Stages: fetch -> convert (convert_checkpoint.py, or ModelOpt's quantize.py for calibrated formats, which
@@ -20,7 +21,8 @@ from trtpipe.backends.base import Backend, StagedDir
 from trtpipe.config import BuildConfig
 from trtpipe.repo import model_set
 from trtpipe.repo.tensorrtllm_configs import RepoNames, model_set_configs
-from trtpipe.serve.process.trt_launch import device_ids, launch_mode, triton_launch_argv, triton_launch_env
+from trtpipe.serve.process.trt_launch import (device_ids, engine_gpu_ids, launch_mode, triton_launch_argv,
+                                              triton_launch_env)
 from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
@@ -114,8 +116,8 @@ STAGES = (
 
 class TensorrtEngineBackend(Backend):
     name = "trt-engine"
-    framework = ("TensorRT-LLM 1.2.1 engine, Triton `tensorrtllm` backend (in-flight fused batching, paged KV "
-                 "cache)")
+    framework = (f"TensorRT-LLM {TOOLCHAIN['tensorrt_llm']} engine, Triton `tensorrtllm` backend (in-flight fused "
+                 "batching, paged KV cache)")
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -162,8 +164,9 @@ class TensorrtEngineBackend(Backend):
         return staged
 
     def model_configs(self, repo: Path, spec, live: int) -> dict:
-        # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version.
-        return model_set_configs(spec, repo_dir=repo, live_version=live)
+        # The tensorrtllm backend opens engine_dir exactly as given: an absolute path into the version. Every
+        # engine names its GPUs (serve/process/trt_launch.py engine_gpu_ids), which orchestrator mode requires.
+        return model_set_configs(spec, repo_dir=repo, live_version=live, gpu_device_ids=engine_gpu_ids(spec.world_size))
 
     # --- serving and plans --------------------------------------------------------------------------------
     def describe_launch(self, config: BuildConfig, repo: Path) -> list[str]:

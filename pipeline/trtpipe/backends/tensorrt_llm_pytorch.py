@@ -1,4 +1,4 @@
-"""`backend: trtllm-pytorch`: TensorRT-LLM >= 1.2 with its PyTorch backend, through the LLM API.
+"""`backend: trtllm-pytorch`: TensorRT-LLM >= 1.1 (the pinned image's) with its PyTorch backend, through the LLM API.
 
 There is no convert or engine-build step: the PyTorch backend loads a Hugging Face checkpoint itself.
 Stages: fetch -> quantize (optional: ModelOpt into a quantized Hugging Face checkpoint; FP8, FP8 KV, NVFP4
@@ -8,7 +8,8 @@ publish. Published as one model, `<model>-engine`: trtpipe's own decoupled Pytho
 (model_repo/llm_api_engine/1/model.py) driving `tensorrt_llm.LLM` behind the same token-id tensors as the
 reference engine's model, so the frontend, manifests, gates, bench and rollback work unchanged.
 
-Speculation happens inside TensorRT-LLM (speculative_config: Eagle3, Draft_Target or NGram). The draft is
+Speculation happens inside TensorRT-LLM (speculative_config: EAGLE-3, draft-target or n-gram, in the names of the
+pinned TensorRT-LLM; trt/llm_api_dialects.py). The draft is
 not its own published model and the spec says `engine_speculation`, with no draft model name, so the
 frontend never also runs its own draft-target loop for this model (serve/api/frontend.py draft_for).
 """
@@ -31,8 +32,8 @@ from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
-from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, TOOLCHAIN, LlmApiTools,
-                                  llm_args_yaml, quantize_command)
+from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, RECORD_FILE, TOOLCHAIN,
+                                  WRITTEN_FOR, LlmApiTools, llm_args_record, llm_args_yaml, quantize_command)
 from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
@@ -92,7 +93,11 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
         what += f", and the {config.speculation.method} draft's {draft.path} into <tmp>/{DRAFT_DIR}/"
     return [InProcess(what, link),
             WriteFile(out_dir / OPTIONS_FILE, llm_args_yaml(config, has_draft=draft is not None),
-                      "the LLM API arguments (TorchLlmArgs), read by the Triton model at load")]
+                      f"the LLM API arguments (TorchLlmArgs) in TensorRT-LLM {WRITTEN_FOR}'s names, read by the Triton "
+                      "model at load through TensorRT-LLM's own loader"),
+            WriteFile(out_dir / RECORD_FILE, llm_args_record(),
+                      "which TensorRT-LLM the arguments were written for (the Triton model and scripts/gpu-acceptance.sh "
+                      "refuse one that spells them differently)")]
 
 
 STAGES = (
@@ -105,8 +110,8 @@ STAGES = (
 
 class TensorrtLlmPytorchBackend(Backend):
     name = "trtllm-pytorch"
-    framework = ("TensorRT-LLM >= 1.2, PyTorch backend through the LLM API (tensorrt_llm.LLM), in trtpipe's "
-                 "decoupled Triton Python model")
+    framework = (f"TensorRT-LLM >= {TOOLCHAIN['min_tensorrt_llm']}, PyTorch backend through the LLM API "
+                 "(tensorrt_llm.LLM), in trtpipe's decoupled Triton Python model")
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -114,8 +119,8 @@ class TensorrtLlmPytorchBackend(Backend):
 
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
-        # Refuse before any work: no TensorRT-LLM >= 1.2 or no GPU, then too few GPUs, the wrong architecture
-        # for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
+        # Refuse before any work: no TensorRT-LLM >= TOOLCHAIN["min_tensorrt_llm"] or no GPU, then too few GPUs, the
+        # wrong architecture for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
         preflight(config, check_llm_api_toolchain(config))
 
     def describe_preflight(self, config: BuildConfig) -> list[str]:

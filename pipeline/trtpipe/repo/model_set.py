@@ -53,7 +53,8 @@ def check_can_publish(repo: Path, spec: ServingSpec, tools: TrtTools | None = No
         raise PublishError(f"the TensorRT-LLM Python models are missing: {', '.join(missing)}", where="publish",
                            fix="publish inside the TensorRT-LLM image (they are under "
                                "/app/all_models/inflight_batcher_llm), or set TRTPIPE_TRTLLM_MODELS to a copy "
-                               "of triton_backend/all_models/inflight_batcher_llm from TensorRT-LLM 1.2.1")
+                               "of triton_backend/all_models/inflight_batcher_llm from the pinned TensorRT-LLM "
+                               "(trtpipe/trt/toolchain.py)")
     if spec.draft_model_name:
         draft_dir = repo / RepoNames(spec.draft_model_name).engine
         live = layout.live_version(draft_dir)

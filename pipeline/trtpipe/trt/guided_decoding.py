@@ -11,9 +11,9 @@ tensorrt_llm.llmapi.tokenizer._xgrammar_tokenizer_info), the step tensorrtllm_ba
 gives for `triton_backend: tensorrtllm`.
 
 NOTE: read in NVIDIA/TensorRT-LLM sources at the commits the search corpus holds (the script at 7ed07f0,
-model_instance_state.cc at 0c8de69), not in the v1.2.1 tag itself: that the script sits at this path in the
-1.2.1 image's /app/examples (the image copies TensorRT-LLM's examples/ there) is an assumption, checked only
-when the stage runs there.
+model_instance_state.cc at 0c8de69), not in the pinned release's tag itself: that the script sits at this path in
+the pinned image's /app/examples (trt/toolchain.py; the image copies TensorRT-LLM's examples/ there) is an
+assumption, checked by scripts/gpu-acceptance.sh and when the stage runs there.
 """
 
 from __future__ import annotations

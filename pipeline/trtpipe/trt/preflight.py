@@ -9,6 +9,7 @@ package versions) so the checks are pure functions and tested without a GPU.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from trtpipe.config import BuildConfig
 from trtpipe.errors import TrtpipeError
 from trtpipe.hardware import MIB, GpuSpec, match_smi_name
 from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, TrtTools, uses_modelopt
+from trtpipe.trt.toolchain import PINNED, modelopt_allowed, same_release, version_tuple
 
 DOCKER_RUN = (f"docker run --rm -it --gpus all --ipc=host --ulimit memlock=-1 --shm-size=16g "
               f"-v $PWD:/workspace -w /workspace {IMAGE}")
@@ -44,6 +46,8 @@ class Machine:
     tensorrt: str | None = None
     modelopt: str | None = None
     nvidia_smi: bool = False
+    # The NVIDIA container release this runs in (NVIDIA_TRITON_SERVER_VERSION, e.g. "25.12"); None outside one.
+    triton_release: str | None = None
 
 
 Runner = Callable[[list[str]], str]
@@ -83,13 +87,15 @@ def detect_machine(run: Runner = _run, which: Callable[[str], str | None] = shut
             gpus = []
     return Machine(gpus=gpus, tensorrt_llm=_version("tensorrt_llm", "tensorrt-llm"),
                    tensorrt=_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12"),
-                   modelopt=_version("nvidia-modelopt", "nvidia_modelopt"), nvidia_smi=has_smi)
+                   modelopt=_version("nvidia-modelopt", "nvidia_modelopt"), nvidia_smi=has_smi,
+                   triton_release=os.environ.get("NVIDIA_TRITON_SERVER_VERSION"))
 
 
 def build_fingerprint(machine: Machine) -> dict[str, Any]:
     """What a GPU build records in its manifest, so `preflight` can compare a serving machine to it."""
     gpu = machine.gpus[0] if machine.gpus else None
     return {"tensorrt_llm": machine.tensorrt_llm, "tensorrt": machine.tensorrt,
+            "triton_release": machine.triton_release,
             "gpu_name": gpu.name if gpu else None,
             "compute_capability": f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}" if gpu else None}
 
@@ -125,18 +131,18 @@ def check_toolchain(tools: TrtTools | None = None, *, machine: Machine | None = 
             missing.append(script)
     if missing:
         raise _refuse("the TensorRT-LLM toolchain is not here: missing " + "; ".join(missing),
-                      f"run trtpipe inside {IMAGE} (TensorRT-LLM {TOOLCHAIN['tensorrt_llm']}), e.g. "
+                      f"run trtpipe inside {IMAGE} (TensorRT-LLM {TOOLCHAIN['tensorrt_llm']}, the pinned row of "
+                      f"trt/toolchain.py), e.g. "
                       f"`{DOCKER_RUN} trtpipe build CONFIG`, or build docker/Dockerfile; the reference backend "
                       "needs none of this (backend: reference)")
-    if machine.tensorrt_llm and not machine.tensorrt_llm.startswith(TOOLCHAIN["tensorrt_llm"]):
+    if machine.tensorrt_llm and not same_release(machine.tensorrt_llm, TOOLCHAIN["tensorrt_llm"]):
         raise _refuse(f"TensorRT-LLM {machine.tensorrt_llm} is installed; trtpipe's recipes are pinned to "
                       f"{TOOLCHAIN['tensorrt_llm']}", f"use {IMAGE}: `{DOCKER_RUN}`")
     if need_modelopt:
         if machine.modelopt is None:
             raise _refuse("nvidia-modelopt is not installed; quantize.py needs it",
                           f"pip install 'nvidia-modelopt[torch]{TOOLCHAIN['modelopt']}' inside {IMAGE}")
-        major, minor = (int(x) for x in machine.modelopt.split(".")[:2])
-        if (major, minor) >= (0, 49):
+        if not modelopt_allowed(machine.modelopt, PINNED.modelopt):
             raise _refuse(f"nvidia-modelopt {machine.modelopt} no longer exports TensorRT-LLM checkpoints",
                           f"pip install 'nvidia-modelopt[torch]{TOOLCHAIN['modelopt']}'")
     return machine
@@ -222,17 +228,11 @@ def preflight_build(config: BuildConfig, tools: TrtTools | None = None, **kwargs
     return check_toolchain(tools, need_modelopt=uses_modelopt(config), **kwargs)
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    import re
-
-    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
-
-
 def check_llm_api_toolchain(config: BuildConfig, *, machine: Machine | None = None,
                             find_spec: Callable[[str], Any] | None = None,
                             is_file: Callable[[str], bool] = lambda p: Path(p).is_file(), tools=None) -> Machine:
-    """backend trtllm-pytorch: refuse, naming the image, unless a GPU, TensorRT-LLM >= 1.2 (its PyTorch
-    backend reads the LlmArgs YAML) and, for a quantized config, ModelOpt and its hf_ptq.py are here."""
+    """backend trtllm-pytorch: refuse, naming the image, unless a GPU, TensorRT-LLM >=
+    llm_args.TOOLCHAIN["min_tensorrt_llm"] (its PyTorch backend reads the LlmArgs YAML) and, for a quantized config, ModelOpt and its hf_ptq.py are here."""
     from trtpipe.trt import llm_args
 
     tools = tools or llm_args.LlmApiTools()
@@ -245,7 +245,7 @@ def check_llm_api_toolchain(config: BuildConfig, *, machine: Machine | None = No
         raise _refuse("the TensorRT-LLM LLM API is not here: missing " + "; ".join(missing),
                       f"run trtpipe inside {image} (TensorRT-LLM {want['tensorrt_llm']}), e.g. `{docker} trtpipe "
                       "build CONFIG`, or build docker/Dockerfile; the reference backend needs none of this")
-    if machine.tensorrt_llm and _version_tuple(machine.tensorrt_llm) < _version_tuple(want["min_tensorrt_llm"]):
+    if machine.tensorrt_llm and version_tuple(machine.tensorrt_llm) < version_tuple(want["min_tensorrt_llm"]):
         raise _refuse(f"TensorRT-LLM {machine.tensorrt_llm} is installed; backend trtllm-pytorch needs >= "
                       f"{want['min_tensorrt_llm']} (the PyTorch backend and its LlmArgs YAML)",
                       f"use {image} (TensorRT-LLM {want['tensorrt_llm']}): `{docker}`, or backend: trt-engine "
@@ -267,6 +267,6 @@ def check_loaded_llm_api(version: str) -> None:
     """In the Triton model, before LLM(...): the TensorRT-LLM that will read the YAML is new enough."""
     from trtpipe.trt import llm_args
 
-    if _version_tuple(version) < _version_tuple(llm_args.TOOLCHAIN["min_tensorrt_llm"]):
+    if version_tuple(version) < version_tuple(llm_args.TOOLCHAIN["min_tensorrt_llm"]):
         raise _refuse(f"TensorRT-LLM {version} is installed; this model's LLM API arguments need >= "
                       f"{llm_args.TOOLCHAIN['min_tensorrt_llm']}", f"serve it in {llm_args.IMAGE}")

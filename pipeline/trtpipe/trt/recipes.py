@@ -21,13 +21,15 @@ from pathlib import Path
 from trtpipe.config import BuildConfig
 from trtpipe.errors import ConfigError
 from trtpipe.stages.steps import Command  # noqa: F401 - part of this module's interface (plan_report, tests)
+from trtpipe.trt.toolchain import PINNED
 
-# The toolchain every trt-engine artifact is built and tested with. Part of every GPU stage's cache key.
+# The toolchain every trt-engine artifact is built and tested with, from the one table (trt/toolchain.py). Part of
+# every GPU stage's cache key.
 TOOLCHAIN = {
-    "image": "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3",
-    "tensorrt_llm": "1.2.1",
-    "tensorrt": "10.14",  # major.minor of the TensorRT that TRT-LLM 1.2.1 is built with (facts §0)
-    "modelopt": "<0.49",  # 0.49 drops export_tensorrt_llm_checkpoint, which quantize.py needs (facts §0)
+    "image": PINNED.image,
+    "tensorrt_llm": PINNED.tensorrt_llm,
+    "tensorrt": PINNED.tensorrt_major_minor,
+    "modelopt": PINNED.modelopt,  # 0.49 drops export_tensorrt_llm_checkpoint, which quantize.py needs (facts §0)
 }
 IMAGE = TOOLCHAIN["image"]
 

@@ -1,7 +1,8 @@
-"""A recorded stand-in for the `tensorrt_llm` module, for driving trtpipe's LLM API adapter without a GPU.
+"""A recorded, strict stand-in for the `tensorrt_llm` module, for driving trtpipe's LLM API adapter without a GPU.
 
 It is not TensorRT-LLM: it records what trtpipe hands to `LLM(...)`, `SamplingParams(...)` (with its
-`guided_decoding=GuidedDecodingParams(...)`, which constrains nothing here), `generate_async(...)` and `abort()`, and answers with a scripted token stream (one token per step:
+`guided_decoding=GuidedDecodingParams(...)`, which constrains nothing here), `generate_async(...)` and `abort()`,
+and answers with a scripted token stream (one token per step:
 100, 101, ... up to max_tokens, or until end_id is "generated" at step `end_at`). A prompt whose first
 token is HOLD never produces a token until aborted, for testing cancellation of a queued request.
 
@@ -11,6 +12,14 @@ Log-probs come in the shapes of TensorRT-LLM 1.2.x's PyTorch backend (executor/r
 them (not at step `off_top_at`, as under sampling); `prompt_logprobs` has one such dict per prompt position t
 for the token after it (see `prompt_top`: the prompt's own next token is the 2nd most likely).
 The dicts are built least likely first, so a reader that relies on their order is caught.
+
+Strict like the real classes (pydantic models with extra="forbid", SamplingParams a dataclass), in the names of
+the version it pretends to be (`__version__`, or install(version=...)), both 1.x spellings kept here on their own,
+not read from trtpipe, so a writer that emits the other version's names fails (fake_llm_args.py holds the tables
+and `tensorrt_llm.llmapi.llm_args.update_llm_args_with_extra_dict`, the loader trtllm-serve uses):
+- `LLM(**kwargs)` refuses a keyword TorchLlmArgs does not declare, a nested config key its class does not
+  declare, and a `speculative_config` that is a plain dict (only the loader turns a dict into a config object);
+- `SamplingParams(**kwargs)` refuses an unknown keyword.
 
 Imported inside a real Triton (the file copied in as a `tensorrt_llm` package), it appends each call as one
 JSON line to $FAKE_TRTLLM_RECORD, so a test in another process can read what the Triton model asked for.
@@ -27,13 +36,25 @@ import sys
 import types
 from types import SimpleNamespace
 
-__version__ = "1.2.1"
+try:  # beside this file in tests; copied in beside it (as a package) inside Triton
+    from tests.unit.backends import fake_llm_args as _args
+except ImportError:  # pragma: no cover - the copied package
+    from . import fake_llm_args as _args  # type: ignore[no-redef]
+
+__version__ = "1.1.0"  # the pinned image's (trtpipe/trt/toolchain.py PINNED)
 HOLD = 999
+
+
+def _installed_version() -> str:
+    module = sys.modules.get("tensorrt_llm")
+    return getattr(module, "__version__", __version__)
 
 
 def _jsonable(value):
     if dataclasses.is_dataclass(value):
         return {type(value).__name__: dataclasses.asdict(value)}
+    if isinstance(value, _args.DecodingConfig):
+        return {value.decoding_type: value.fields}
     return str(value)
 
 
@@ -86,6 +107,7 @@ def prompt_top(prompt: list[int], position: int, k: int) -> dict[int, Logprob]:
 
 class SamplingParams:
     def __init__(self, **kwargs):
+        _args.check_fields("SamplingParams", kwargs, _args.SAMPLING_PARAMS_FIELDS)
         self.kwargs = kwargs
 
 
@@ -126,6 +148,7 @@ class LLM:
     instances: list["LLM"] = []
 
     def __init__(self, **kwargs):
+        _args.check_llm_kwargs(kwargs, _installed_version())
         self.kwargs = kwargs
         self.calls: list[tuple] = []
         self.aborted: list[list[int]] = []
@@ -151,19 +174,35 @@ def _sampling_params_module(package: str) -> types.ModuleType:
     return sub
 
 
-def install(monkeypatch, version: str = "1.2.1") -> types.ModuleType:
+def _llmapi_modules(package: str) -> tuple[types.ModuleType, types.ModuleType]:
+    """`tensorrt_llm.llmapi` and `tensorrt_llm.llmapi.llm_args` with the loader trtllm-serve uses and TorchLlmArgs."""
+    llmapi = types.ModuleType(f"{package}.llmapi")
+    llm_args = types.ModuleType(f"{package}.llmapi.llm_args")
+    llm_args.update_llm_args_with_extra_dict = lambda llm_args_, extra, path=None: \
+        _args.update_llm_args_with_extra_dict(llm_args_, extra, path, _installed_version())
+    llm_args.TorchLlmArgs = lambda **kwargs: _args.TorchLlmArgs(_installed_version(), **kwargs)
+    llmapi.llm_args = llm_args
+    return llmapi, llm_args
+
+
+def install(monkeypatch, version: str = __version__) -> types.ModuleType:
     """Put the stand-in in sys.modules as `tensorrt_llm` (importable, with a module spec) for one test."""
     module = types.ModuleType("tensorrt_llm")
     module.__spec__ = importlib.machinery.ModuleSpec("tensorrt_llm", None)
     module.__version__ = version
     module.LLM, module.SamplingParams = LLM, SamplingParams
     module.sampling_params = _sampling_params_module("tensorrt_llm")
+    module.llmapi, llm_args = _llmapi_modules("tensorrt_llm")
     LLM.instances = []
     monkeypatch.setitem(sys.modules, "tensorrt_llm", module)
     monkeypatch.setitem(sys.modules, "tensorrt_llm.sampling_params", module.sampling_params)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", module.llmapi)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi.llm_args", llm_args)
     return module
 
 
 if __name__ == "tensorrt_llm":
-    # Copied in as the `tensorrt_llm` package (integration tests): make the submodule importable too.
+    # Copied in as the `tensorrt_llm` package (integration tests): make the submodules importable too.
     sampling_params = sys.modules["tensorrt_llm.sampling_params"] = _sampling_params_module(__name__)
+    llmapi, _llm_args_module = _llmapi_modules(__name__)
+    sys.modules["tensorrt_llm.llmapi"], sys.modules["tensorrt_llm.llmapi.llm_args"] = llmapi, _llm_args_module

@@ -24,6 +24,7 @@ from trtpipe.build import build
 from trtpipe.config import load_config
 from trtpipe.repo.model_config import parse_pbtxt
 from trtpipe.trt import preflight
+from trtpipe.trt.llm_args import RECORD_FILE, LlmArgsMismatch
 from trtpipe.trt.preflight import GpuInfo, Machine
 
 H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))
@@ -33,7 +34,7 @@ H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))
 def gpu_host(tmp_path, monkeypatch):
     """TRTPIPE_HOME in tmp, a stand-in GPU machine and tensorrt_llm module; returns the repository path."""
     monkeypatch.setenv("TRTPIPE_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(preflight, "detect_machine", lambda *a, **k: Machine(gpus=[H100], tensorrt_llm="1.2.1",
+    monkeypatch.setattr(preflight, "detect_machine", lambda *a, **k: Machine(gpus=[H100], tensorrt_llm="1.1.0",
                                                                             nvidia_smi=True))
     fake.install(monkeypatch)
     configs = tmp_path / "configs"
@@ -132,6 +133,9 @@ def test_the_published_python_model_loads_llm_from_the_version_and_streams_token
     # Guided decoding is on by default, so TensorRT-LLM loads the checkpoint's tokenizer (its grammars need it).
     assert llm.kwargs["guided_decoding_backend"] == "xgrammar" and llm.kwargs["skip_tokenizer_init"] is False
     assert llm.kwargs["kv_cache_config"]["enable_block_reuse"] is True
+    # The loader (update_llm_args_with_extra_dict) made the n-gram config object the strict LLM(...) accepts.
+    spec_config = llm.kwargs["speculative_config"]
+    assert (spec_config.decoding_type, spec_config.fields) == ("NGram", {"max_draft_len": 3, "max_matching_ngram_size": 2})
     request = _Request({"input_ids": np.array([[5, 6, 7]], dtype=np.int32),
                         "request_output_len": np.array([[2]], dtype=np.int32),
                         "streaming": np.array([[True]])}, "req-1")
@@ -147,14 +151,20 @@ def test_the_published_python_model_loads_llm_from_the_version_and_streams_token
     assert llm.is_shut_down
 
 
-def test_the_python_model_refuses_a_tensorrt_llm_older_than_its_arguments(gpu_host, monkeypatch):
+@pytest.mark.parametrize("installed,error,message", [
+    ("1.0.0", preflight.PreflightError, "TensorRT-LLM 1.0.0 is installed"),
+    # 1.3 spells the arguments differently (Eagle3, speculative_model): refused before LLM(...) is called.
+    ("1.3.0", LlmArgsMismatch, "written for TensorRT-LLM 1.1.0 \\(names of 1.1.x\\); this is TensorRT-LLM 1.3.0")])
+def test_the_python_model_refuses_a_tensorrt_llm_that_cannot_read_its_arguments(gpu_host, monkeypatch, installed,
+                                                                                 error, message):
     version = build(load_config("tiny-pytorch"), gpu_host).published.path
-    fake.install(monkeypatch, version="1.1.0")
+    assert json.loads((version / "engine" / RECORD_FILE).read_text())["tensorrt_llm"] == "1.1.0"
+    fake.install(monkeypatch, version=installed)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _pb_utils())
-    spec = importlib.util.spec_from_file_location("published_llm_api_model_old", version / "model.py")
+    spec = importlib.util.spec_from_file_location(f"published_llm_api_model_{installed}", version / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    with pytest.raises(preflight.PreflightError, match="TensorRT-LLM 1.1.0 is installed"):
+    with pytest.raises(error, match=message):
         module.TritonPythonModel().initialize({"model_repository": str(version.parent),
                                                "model_version": version.name})
     assert fake.LLM.instances == []

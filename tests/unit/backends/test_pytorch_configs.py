@@ -40,7 +40,9 @@ def env(tmp_path, monkeypatch) -> Path:
 
 
 def _yaml_block(text: str) -> dict:
-    lines = [line.split("| ", 1)[1] for line in text.splitlines() if line.strip().startswith("| ")]
+    """The text printed under `write llm_api_options.yaml:` (the record file after it is JSON)."""
+    block = text.split("write llm_api_options.yaml:", 1)[1].split("write llm_api_options.trtpipe.json:", 1)[0]
+    lines = [line.split("| ", 1)[1] for line in block.splitlines() if line.strip().startswith("| ")]
     return yaml.safe_load("\n".join(lines))
 
 
@@ -51,17 +53,19 @@ def test_llama_8b_pytorch_dry_run_fetches_the_eagle3_head_quantizes_writes_the_y
                      "speculates; it is part of the target's engine directory, not its own model) ==",
                      "1. fetch", "== llama-8b-pytorch ==", "1. fetch", "2. quantize", "3. configure", "4. publish"]
     [argv] = [shlex.split(line.strip()[2:]) for line in text.splitlines() if line.strip().startswith("$ ")]
-    assert argv[:2] == ["python3", "/opt/modelopt/examples/llm_ptq/hf_ptq.py"] and "trtllm-build" not in text
+    assert argv[:6] == ["python3", "-m", "trtpipe.trt.seeded_ptq", "--seed", "0", "/opt/modelopt/examples/llm_ptq/hf_ptq.py"]
+    assert "trtllm-build" not in text
     assert argv[argv.index("--qformat") + 1] == "fp8" and argv[argv.index("--kv_cache_qformat") + 1] == "fp8"
     # The YAML printed is the YAML the configure stage writes, every argument of it.
     assert _yaml_block(text) == llm_args(load_config("llama-8b-pytorch"), has_draft=True)
     assert "into <tmp>/checkpoint/, and the eagle3 draft's" in text
     assert f"writes {env}/llama-8b-pytorch-engine/.staging-1/, renamed to {env}/llama-8b-pytorch-engine/1/" in text
     assert "-preprocessing" not in text and "-ensemble" not in text and "kind: KIND_MODEL" in text
-    assert "spec.json: engine_speculation Eagle3, no draft model" in text
+    assert "spec.json: engine_speculation Eagle, no draft model" in text
+    assert '"tensorrt_llm": "1.1.0"' in text.split("write llm_api_options.trtpipe.json:", 1)[1]
     [spec_line] = [line.strip() for line in text.splitlines() if line.strip().startswith("spec.json: {")]
     spec = json.loads(spec_line.removeprefix("spec.json: "))
-    assert spec["backend"] == "trtllm-pytorch" and spec["engine_speculation"] == "Eagle3" and spec["max_draft_len"] == 0
+    assert spec["backend"] == "trtllm-pytorch" and spec["engine_speculation"] == "Eagle" and spec["max_draft_len"] == 0
     assert not (tmp_path / "home").exists() and not env.exists()
 
 
@@ -90,9 +94,9 @@ def test_plan_works_for_the_pytorch_configs_and_shows_the_llm_api_arguments(tmp_
     assert result.exit_code == 0, result.output
     assert "llama-8b-pytorch on h100-sxm-80gb x1" in result.output
     doc = (tmp_path / "serving-configuration.md").read_text()
-    assert "TensorRT-LLM >= 1.2, PyTorch backend through the LLM API" in doc
-    assert "decoding_type: Eagle3" in doc and "hf_ptq.py" in doc and "trtllm-build" not in doc
-    assert ("| Speculation | eagle3 by the engine itself (speculative_config decoding_type Eagle3), up to 3 draft "
+    assert "TensorRT-LLM >= 1.1, PyTorch backend through the LLM API" in doc
+    assert "decoding_type: Eagle\n" in doc and "hf_ptq.py" in doc and "trtllm-build" not in doc
+    assert ("| Speculation | eagle3 by the engine itself (speculative_config decoding_type Eagle), up to 3 draft "
             "tokens per step, draft llama-3.1-8b-eagle3 inside the engine; the frontend runs no draft loop |") in doc
     assert "KV pool llama-3.1-8b-eagle3" not in result.output  # one executor, one pool
     big = CliRunner().invoke(cli, ["plan", "llama-70b-pytorch", "--gpu", "h100-sxm-80gb"])

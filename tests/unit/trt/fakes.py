@@ -19,7 +19,7 @@ def write_engine_dir(path: Path, *, tp: int = 1, pp: int = 1, ranks: list[int] |
                         "plugin_config": {"tokens_per_block": 32, "paged_kv_cache": True,
                                           "use_paged_context_fmha": True, **(plugin or {})}}
         build_config.update(build or {})
-        data = {"version": "1.2.1",
+        data = {"version": "1.1.0",
                 "pretrained_config": {"architecture": "LlamaForCausalLM", "dtype": "bfloat16",
                                       "mapping": {"world_size": tp * pp, "tp_size": tp, "pp_size": pp},
                                       "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8",
@@ -54,5 +54,5 @@ def publish_fake_build(repo: Path, name: str, key: str, root: Path, **engine_kw)
     (ckpt / "tokenizer.json").write_text("{}")
     manifest = Manifest(model_name=name, backend="trt-engine", config=config.model_dump(mode="json"),
                         stages=[StageRecord("compile", key, False, 1.0,
-                                            {"engine_limits": {"tensorrt_llm_version": "1.2.1"}})])
+                                            {"engine_limits": {"tensorrt_llm_version": "1.1.0"}})])
     return publish_version(repo, ServingSpec.from_config(config), manifest, engine, ckpt)

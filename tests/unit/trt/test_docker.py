@@ -4,8 +4,9 @@ budget).
 
 Schemas come from installed packages (the `test` extra), never from the network: the Compose
 Specification schema vendored by check-jsonschema, and the Kubernetes OpenAPI-derived JSON schemas of
-kubernetes-validate (strict: unknown keys are errors). These tests validate the files we would deploy;
-they start no container and talk to no cluster.
+kubernetes-validate (strict: unknown keys are errors), for each pinned Kubernetes version. These tests validate
+the files we would deploy and run the nightly's rollout/finish shell scripts with stand-in kubectl and trtpipe
+commands; they start no container, pull no image and talk to no cluster.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 DOCKER = ROOT / "docker"
 K8S = DOCKER / "k8s"
 KUBERNETES = "1.30"  # the oldest minor we support; the manifests use nothing newer
+KUBERNETES_VERSIONS = ("1.30", "1.31", "1.33")  # pinned: each manifest is validated against every one
 
 
 def compose_validator() -> jsonschema.Draft202012Validator:
@@ -46,9 +48,9 @@ def resource(kind: str, name: str | None = None) -> dict:
     return found[0]
 
 
-def k8s_errors(doc: dict) -> str | None:
+def k8s_errors(doc: dict, version: str = KUBERNETES) -> str | None:
     try:
-        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+        kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as e:
         return f"{'.'.join(map(str, e.path))}: {e.message}"
     return None
@@ -66,11 +68,12 @@ def test_the_compose_schema_catches_a_misspelled_key():
     assert not compose_validator().is_valid(compose)
 
 
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("source,doc", manifests(), ids=lambda v: v if isinstance(v, str) else v["kind"])
-def test_every_kubernetes_manifest_matches_its_schema(source, doc):
+def test_every_kubernetes_manifest_matches_its_schema_in_every_pinned_kubernetes(source, doc, version):
     if doc["kind"] == "Kustomization":  # a kustomize file, not an API object: checked below
         return
-    assert k8s_errors(doc) is None, f"{source}: {k8s_errors(doc)}"
+    assert k8s_errors(doc, version) is None, f"{source} ({version}): {k8s_errors(doc, version)}"
 
 
 def test_strict_kubernetes_validation_catches_a_misspelled_key():
@@ -150,8 +153,10 @@ def _exported_series() -> set[str]:
     """Every series name the frontend's /metrics can carry: its families (histograms as _bucket/_sum/_count,
     counters as _total) and the live-state gauges with their vLLM aliases."""
     from trtpipe.serve.api.metrics import VLLM_ALIASES, FrontendMetrics
+    from trtpipe.serve.api.triton_metrics import KV_USAGE_SERIES
 
     names: set[str] = set(VLLM_ALIASES) | {a for aliases in VLLM_ALIASES.values() for a in aliases}
+    names |= set(KV_USAGE_SERIES)  # derived from Triton's metrics, mirrored into the frontend's
     for family in FrontendMetrics().registry.collect():
         names.add(family.name)
     suffixed = set()
@@ -189,7 +194,7 @@ def test_a_disruption_budget_guards_the_serving_pods():
 
 def test_the_image_sets_the_paths_the_gpu_path_reads():
     dockerfile = (DOCKER / "Dockerfile").read_text()
-    assert dockerfile.startswith("#") and "FROM nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3" in dockerfile
+    assert dockerfile.startswith("#") and "FROM ${TRTPIPE_BASE_IMAGE}" in dockerfile  # test_toolchain.py: its value
     for var, path in (("TRTPIPE_TRTLLM_EXAMPLES", "/app/examples"),
                       ("TRTPIPE_TRTLLM_MODELS", "/app/all_models/inflight_batcher_llm")):
         assert f"{var}={path}" in dockerfile
@@ -197,3 +202,99 @@ def test_the_image_sets_the_paths_the_gpu_path_reads():
         assert f"test -f /app/examples/{script}" in dockerfile
     for kind in ("preprocessing", "postprocessing"):
         assert f"test -f /app/all_models/inflight_batcher_llm/{kind}/1/model.py" in dockerfile
+
+
+def test_triton_metrics_are_scraped_through_the_frontends_port_and_nowhere_else():
+    # `trtpipe serve` binds Triton's metrics port to loopback and mirrors it into the frontend's /metrics
+    # (serve/api/triton_metrics.py): one target, and no manifest publishes a port nothing listens on.
+    prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]["serve"]
+    assert targets == [f"serve:{_frontend_port(_compose_as_container(compose))}"]
+    assert not any("8002" in p for p in compose["ports"])
+    container = _serve_container(resource("Deployment"))
+    assert [p["containerPort"] for p in container["ports"]] == [_frontend_port(container)]
+    assert [p["targetPort"] for p in resource("Service")["spec"]["ports"]] == ["http"]
+    from trtpipe.serve.process.launcher import TritonServer
+    from trtpipe.serve.process.trt_launch import triton_launch_argv
+
+    assert "--metrics-address=127.0.0.1" in TritonServer(ROOT).argv(_NoInstall())
+    assert "--metrics-address=127.0.0.1" in triton_launch_argv("/m", 1, _Ports(), engine_models=["m-engine"])
+
+
+class _NoInstall:
+    binary, backend_dir = "tritonserver", None
+
+
+class _Ports:
+    http, grpc, metrics = 8000, 8001, 8002
+
+
+def _compose_as_container(service: dict) -> dict:
+    return {"command": service["command"]}
+
+
+def _nightly_containers() -> dict[str, dict]:
+    pod = resource("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
+
+
+def test_only_build_and_bench_gate_take_a_gpu_and_promote_publishes_without_building():
+    steps = _nightly_containers()
+    assert list(steps) == ["build", "bench-gate", "promote", "rollout", "finish"]
+    gpu = {name for name, c in steps.items() if "nvidia.com/gpu" in c.get("resources", {}).get("requests", {})}
+    assert gpu == {"build", "bench-gate"}
+    script = steps["promote"]["command"][-1]
+    assert "python3 -m trtpipe.repo.promote llama-8b" in script and "trtpipe build" not in script
+
+
+def test_the_kubectl_image_is_the_kubernetes_projects_pinned_by_digest():
+    image = _nightly_containers()["rollout"]["image"]
+    assert re.fullmatch(r"registry\.k8s\.io/kubectl:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", image), image
+    assert "bitnami" not in (K8S / "nightly-rebuild.yaml").read_text()
+
+
+def _run_step(step: str, tmp_path, *, status_ok: bool = True, promoted: bool = True) -> tuple[int, list[str]]:
+    """Run one nightly container's script with stand-in kubectl/trtpipe that record their arguments."""
+    import subprocess
+
+    home, bin_dir, calls = tmp_path / "home", tmp_path / "bin", tmp_path / "calls"
+    (home / "nightly").mkdir(parents=True, exist_ok=True)
+    (home / "bench" / "tonight").mkdir(parents=True, exist_ok=True)
+    (home / "bench" / ".candidate").write_text(str(home / "bench" / "tonight"))
+    if promoted:
+        (home / "nightly" / "promoted").touch()
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("kubectl", "trtpipe"):
+        fail = 'case "$*" in "rollout status"*) exit 1;; esac' if tool == "kubectl" and not status_ok else ""
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\n{fail}\nexit 0\n')
+        (bin_dir / tool).chmod(0o755)
+    argv = _nightly_containers()[step]["command"]
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TRTPIPE_HOME": str(home)}
+    rc = subprocess.run(argv, env=env, capture_output=True, text=True).returncode
+    return rc, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_a_failed_rollout_is_undone_and_the_live_repository_rolled_back(tmp_path):
+    rc, calls = _run_step("rollout", tmp_path, status_ok=False)
+    assert rc == 0 and calls == ["kubectl rollout restart deployment/trtpipe-llama-8b",
+                                 "kubectl rollout status deployment/trtpipe-llama-8b --timeout=30m",
+                                 "kubectl rollout undo deployment/trtpipe-llama-8b"]
+    assert (tmp_path / "home" / "nightly" / "rollout-failed").exists()
+    rc, calls = _run_step("finish", tmp_path)
+    assert rc == 1 and calls[-1] == f"trtpipe rollback llama-8b --repo {tmp_path}/home/model_repository"
+    assert not (tmp_path / "home" / "bench" / "baseline").exists()  # the failed build does not become the baseline
+
+
+def test_a_completed_rollout_keeps_the_promotion_and_its_bench_becomes_the_baseline(tmp_path):
+    rc, calls = _run_step("rollout", tmp_path, status_ok=True)
+    assert rc == 0 and "kubectl rollout undo deployment/trtpipe-llama-8b" not in calls
+    rc, calls = _run_step("finish", tmp_path)
+    assert rc == 0 and not any("rollback" in c for c in calls)
+    assert (tmp_path / "home" / "bench" / "baseline").is_dir()
+
+
+def test_nothing_promoted_means_no_rollout_and_no_rollback(tmp_path):
+    rc, calls = _run_step("rollout", tmp_path, promoted=False)
+    assert (rc, calls) == (0, [])
+    assert _run_step("finish", tmp_path, promoted=False) == (0, [])

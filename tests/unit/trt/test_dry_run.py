@@ -102,7 +102,9 @@ def test_llama_8b_runs_the_drafts_chain_then_its_own_with_draft_token_verificati
         # How trtpipe would serve the pair: one tritonserver, orchestrator mode (target + draft engines).
         ["TRTLLM_ORCHESTRATOR=1", "TRTLLM_ORCHESTRATOR_SPAWN_PROCESSES=1", "/opt/tritonserver/bin/tritonserver",
          f"--model-repository={env}", "--grpc-port=8001", "--http-port=8000", "--metrics-port=8002",
-         "--pinned-memory-pool-byte-size=0", "--enable-peer-access=false", "--cuda-memory-pool-byte-size=0:0",
+         "--metrics-address=127.0.0.1", "--pinned-memory-pool-byte-size=0", "--enable-peer-access=false", "--cuda-memory-pool-byte-size=0:0",
+         # Explicit model control, everything loaded at start: publish/rollback reload through the API.
+         "--model-control-mode=explicit", "--load-model=*",
          "--disable-auto-complete-config", "--backend-config=python,shm-region-prefix-name=prefix0_"],
     ]
     # Build order: the draft's whole chain and publish, then the target's.
@@ -175,12 +177,13 @@ def test_llama_70b_is_quantized_and_built_for_four_ranks_and_served_by_one_mpiru
     assert tokenizer_info == tokenizer_info_argv(f"{art}/fetch/{k['fetch']}",
                                                  f"{art}/tokenizer_info/.tmp-{k['tokenizer_info'][:16]}-<pid>-<ns>")
     rank = ["/opt/tritonserver/bin/tritonserver", f"--model-repository={env}", "--grpc-port=8001",
-            "--http-port=8000", "--metrics-port=8002"]
+            "--http-port=8000", "--metrics-port=8002", "--metrics-address=127.0.0.1"]
     tail = ["--disable-auto-complete-config", "--backend-config=python,shm-region-prefix-name=prefix{}_"]
     expected = ["mpirun", "--allow-run-as-root"]
     for r in range(4):
         expected += ([":"] if r else []) + ["-n", "1"] + rank
-        expected += ["--model-control-mode=explicit", "--load-model=llama-70b-engine"] if r else []
+        # Rank 0 loads the whole repository, ranks > 0 the engine only; explicit control everywhere.
+        expected += ["--model-control-mode=explicit", "--load-model=llama-70b-engine" if r else "--load-model=*"]
         expected += [tail[0], tail[1].format(r)]
     assert launch == expected
     assert "exactly rank0.engine rank1.engine rank2.engine rank3.engine" in text

@@ -25,7 +25,7 @@ def test_tp4_engine_with_four_ranks_verifies_and_reports_its_limits(tmp_path, ll
     assert limits["rank_files"] == ["rank0.engine", "rank1.engine", "rank2.engine", "rank3.engine"]
     assert (limits["max_batch_size"], limits["max_seq_len"], limits["max_num_tokens"]) == (128, 8192, 8192)
     assert limits["quant_algo"] == "FP8" and limits["kv_cache_quant_algo"] == "FP8"
-    assert limits["tensorrt_llm_version"] == "1.2.1"
+    assert limits["tensorrt_llm_version"] == "1.1.0"
 
 
 def test_speculative_target_expects_the_builder_to_add_max_draft_len(tmp_path, llama_8b):

@@ -20,7 +20,7 @@ def h100s(n: int) -> list[GpuInfo]:
 
 
 def _toolchain(**kw):
-    defaults = dict(machine=Machine(gpus=h100s(1), tensorrt_llm="1.2.1", tensorrt="10.14.1.48", modelopt="0.37.0",
+    defaults = dict(machine=Machine(gpus=h100s(1), tensorrt_llm="1.1.0", tensorrt="10.13.3.9", modelopt="0.37.0",
                                     nvidia_smi=True),
                     which=lambda name: f"/usr/bin/{name}", is_file=lambda p: True, find_spec=lambda n: object())
     defaults.update(kw)
@@ -52,14 +52,14 @@ def test_other_tensorrt_llm_versions_are_refused():
 
 
 def test_modelopt_049_is_refused_when_quantizing():
-    machine = Machine(gpus=h100s(1), tensorrt_llm="1.2.1", modelopt="0.49.0", nvidia_smi=True)
+    machine = Machine(gpus=h100s(1), tensorrt_llm="1.1.0", modelopt="0.49.0", nvidia_smi=True)
     with pytest.raises(PreflightError, match="no longer exports"):
         _toolchain(machine=machine, need_modelopt=True)
     assert _toolchain(machine=machine, need_modelopt=False) is machine
 
 
 def test_complete_toolchain_passes():
-    assert _toolchain().tensorrt_llm == "1.2.1"
+    assert _toolchain().tensorrt_llm == "1.1.0"
 
 
 def test_tp4_on_two_gpus_is_refused(llama_70b):
@@ -73,14 +73,14 @@ def test_fp8_on_ampere_is_refused(llama_8b):
 
 
 def test_engine_built_for_another_gpu_architecture_is_refused(llama_8b):
-    built = {"compute_capability": "8.9", "gpu_name": "NVIDIA L40S", "tensorrt_llm": "1.2.1"}
+    built = {"compute_capability": "8.9", "gpu_name": "NVIDIA L40S", "tensorrt_llm": "1.1.0"}
     with pytest.raises(PreflightError, match="built for compute capability 8.9") as e:
-        preflight(llama_8b, Machine(gpus=h100s(1), tensorrt_llm="1.2.1"), built=built)
+        preflight(llama_8b, Machine(gpus=h100s(1), tensorrt_llm="1.1.0"), built=built)
     assert "--force compile" in str(e.value)
 
 
 def test_engine_built_with_another_tensorrt_is_refused(llama_8b):
-    machine = Machine(gpus=h100s(1), tensorrt_llm="1.2.1", tensorrt="10.14.1.48")
+    machine = Machine(gpus=h100s(1), tensorrt_llm="1.1.0", tensorrt="10.13.3.9")
     built = {**build_fingerprint(machine), "tensorrt": "10.11.0.33"}
     with pytest.raises(PreflightError, match="built with tensorrt 10.11.0.33"):
         preflight(llama_8b, machine, built=built)
@@ -94,7 +94,7 @@ def test_gpu_too_small_for_the_plan_is_refused(llama_8b):
 
 
 def test_matching_machine_passes_with_the_plan_memory(llama_8b, llama_70b):
-    machine = Machine(gpus=h100s(8), tensorrt_llm="1.2.1", tensorrt="10.14.1.48")
+    machine = Machine(gpus=h100s(8), tensorrt_llm="1.1.0", tensorrt="10.13.3.9")
     passed = preflight(llama_8b, machine, built=build_fingerprint(machine))
     assert passed[0] == "8 GPU(s) >= world size 1" and "toolchain and GPU match the build" in passed
     assert preflight(llama_70b, machine)[-1].endswith("GiB per GPU available")
@@ -122,10 +122,10 @@ def test_serving_preflight_checks_every_published_engine_against_the_machine(tmp
     repo = tmp_path / "repo"
     publish_fake_build(repo, "llama-3.2-1b-draft", "kd", tmp_path / "d")
     publish_fake_build(repo, "llama-8b", "kt", tmp_path / "t")
-    machine = Machine(gpus=h100s(1), tensorrt_llm="1.2.1", tensorrt="10.14.1.48", nvidia_smi=True)
+    machine = Machine(gpus=h100s(1), tensorrt_llm="1.1.0", tensorrt="10.13.3.9", nvidia_smi=True)
     passed = preflight_repository(repo, machine)
     assert {line.split(":")[0] for line in passed} == {"llama-3.2-1b-draft-engine", "llama-8b-engine"}
     with pytest.raises(PreflightError, match="FP8, which needs compute capability >= 8.9"):
-        preflight_repository(repo, Machine(gpus=[A100], tensorrt_llm="1.2.1", nvidia_smi=True))
-    with pytest.raises(PreflightError, match="built with tensorrt_llm 1.2.1; this machine has 1.3.0"):
+        preflight_repository(repo, Machine(gpus=[A100], tensorrt_llm="1.1.0", nvidia_smi=True))
+    with pytest.raises(PreflightError, match="built with tensorrt_llm 1.1.0; this machine has 1.3.0"):
         preflight_repository(repo, Machine(gpus=h100s(1), tensorrt_llm="1.3.0", nvidia_smi=True))

@@ -140,8 +140,8 @@ def test_tool_locations_default_to_the_ngc_image_and_follow_the_environment(monk
 
 
 def test_toolchain_pins_the_image_and_versions():
-    assert TOOLCHAIN == {"image": "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3", "tensorrt_llm": "1.2.1",
-                         "tensorrt": "10.14", "modelopt": "<0.49"}
+    assert TOOLCHAIN == {"image": "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3", "tensorrt_llm": "1.1.0",
+                         "tensorrt": "10.13", "modelopt": "<0.49"}
 
 
 def test_command_renders_as_one_pasteable_line(tools):

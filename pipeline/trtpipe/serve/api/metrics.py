@@ -25,6 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from trtpipe.serve.api.triton_metrics import mirror_from_env
+
 # SLO-friendly: fine below 100 ms, where TTFT and inter-token targets live.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
                    1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
@@ -119,6 +121,11 @@ class FrontendMetrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             self.exposition = CollectorRegistry()
             self.exposition.register(AliasCollector([MultiProcessCollector(None), self.state], originals=True))
+        # Triton's own metrics and the KV-cache usage gauges derived from them (triton_metrics.py), when serve says
+        # where its Triton's metrics are.
+        self.triton = mirror_from_env()
+        if self.triton is not None:
+            self.exposition.register(self.triton)
         self._models: dict[str, ModelMetrics] = {}
 
     def model(self, name: str) -> ModelMetrics:

@@ -15,6 +15,7 @@ allowlist (triton_env.py); its log is appended to, one file per run (launcher.ru
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 from contextlib import ExitStack, contextmanager
@@ -124,6 +125,8 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = lambda url: None
                                                       launch=_trt_launch(opts), engine_threads=opts.engine_threads))
             log.info("Triton's log: %s", triton.log_path)
             urls = (triton.grpc_url,)
+            # Its metrics port is loopback-only: the frontend's /metrics mirrors it (serve/api/triton_metrics.py).
+            os.environ.setdefault("TRTPIPE_TRITON_METRICS_URL", f"http://127.0.0.1:{opts.triton_ports.metrics}/metrics")
         settings = frontend_settings(opts, urls)
         if opts.api_servers > 1:
             from trtpipe.serve.process.workers import Supervisor
