@@ -98,9 +98,9 @@ class Frontend:
         return draft, model.spec.max_draft_len or self.settings.default_max_draft_len
 
     async def prepare(self, model: ServedModel, req, *, chat: bool) -> Generation:
-        """Validate, render and tokenize off the event loop, in PREPARE_THREADS worker threads. Requests waiting
-        for a thread are bounded like the admission queue: beyond `max_waiting` they get a 429 at once."""
-        if self._num_preparing >= self.settings.max_waiting:
+        """Validate, render and tokenize off the event loop, in PREPARE_THREADS worker threads. Requests being
+        prepared are bounded as the server's requests are: beyond max_running + max_waiting, a 429 at once."""
+        if self._num_preparing >= self.settings.max_running + self.settings.max_waiting:
             raise errors.overloaded(f"{self._num_preparing} requests waiting to be tokenized",
                                     self.settings.retry_after_s)
         self._num_preparing += 1
