@@ -169,3 +169,10 @@ def test_a_response_past_its_deadline_is_a_504_or_ends_with_error_and_response_f
     failed = events[-1].response
     assert failed.status == "failed" and failed.error.code == "server_error" and failed.id == events[0].response.id
     assert "response.output_text.delta" in {e.type for e in events}
+
+
+def test_allowed_browser_origins_may_delete_a_stored_response(triton, built_repo):
+    preflight = {"origin": "https://app.example", "access-control-request-method": "DELETE"}
+    with running_frontend(settings_for(triton, built_repo, allowed_origins=("https://app.example",))) as url:
+        allowed = httpx.options(f"{url}/responses/resp_1", headers=preflight)
+        assert allowed.status_code == 200 and "DELETE" in allowed.headers["access-control-allow-methods"]

@@ -148,7 +148,10 @@ def chat_request(req: ResponsesRequest, messages: list[dict]) -> ChatCompletionR
 def settings(req: ResponsesRequest) -> dict:
     """The request's settings, with their defaults, as the Response object shows them."""
     fmt = req.text.format if req.text is not None else None
-    text_format = {"type": "text"} if fmt is None else fmt.model_dump(by_alias=True, exclude_none=True)
+    if fmt is None or fmt.type != "json_schema":
+        text_format = {"type": fmt.type if fmt is not None else "text"}
+    else:
+        text_format = fmt.model_dump(by_alias=True, exclude_none=True)
     tool_choice = req.tool_choice if req.tool_choice is None or isinstance(req.tool_choice, str) else \
         req.tool_choice.model_dump(exclude_none=True)
     return {"instructions": req.instructions, "max_output_tokens": req.max_output_tokens,

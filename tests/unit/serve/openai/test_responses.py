@@ -184,3 +184,14 @@ def test_a_continuation_answers_the_stored_context_and_output_and_counts_their_c
     assert prepared.gen.calls[0].input_ids == chat.calls[0].input_ids
     assert prepared.context == previous.conversation + [{"type": "message", "role": "user", "content": "More"}]
     assert prepared.num_context_chars == 8 + 4
+
+
+@pytest.mark.parametrize("text, echoed", [
+    (None, {"format": {"type": "text"}}),
+    ({"format": {"type": "json_object"}}, {"format": {"type": "json_object"}}),
+    ({"format": {"type": "json_schema", "name": "p", "schema": {"type": "object"}, "strict": True}},
+     {"format": {"type": "json_schema", "name": "p", "schema": {"type": "object"}, "strict": True}}),
+])
+def test_the_response_echoes_the_text_format_as_given(text, echoed, model):
+    prepared = prepare_response(request(text=text, max_output_tokens=1), model, None)
+    assert prepared.settings["text"] == echoed
