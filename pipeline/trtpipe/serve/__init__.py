@@ -16,4 +16,7 @@ Every room may use the two shared modules: `protocol.py` (the OpenAI wire types)
 set of errors a client can get). One chat request: api/app.py (GenerationRoutes) -> openai/validation.py ->
 api/frontend.py start_request -> api/lifecycle.py RequestLifecycle.run -> openai/choice_stream.py ->
 engine_client/replicas.py -> engine_client/client.py, and back through api/chunks.py and api/response.py.
+A /v1/responses request takes the same path: api/responses_routes.py -> openai/responses.py (translated into the
+chat request, then validate_chat) -> the same lifecycle and response, with the sinks of api/response_events.py;
+finished responses are kept by openai/response_store.py (bounded, per process).
 """

@@ -5,25 +5,27 @@ A client sees the OpenAI envelope `{"error": {"message", "type", "param", "code"
 (`invalid_parameter("stop", ...)`, `overloaded(...)`) and never choose a status by hand. `type` is stable and is
 also the metrics label of `trtpipe_request_errors`.
 
-    constructor            status  type                   code
-    invalid_parameter      400     invalid_request_error  None (param names the field)
-    unsupported_parameter  400     invalid_request_error  None
-    invalid_request        400     invalid_request_error  None (the body as a whole)
-    context_too_long       400     invalid_request_error  context_length_exceeded
-    engine_rejected        400     invalid_request_error  engine_rejected_request
-    unauthorized           401     invalid_request_error  invalid_api_key
-    model_not_found        404     invalid_request_error  model_not_found
-    http_error             4xx     invalid_request_error  not_found | method_not_allowed | request_too_large
-    request_timeout        408     invalid_request_error  request_timeout
-    request_too_large      413     invalid_request_error  request_too_large
-    unsupported_media_type 415     invalid_request_error  unsupported_media_type
-    headers_too_large      431     invalid_request_error  request_header_too_large
-    overloaded             429     rate_limit_error       rate_limit_exceeded (Retry-After)
-    internal_error         500     server_error           internal_error
-    engine_failed          5xx     server_error           engine_error
-    shutting_down          503     service_unavailable    server_shutting_down
-    engine_unavailable     503     service_unavailable    engine_unavailable (Retry-After)
-    deadline_exceeded      504     timeout_error          deadline_exceeded
+    constructor                 status  type                   code
+    invalid_parameter           400     invalid_request_error  None (param names the field)
+    unsupported_parameter       400     invalid_request_error  None
+    invalid_request             400     invalid_request_error  None (the body as a whole)
+    context_too_long            400     invalid_request_error  context_length_exceeded
+    previous_response_not_found 400     invalid_request_error  previous_response_not_found
+    engine_rejected             400     invalid_request_error  engine_rejected_request
+    unauthorized                401     invalid_request_error  invalid_api_key
+    model_not_found             404     invalid_request_error  model_not_found
+    response_not_found          404     invalid_request_error  response_not_found
+    http_error                  4xx     invalid_request_error  not_found | method_not_allowed | request_too_large
+    request_timeout             408     invalid_request_error  request_timeout
+    request_too_large           413     invalid_request_error  request_too_large
+    unsupported_media_type      415     invalid_request_error  unsupported_media_type
+    headers_too_large           431     invalid_request_error  request_header_too_large
+    overloaded                  429     rate_limit_error       rate_limit_exceeded (Retry-After)
+    internal_error              500     server_error           internal_error
+    engine_failed               5xx     server_error           engine_error
+    shutting_down               503     service_unavailable    server_shutting_down
+    engine_unavailable          503     service_unavailable    engine_unavailable (Retry-After)
+    deadline_exceeded           504     timeout_error          deadline_exceeded
 """
 
 from __future__ import annotations
@@ -64,6 +66,19 @@ def context_too_long(param: str, message: str) -> RequestError:
     return RequestError(message, param=param, code="context_length_exceeded")
 
 
+def previous_response_not_found(response_id: str) -> RequestError:
+    """/v1/responses: `previous_response_id` names no response this server process holds (OpenAI's 400)."""
+    return RequestError(f"Previous response with id {response_id!r} not found: it was never stored (`store: false`), "
+                        "was deleted or evicted, or is held by another API-server process. Send the whole "
+                        "conversation as `input` instead.", param="previous_response_id",
+                        code="previous_response_not_found")
+
+
+def with_param(err: RequestError, param: str | None, message: str) -> RequestError:
+    """The same error told in another API's names (a Chat Completions check behind /v1/responses)."""
+    return RequestError(message, param=param, type=err.type, code=err.code, status=err.status, headers=err.headers)
+
+
 def engine_rejected(detail: str) -> RequestError:
     """The engine model refused the request's inputs (the Python models' BadRequest). Validation should have
     caught it first; the engine's own words say what to change."""
@@ -78,6 +93,12 @@ def unauthorized() -> RequestError:
 def model_not_found(name: str, available: list[str]) -> RequestError:
     return RequestError(f"The model `{name}` does not exist. Available: {available}", param="model",
                         code="model_not_found", status=404)
+
+
+def response_not_found(response_id: str) -> RequestError:
+    return RequestError(f"Response with id {response_id!r} not found: it was never stored (`store: false`), was "
+                        "deleted or evicted, or is held by another API-server process", param="response_id",
+                        code="response_not_found", status=404)
 
 
 def request_too_large(max_bytes: int) -> RequestError:

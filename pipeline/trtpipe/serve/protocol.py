@@ -173,6 +173,74 @@ class CompletionRequest(_Request):
     best_of: int | None = Field(None, ge=1, description="only equal to n")
 
 
+# --- /v1/responses requests --------------------------------------------------------------------------------
+# The item shapes (`input` items, content parts) are checked by openai/responses_input.py, which names the exact
+# place (`input.2.content.0.type`); here they are plain JSON objects.
+
+
+class ResponsesTextFormat(_NullMeansDefault):
+    """`text.format`: the Responses form of `response_format` (json_schema flat: name, schema, strict here)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: Literal["text", "json_object", "json_schema"]
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict | None = Field(None, alias="schema", description="json_schema: the schema the output matches")
+    strict: bool | None = None
+
+
+class ResponsesText(_NullMeansDefault):
+    model_config = ConfigDict(extra="forbid")
+    format: ResponsesTextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = Field(None, description="not supported")
+
+
+class ResponsesFunctionTool(_NullMeansDefault):
+    """The Responses API's flat function tool (no `function` wrapper). Other tool types are refused by name."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    name: str | None = Field(None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = Field(None, description="a JSON schema of the arguments object")
+    strict: bool | None = None
+
+
+class ResponsesToolChoice(_NullMeansDefault):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    name: str | None = None
+
+
+class ResponsesRequest(_NullMeansDefault):
+    # NOTE: as for chat, unknown fields are kept (extra="allow"): the Responses API's own fields this server does
+    # not implement and the Chat Completions fields that do not belong here are refused by name
+    # (openai/responses.py), and trtpipe's sampling extensions (top_k, seed, ignore_eos, ...) pass through.
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="a model id from GET /v1/models")
+    input: str | list[dict] = Field(description="text, or a list of items: messages (input_text parts), "
+                                                "function_call and function_call_output")
+    instructions: str | None = Field(None, description="a system message before `input`; not carried over by "
+                                                       "`previous_response_id`")
+    max_output_tokens: int | None = Field(None, ge=1, description="at most this many tokens; default and cap per "
+                                                                  "model")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 is greedy")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stream: bool = False
+    store: bool = Field(True, description="keep the response in this process's bounded in-memory store, for GET and "
+                                          "`previous_response_id`")
+    previous_response_id: str | None = Field(None, description="continue a stored response's conversation")
+    tools: list[ResponsesFunctionTool] | None = Field(None, max_length=128, description="function tools")
+    tool_choice: Literal["none", "auto", "required"] | ResponsesToolChoice | None = None
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one call per turn")
+    text: ResponsesText | None = Field(None, description="`format`: text, json_object or json_schema, enforced")
+    metadata: dict[str, str] | None = Field(None, max_length=16, description="up to 16 string pairs, stored and "
+                                                                             "returned")
+    user: str | None = Field(None, max_length=256)
+    safety_identifier: str | None = Field(None, max_length=256)
+
+
 # --- responses -------------------------------------------------------------------------------------------
 
 

@@ -4,14 +4,14 @@ A generation request goes: body-size and API-key guards (middleware.py) -> Gener
 parsing) -> openai/validation.py (400 naming the parameter, before Triton is called) -> Frontend.start_request:
 a RequestLifecycle, admitted or queued (429 beyond the bounds; lifecycle.py) -> a GenerationResponse that owns
 the connection (deadline, disconnect, drain, keep-alives; response.py) and sends what the lifecycle's one loop
-gives its sink (SSE chunks or a JSON body; chunks.py). Everything else (models, health, metrics, OpenAPI) is
-plain FastAPI; every error is an OpenAI envelope from the closed set in serve/errors.py.
+gives its sink (SSE chunks or a JSON body; chunks.py). /v1/responses takes the same path through its own
+translation and sinks (responses_routes.py). Everything else (models, health, metrics, OpenAPI, GET and DELETE of
+stored responses) is plain FastAPI; every error is an OpenAI envelope from the closed set in serve/errors.py.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +27,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trtpipe.serve import errors
 from trtpipe.serve.api.chunks import sink_for
 from trtpipe.serve.api.frontend import Frontend
-from trtpipe.serve.api.middleware import ApiKeyAuth, BodyLimit
+from trtpipe.serve.api.middleware import ApiKeyAuth, BodyLimit, arrival_time
 from trtpipe.serve.api.response import GenerationResponse, as_request_error, error_response
+from trtpipe.serve.api.responses_routes import add_responses_routes, create_response
 from trtpipe.serve.engine_client.speculation import SpeculationConfig
 from trtpipe.serve.errors import RequestError
+from trtpipe.serve.openai.response_store import MAX_STORED_RESPONSE_CHARS, MAX_STORED_RESPONSES
 from trtpipe.serve.openai.served_models import ServedModel
 from trtpipe.serve.openai.validation import check_prompt_size
 from trtpipe.serve.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
-                                    CompletionRequest, CompletionResponse, ErrorResponse, ModelCard, ModelList)
+                                    CompletionRequest, CompletionResponse, ErrorResponse, ModelCard, ModelList,
+                                    ResponsesRequest)
 from trtpipe.serve.protocol import now as unix_now
 
 log = logging.getLogger("trtpipe.serve")
@@ -63,6 +66,10 @@ class FrontendSettings:
     default_max_draft_len: int = 4
     # Browser origins allowed to call the API (CORS). Empty: CORS is off, browsers refuse cross-site calls.
     allowed_origins: tuple[str, ...] = ()
+    # /v1/responses `store: true`: kept in memory by each API-server process, least recently used out beyond either
+    # bound (openai/response_store.py).
+    max_stored_responses: int = MAX_STORED_RESPONSES
+    max_stored_response_chars: int = MAX_STORED_RESPONSE_CHARS
 
     @property
     def replica_urls(self) -> tuple[str, ...]:
@@ -99,6 +106,7 @@ def create_app(settings: FrontendSettings, limits=None) -> FastAPI:
     _add_error_handlers(app, front)
     _add_health_routes(app, front)
     _add_openai_routes(app, front)
+    add_responses_routes(app, front)
     app.add_middleware(ApiKeyAuth, keys=settings.api_keys, protect_metrics=settings.protect_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # The same guards, in the same order, in front of the generation routes (see FrontendApp).
@@ -106,7 +114,7 @@ def create_app(settings: FrontendSettings, limits=None) -> FastAPI:
                                           keys=settings.api_keys, protect_metrics=settings.protect_metrics),
                                max_bytes=settings.max_body_bytes)
     if settings.allowed_origins:  # outermost, so that a preflight is answered before the key check
-        cors = dict(allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST", "HEAD"],
+        cors = dict(allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST", "HEAD", "DELETE"],
                     allow_headers=["authorization", "content-type"], max_age=600)
         app.add_middleware(CORSMiddleware, **cors)
         app.generation = CORSMiddleware(app.generation, **cors)
@@ -181,16 +189,16 @@ def _add_openai_routes(app: FastAPI, front: Frontend) -> None:
               responses=_doc_responses(ChatCompletionResponse | ChatCompletionChunk))
     async def chat(req: ChatCompletionRequest, request: Request) -> Response:
         # Served by GenerationRoutes in front of FastAPI; this route documents it and is the same code.
-        return await generation(front, req, chat=True, arrival=_arrival(request.scope))
+        return await generation(front, req, chat=True, arrival=arrival_time(request.scope))
 
     @app.post("/v1/completions", tags=["openai"], response_model=None,
               responses=_doc_responses(CompletionResponse))
     async def completions(req: CompletionRequest, request: Request) -> Response:
-        return await generation(front, req, chat=False, arrival=_arrival(request.scope))
+        return await generation(front, req, chat=False, arrival=arrival_time(request.scope))
 
 
 class FrontendApp(FastAPI):
-    """FastAPI, except that the two generation routes go straight to BodyLimit -> ApiKeyAuth -> GenerationRoutes.
+    """FastAPI, except that the generation routes go straight to BodyLimit -> ApiKeyAuth -> GenerationRoutes.
 
     NOTE: FastAPI's stack (telemetry, its body limit, ServerErrorMiddleware, ExceptionMiddleware) wraps `send`
     once per layer, so each streamed chunk paid several coroutine calls, and each resumption of the request's
@@ -218,14 +226,24 @@ async def generation(front: Frontend, req, *, chat: bool, arrival: float) -> Res
                               deadline_s=s.request_timeout_s, keepalive_s=s.keepalive_s if req.stream else None)
 
 
+async def _chat(front: Frontend, req, arrival: float) -> Response:
+    return await generation(front, req, chat=True, arrival=arrival)
+
+
+async def _completion(front: Frontend, req, arrival: float) -> Response:
+    return await generation(front, req, chat=False, arrival=arrival)
+
+
 class GenerationRoutes:
-    """POST /v1/chat/completions and /v1/completions straight from ASGI, ahead of FastAPI's router.
+    """POST /v1/chat/completions, /v1/completions and /v1/responses straight from ASGI, ahead of FastAPI's router.
 
     NOTE: the hot path skips FastAPI's routing, dependency solving and the two exception-handling wrappers it
     puts around `send` (one Python call each per streamed chunk). Parsing, validation and the response are
     the same functions the FastAPI routes above call, so the OpenAPI document stays accurate."""
 
-    ROUTES = {"/v1/chat/completions": (ChatCompletionRequest, True), "/v1/completions": (CompletionRequest, False)}
+    # path -> (request model, handler(front, parsed request, arrival time) -> response)
+    ROUTES = {"/v1/chat/completions": (ChatCompletionRequest, _chat), "/v1/completions": (CompletionRequest, _completion),
+              "/v1/responses": (ResponsesRequest, create_response)}
 
     def __init__(self, app, front: Frontend):
         self.app, self.front = app, front
@@ -234,7 +252,7 @@ class GenerationRoutes:
         route = self.ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if route is None:
             return await self.app(scope, receive, send)
-        request_model, chat = route
+        request_model, handler = route
         try:
             _require_json(scope)
             body = await _read_body(receive)
@@ -242,7 +260,7 @@ class GenerationRoutes:
                 req = request_model.model_validate_json(body)
             except ValidationError as e:
                 raise validation_error(e.errors(include_url=False)) from None
-            response = await generation(self.front, req, chat=chat, arrival=_arrival(scope))
+            response = await handler(self.front, req, arrival_time(scope))
         except Exception as e:  # noqa: BLE001 - every failure is an envelope
             err = as_request_error(errors.http_error(e.status_code, str(e.detail))
                                    if isinstance(e, StarletteHTTPException) else e)
@@ -295,8 +313,3 @@ def validation_error(problems: list[dict]) -> RequestError:
         message = (f"`{param}`: " if param else "the request body: ") + first["msg"] + (
             f". Given: {given}" if given else "")
     return errors.invalid_parameter(param, message)
-
-
-def _arrival(scope) -> float:
-    """When the request reached the app (set by BodyLimit before the body was read and parsed)."""
-    return scope.get("trtpipe.arrival") or time.perf_counter()

@@ -224,6 +224,9 @@ class SseSink:
     def end(self, usage: dict) -> bytes:
         return self.writer.usage(usage) + DONE if self.include_usage else DONE
 
+    def error(self, err: RequestError) -> bytes:
+        return sse_error(err) + DONE
+
 
 class JsonSink:
     """The non-streamed response, built from the same events as the stream."""

@@ -1,8 +1,9 @@
 """The frontend's server-wide state: what every request shares, and where each request's lifecycle starts.
 
 `Frontend` owns the registry, the Triton replica pool, the per-model admission bounds and speculation
-controllers, the requests in flight, readiness (health checks + canary) and the drain. One request's own state
-lives in its `RequestLifecycle` (lifecycle.py), which `start_request` creates.
+controllers, the requests in flight, readiness (health checks + canary), the drain, and the stored responses of
+/v1/responses. One request's own state lives in its `RequestLifecycle` (lifecycle.py), which `start_request`
+creates.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from trtpipe.serve.api.lifecycle import RequestLifecycle, speculates
 from trtpipe.serve.api.metrics import FrontendMetrics
 from trtpipe.serve.engine_client.replicas import ReplicaPool
 from trtpipe.serve.engine_client.speculation import AdaptiveSpeculation
+from trtpipe.serve.openai.response_store import ResponseStore
 from trtpipe.serve.openai.served_models import ModelRegistry, ServedModel
 from trtpipe.serve.openai.validation import Generation, validate_chat, validate_completion
 
@@ -45,6 +47,8 @@ class Frontend:
         self._prepare = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="trtpipe-prepare")
         self._num_preparing = 0
         self.metrics.state.sources += [self._state_gauges, self.pool.gauges]
+        # /v1/responses `store: true`: this process's responses, for GET and `previous_response_id`.
+        self.responses = ResponseStore(settings.max_stored_responses, settings.max_stored_response_chars)
 
     # --- start, stop, readiness, drain -------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,15 +102,18 @@ class Frontend:
         return draft, model.spec.max_draft_len or self.settings.default_max_draft_len
 
     async def prepare(self, model: ServedModel, req, *, chat: bool) -> Generation:
-        """Validate, render and tokenize off the event loop, in PREPARE_THREADS worker threads. Requests being
-        prepared are bounded as the server's requests are: beyond max_running + max_waiting, a 429 at once."""
+        return await self.prepare_with(validate_chat if chat else validate_completion, req, model)
+
+    async def prepare_with(self, validate, *args):
+        """`validate(*args)` (validate, render and tokenize) off the event loop, in PREPARE_THREADS worker threads.
+        Requests being prepared are bounded as the server's requests are: beyond max_running + max_waiting, a 429
+        at once."""
         if self._num_preparing >= self.settings.max_running + self.settings.max_waiting:
             raise errors.overloaded(f"{self._num_preparing} requests waiting to be tokenized",
                                     self.settings.retry_after_s)
         self._num_preparing += 1
         try:
-            validate = validate_chat if chat else validate_completion
-            return await asyncio.get_running_loop().run_in_executor(self._prepare, validate, req, model)
+            return await asyncio.get_running_loop().run_in_executor(self._prepare, validate, *args)
         finally:
             self._num_preparing -= 1
 

@@ -92,3 +92,8 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def arrival_time(scope) -> float:
+    """When the request reached the app (set by BodyLimit before the body was read and parsed)."""
+    return scope.get("trtpipe.arrival") or time.perf_counter()

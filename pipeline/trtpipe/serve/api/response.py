@@ -3,8 +3,8 @@
 It registers a `Ticket` (deadline, drain), watches the connection for a disconnect (and, when streaming, sends
 SSE keep-alive comments when nothing was sent for a while), sends what the request's lifecycle produces, and
 maps how the request ended to what the client sees: a JSON error with its status while nothing was sent yet,
-else an SSE error event and `[DONE]`. A disconnect, a deadline or a drain cancels the request's task, and with
-it every Triton stream it holds.
+else the sink's last SSE bytes (chat: an error chunk and `[DONE]`; responses: `error` and `response.failed`).
+A disconnect, a deadline or a drain cancels the request's task, and with it every Triton stream it holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from trtpipe.serve import errors
 from trtpipe.serve.api.admission import Inflight, Ticket
-from trtpipe.serve.api.chunks import DONE, KEEPALIVE, sse_error
+from trtpipe.serve.api.chunks import DONE, KEEPALIVE
 from trtpipe.serve.api.lifecycle import RequestLifecycle, Sink
 from trtpipe.serve.engine_client.calls import EngineError, EngineRejected, EngineUnavailable
 from trtpipe.serve.errors import RequestError
@@ -145,6 +145,6 @@ class GenerationResponse(Response):
                 await self._start(send, error.status, response.raw_headers)
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                await send({"type": "http.response.body", "body": sse_error(error) + DONE, "more_body": False})
+                await send({"type": "http.response.body", "body": self.sink.error(error), "more_body": False})
         except Exception:  # noqa: BLE001 - the connection is gone; nothing left to tell
             pass
