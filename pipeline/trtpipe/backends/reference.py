@@ -16,7 +16,8 @@ from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
 from trtpipe.engine import Engine, EngineLimits, convert_checkpoint, quantize_checkpoint
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-from trtpipe.errors import StageError
+from trtpipe.engine.config import UnsupportedModelError
+from trtpipe.errors import SourceError, StageError
 from trtpipe.gate import engine_gate
 from trtpipe.repo.model_config import reference_engine_config
 from trtpipe.stages import fetch
@@ -34,10 +35,19 @@ def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
     return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "format": FORMAT_VERSION}
 
 
+def _convert(config: BuildConfig, hf_dir: Path, out_dir: Path) -> dict[str, Any]:
+    try:
+        return {"summary": convert_checkpoint(hf_dir, out_dir, dtype=config.dtype)}
+    except UnsupportedModelError as e:
+        raise SourceError(f"the reference engine cannot run this checkpoint: {e}", where="convert",
+                          fix="use a Llama-family checkpoint it supports (Llama, Mistral without sliding window, "
+                              "Qwen2), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
+
+
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
     hf_dir = inputs["fetch"].path
     return [InProcess(f"in-process: trtpipe.engine.convert_checkpoint({hf_dir}, <tmp>, dtype={config.dtype})",
-                      lambda: {"summary": convert_checkpoint(hf_dir, out_dir, dtype=config.dtype)})]
+                      lambda: _convert(config, hf_dir, out_dir))]
 
 
 def _quantize_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:

@@ -29,13 +29,12 @@ from trtpipe.manifest import Manifest
 from trtpipe.repo import history, layout
 from trtpipe.repo.model_config import to_pbtxt
 from trtpipe.repo.retention import DEFAULT_KEEP, check_keep, prune
+from trtpipe.repo.tokenizer_dir import TOKENIZER_FILES, write_tokenizer_dir  # noqa: F401 - TOKENIZER_FILES: re-exported
 from trtpipe.repo.triton_control import reload_models
 from trtpipe.repo.verify import MANIFEST, require_intact
 from trtpipe.spec import ServingSpec
 from trtpipe.stages.base import link_or_copy_tree
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json",
-                   "tokenizer.model")
 
 
 @dataclass(frozen=True)
@@ -136,15 +135,12 @@ def _stage_version(repo: Path, model_dir: Path, spec: ServingSpec, manifest: Man
                                    fix="install trtpipe from a source checkout: pip install -e .")
             shutil.copy2(source, staging / name)
         link_or_copy_tree(engine_dir, staging / "engine")
-        (staging / "tokenizer").mkdir()
-        for name in TOKENIZER_FILES:
-            if (checkpoint_dir / name).is_file():
-                shutil.copy2(checkpoint_dir / name, staging / "tokenizer" / name)
+        verbatim = write_tokenizer_dir(checkpoint_dir, staging / "tokenizer")
         spec.write(staging / "spec.json")
         companions = backend.stage_companions(repo, spec, version, staging / "tokenizer")
         manifest.version = version
         manifest.files = hash_tree(staging)
-        _check_sources(manifest.files, expected)
+        _check_sources(manifest.files, expected, {f"tokenizer/{name}" for name in verbatim})
         manifest.companion_files = {p.parent.name: hash_tree(p) for p in companions}
         manifest.write(staging / MANIFEST)
         staging.rename(model_dir / str(version))
@@ -161,14 +157,16 @@ def _stage_version(repo: Path, model_dir: Path, spec: ServingSpec, manifest: Man
         raise
 
 
-def _check_sources(staged: dict[str, str], expected: dict[str, Mapping[str, str] | None]) -> None:
-    """Files staged from cache entries must have the sha256 the entries recorded for them."""
+def _check_sources(staged: dict[str, str], expected: dict[str, Mapping[str, str] | None],
+                   verbatim_tokenizer: set[str]) -> None:
+    """Files staged from cache entries must have the sha256 the entries recorded for them (engine/ all of
+    them, tokenizer/ those copied byte for byte)."""
     for source, prefix in (("engine", "engine/"), ("checkpoint", "tokenizer/")):
         recorded = expected.get(source)
         if recorded is None:
             continue
         for rel, sha in staged.items():
-            if not rel.startswith(prefix):
+            if not rel.startswith(prefix) or (prefix == "tokenizer/" and rel not in verbatim_tokenizer):
                 continue
             want = recorded.get(rel[len(prefix):])
             want = want["sha256"] if isinstance(want, Mapping) else want
@@ -195,7 +193,7 @@ def rollback(repo: Path, model: str, to_version: int | None = None) -> int:
         if target not in available:
             raise PublishError(f"{model} has no version {target}", where="rollback",
                                fix=f"choose one of {available}")
-        require_intact(repo, model, target, action="roll back to it")
+        require_intact(repo, model, target, action="roll back")
         spec = ServingSpec.read(model_dir / str(target) / "spec.json")
         _write_config(model_dir, spec, target)
         history.record(model_dir, "rollback" if to_version is None else "activate", target, live)
