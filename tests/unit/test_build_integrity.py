@@ -116,3 +116,38 @@ def test_a_second_build_of_one_model_waits_for_the_writer_while_another_model_bu
     writer.release()
     thread.join(60)
     assert results["tiny"].published.version == 1
+
+
+@pytest.mark.parametrize("draft_ref", ["path", "other-name"])
+def test_a_draft_named_by_its_yaml_path_or_a_config_whose_name_differs_resolves_to_the_published_draft(
+        home, tmp_path, monkeypatch, draft_ref):
+    from trtpipe.repo import layout
+    from trtpipe.spec import ServingSpec
+
+    drafts = tmp_path / "drafts"
+    drafts.mkdir()
+    # The file is small-draft.yaml, the model it publishes is named tiny-drafter.
+    (drafts / "small-draft.yaml").write_text("extends: tiny-llama\nname: tiny-drafter\n"
+                                             "source: {synthetic: tiny-llama-draft}\n")
+    monkeypatch.setenv("TRTPIPE_CONFIG_PATH", str(drafts))
+    ref = str(drafts / "small-draft.yaml") if draft_ref == "path" else "small-draft"
+    (tmp_path / "target.yaml").write_text(f"extends: tiny-llama\nname: target\nspeculation: {{draft: '{ref}'}}\n")
+    repo = home / "repo"
+    result = build(load_config(str(tmp_path / "target.yaml")), repo)
+    spec = ServingSpec.read(result.published.path / "spec.json")
+    assert spec.draft_model_name == "tiny-drafter"
+    assert layout.live_version(repo / "tiny-drafter-engine") == 1
+
+
+def test_publishing_a_target_whose_draft_is_not_live_is_refused_naming_the_draft(home, tmp_path):
+    from trtpipe.backend_registry import get_backend
+    from trtpipe.errors import PublishError
+    from trtpipe.manifest import Manifest
+    from trtpipe.repo.versions import publish_version
+
+    config = load_config("tiny-llama-spec")
+    artifacts, records = run_stages(config, ArtifactCache())
+    manifest = Manifest(model_name=config.name, backend=config.backend, config={}, stages=records)
+    with pytest.raises(PublishError, match="speculates with tiny-llama-draft, which is not published"):
+        publish_version(home / "repo", get_backend("reference").serving_spec(config), manifest,
+                        artifacts["compile"].path, artifacts["fetch"].path)

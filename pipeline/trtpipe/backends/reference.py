@@ -17,8 +17,9 @@ from trtpipe.config import BuildConfig
 from trtpipe.engine import Engine, EngineLimits, convert_checkpoint, quantize_checkpoint
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 from trtpipe.engine.config import UnsupportedModelError
-from trtpipe.errors import SourceError, StageError
+from trtpipe.errors import PublishError, SourceError, StageError
 from trtpipe.gate import engine_gate
+from trtpipe.repo import layout
 from trtpipe.repo.model_config import reference_engine_config
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
@@ -112,6 +113,15 @@ class ReferenceBackend(Backend):
         # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.
         return dataclasses.replace(super().serving_spec(config), max_top_log_probs=MAX_TOP_LOG_PROBS,
                                    returns_prompt_log_probs=True, resumes_guided_decoding=True)
+
+    def check_can_publish(self, repo: Path, spec) -> None:
+        """A speculating target names its draft by the draft's published name: it must be live here (build()
+        publishes it first), or the frontend would silently serve the target without speculation."""
+        if spec.draft_model_name and layout.live_version(repo / layout.engine_model_name(spec.draft_model_name)) is None:
+            raise PublishError(f"{spec.model_name} speculates with {spec.draft_model_name}, which is not published "
+                               f"in {repo}", where="speculation.draft",
+                               fix=f"`trtpipe build {spec.model_name} --repo {repo}` builds and publishes the draft "
+                                   "first")
 
     def engine_version_files(self) -> dict[str, Path]:
         return {"model.py": ADAPTER}
