@@ -28,10 +28,11 @@ def sha256_file(path: Path) -> str:
 
 
 def tree_files(directory: Path, skip: Iterable[str] = ()) -> list[str]:
-    """Relative paths of the files under `directory`, sorted; the relative paths in `skip` left out."""
+    """Relative paths of the files under `directory`, sorted; the relative paths in `skip` left out, and
+    Python's own bytecode caches (`__pycache__/`, which Triton's Python backend writes beside model.py)."""
     skipped = set(skip)
-    files = (str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
-    return sorted(rel for rel in files if rel not in skipped)
+    files = (p.relative_to(directory) for p in directory.rglob("*") if p.is_file())
+    return sorted(str(rel) for rel in files if str(rel) not in skipped and "__pycache__" not in rel.parts)
 
 
 @dataclass(frozen=True)
