@@ -24,7 +24,8 @@ from trtpipe.repo.retention import DEFAULT_KEEP
 @dataclass
 class ConfigOutcome:
     config: str
-    status: str  # "unchanged" | "published" | "built" | "failed"
+    # "unchanged" | "published" | "built" | "failed" | "not live" (identical to a kept version rolled back from)
+    status: str
     version: int | None
     seconds: float
     error: str | None = None
@@ -50,7 +51,8 @@ def build_all(names: list[str], repo: Path, report_path: Path | None = None, *, 
             result = build(load_config(name), repo, cache=cache, publish=publish, gate=True, keep=keep,
                            progress=lambda stage, *rest: progress(f"{name}: {stage}", *rest))
             p = result.published
-            status = "built" if p is None else ("unchanged" if p.unchanged else "published")
+            status = "built" if p is None else ("published" if not p.unchanged else
+                                                ("unchanged" if p.is_live else "not live"))
             outcomes.append(ConfigOutcome(name, status, p.version if p else None,
                                           round(time.perf_counter() - t0, 2), gate=result.manifest.gate))
         except TrtpipeError as e:
