@@ -8,10 +8,16 @@ threads (every other one closes its stream part-way, as a client that goes away)
 rolls back `--cycles` times with no pause, and finally prints Triton's repository index and the
 triton_python_backend_stub processes of that server, once a second for 8 s.
 
-Seen on Triton 2.51 (nvidia-pytriton 0.7.0), 2 cores: a version left UNLOADING for good, and stubs of versions
-Triton reports unloaded still alive (4 and 5 stubs for one READY version). Waiting in publish/rollback until no
-version is UNLOADING (polling the repository index) made this Triton abort instead (a gRPC
-GRPC_CALL_ERROR_TOO_MANY_OPERATIONS assertion, then SIGSEGV) in 2 of 2 runs, so that change was not kept.
+Seen on Triton 2.51 (nvidia-pytriton 0.7.0), 2 cores, 3 cycles: 7 loads but only 3 finalize() calls (each with
+no request in flight: Triton does drain before it unloads); a version left UNLOADING for good; stubs of versions
+Triton reports unloaded still alive (3 to 5 stubs for one READY version); one stub outlived tritonserver itself.
+What was tried and not kept:
+- waiting in publish/rollback until no version of the model is UNLOADING or LOADING (polling the repository
+  index; the polling alone is harmless): with half the clients cancelling, Triton aborted (a gRPC
+  GRPC_CALL_ERROR_TOO_MANY_OPERATIONS assertion, then SIGSEGV) in 3 of 3 runs, right after a version drained;
+  with no client cancelling, the second transition waited > 4 minutes for a version that never settled.
+So serializing transitions is not enough on this Triton. An idea not tried: never reload a version number
+Triton has unloaded (rollback would publish the target's files again under a new number).
 """
 
 from __future__ import annotations
