@@ -2,25 +2,35 @@
 
 The key is decided before a stage runs (it hashes everything that determines the output), so a hit is
 proven without running anything. Entries are written to a temporary directory and renamed into place,
-so a crash never leaves a half-written entry under a real key; an entry without its `artifact.json`
-is treated as corrupt, deleted, and rebuilt. A file lock makes a second concurrent build of the same key
-wait for the first and then reuse its result.
+so a crash never leaves a half-written entry under a real key. Each entry records the sha256, size and
+mtime of every file it holds (`contents.json`); a hit is reused only when its files still match (a file
+with its recorded size and mtime is trusted: the fast path), otherwise the entry is discarded with a
+warning that names the file, and rebuilt. An entry without its `artifact.json` or `contents.json` is
+treated the same way. A file lock makes a second concurrent build of the same key wait for the first and
+then reuse its result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from filelock import FileLock
 
+from trtpipe.errors import IntegrityError
+from trtpipe.integrity import check_tree, linked_records, record_tree, sha256_file  # noqa: F401 - re-exported
+
 ARTIFACT_FILE = "artifact.json"
+CONTENTS_FILE = "contents.json"
+RECORD_FILES = (ARTIFACT_FILE, CONTENTS_FILE)  # what an entry says about itself, not part of its output
+log = logging.getLogger("trtpipe.cache")
 
 
 def trtpipe_home() -> Path:
@@ -32,12 +42,9 @@ def cache_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+class CorruptEntryError(IntegrityError):
+    """A cache entry about to be used does not match its record and was discarded: building again rebuilds it
+    (build() does so once, by itself)."""
 
 
 @dataclass(frozen=True)
@@ -57,36 +64,75 @@ class ArtifactCache:
     def entry_dir(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
-    def get(self, stage: str, key: str) -> Artifact | None:
+    def get(self, stage: str, key: str, *, verify: bool = True, fast: bool = True) -> Artifact | None:
+        """The entry, or None. `verify`: check its files (`fast`: trusting an unchanged size and mtime) and
+        discard the entry when they do not match."""
         d = self.entry_dir(stage, key)
-        meta_file = d / ARTIFACT_FILE
         if not d.exists():
             return None
         try:
-            meta = json.loads(meta_file.read_text())
+            meta = json.loads((d / ARTIFACT_FILE).read_text())
         except (OSError, ValueError):
             # NOTE: a directory without readable metadata was never completed (or was damaged): rebuild it.
             shutil.rmtree(d, ignore_errors=True)
             return None
-        return Artifact(stage, key, d, meta)
+        artifact = Artifact(stage, key, d, meta)
+        if verify:
+            try:
+                self.verify(artifact, fast=fast)
+            except IntegrityError as e:
+                log.warning("discarding the %s cache entry %s and building it again: %s", stage, key[:12], e.what)
+                self.remove(artifact)
+                return None
+        return artifact
 
-    def get_or_build(self, stage: str, key: str, build: Callable[[Path], dict[str, Any]]) -> tuple[Artifact, bool]:
-        """Return (artifact, was_cached). `build(tmp_dir)` writes the output and returns its metadata."""
+    def contents(self, artifact: Artifact) -> dict[str, dict]:
+        """{relative path: {sha256, size, mtime_ns}} recorded when the entry was written."""
+        try:
+            return json.loads((artifact.path / CONTENTS_FILE).read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            raise IntegrityError(f"the {artifact.stage} cache entry {artifact.key[:12]} records no file hashes",
+                                 where=str(artifact.path), fix="build again: the entry is rebuilt") from None
+
+    def verify(self, artifact: Artifact, *, fast: bool = False) -> None:
+        """Raise IntegrityError unless every file of the entry has its recorded sha256 (`fast`: or its
+        recorded size and mtime)."""
+        check_tree(artifact.path, self.contents(artifact), RECORD_FILES, fast=fast,
+                   what=f"the {artifact.stage} cache entry {artifact.key[:12]} changed after it was written",
+                   fix="build again: the entry is discarded and rebuilt (trtpipe build does this itself)")
+
+    def get_or_build(self, stage: str, key: str, build: Callable[[Path], dict[str, Any]], *,
+                     fast: bool = True, inputs: Iterable[Artifact] = ()) -> tuple[Artifact, bool]:
+        """Return (artifact, was_cached). `build(tmp_dir)` writes the output and returns its metadata. A hit is
+        verified first (`fast`: see get). `inputs`: the entries the build reads; a file it hard-links from one
+        of them keeps the sha256 recorded there."""
         (self.root / stage).mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / stage / f"{key}.lock")):
             self._remove_abandoned_tmp(stage)
-            hit = self.get(stage, key)
+            hit = self.get(stage, key, fast=fast)
             if hit is not None:
                 return hit, True
             tmp = self.root / stage / f".tmp-{key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
             tmp.mkdir()
             try:
                 meta = build(tmp)
+                known = meta.get("files") if isinstance(meta.get("files"), dict) else None  # fetch hashed these
+                files = record_tree(tmp, RECORD_FILES, known=known, linked=self._linked(inputs))
+                (tmp / CONTENTS_FILE).write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
                 (tmp / ARTIFACT_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
                 os.replace(tmp, self.entry_dir(stage, key))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             return Artifact(stage, key, self.entry_dir(stage, key), meta), False
+
+    def _linked(self, inputs: Iterable[Artifact]) -> dict[tuple[int, int], str]:
+        linked: dict[tuple[int, int], str] = {}
+        for artifact in inputs:
+            try:
+                linked.update(linked_records(artifact.path, self.contents(artifact)))
+            except IntegrityError:
+                continue  # not a cache entry of this store: its files are hashed like any other
+        return linked
 
     def _remove_abandoned_tmp(self, stage: str) -> None:
         """A build killed mid-stage leaves its .tmp-* directory; the pid in the name says if it is still alive."""
@@ -103,7 +149,7 @@ class ArtifactCache:
             return
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for d in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                art = self.get(stage_dir.name, d.name)
+                art = self.get(stage_dir.name, d.name, verify=False)
                 if art is not None:
                     yield art
 

@@ -28,6 +28,7 @@ from trtpipe.cache import Artifact, ArtifactCache
 from trtpipe.config import BuildConfig, load_draft
 from trtpipe.manifest import Manifest
 from trtpipe.repo import layout
+from trtpipe.spec import ServingSpec
 
 UNKNOWN = "<resolved at build time>"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -145,8 +146,9 @@ def _describe_chain(out: _Writer, config: BuildConfig, cache: ArtifactCache, rep
             return artifacts["fetch"]
     if draft_fetch is not None:
         out()
-        out(f"check: the tokenizer.json of {config.name} ({artifacts['fetch'].path}) must have the sha256 of "
-            f"{config.speculation.draft}'s ({draft_fetch.path}): draft tokens are verified as target token ids")
+        out(f"check: the tokenizer.json of {config.name} ({artifacts['fetch'].path}) must have the vocabulary, merges "
+            f"and special tokens of {config.speculation.draft}'s ({draft_fetch.path}): draft tokens are verified as "
+            "target token ids")
     out()
     _describe_publish(out, config, repo, artifacts[backend.engine_stage].key, number + 1)
     return artifacts["fetch"]
@@ -178,8 +180,9 @@ def _describe_publish(out: _Writer, config: BuildConfig, repo: Path, engine_key:
     model_dir = repo / layout.engine_model_name(config.name)
     live = layout.live_version(model_dir)
     if live is not None and engine_key != UNKNOWN:
-        manifest = model_dir / str(live) / "manifest.json"
-        if manifest.is_file() and Manifest.read(manifest).engine_key == engine_key:
+        manifest, live_spec = model_dir / str(live) / "manifest.json", model_dir / str(live) / "spec.json"
+        if manifest.is_file() and Manifest.read(manifest).engine_key == engine_key and live_spec.is_file() \
+                and ServingSpec.read(live_spec) == spec:
             out(f"{number}. publish  unchanged: live version {live} of {model_dir.name} has this engine key; "
                 "nothing written")
             return
@@ -189,7 +192,9 @@ def _describe_publish(out: _Writer, config: BuildConfig, repo: Path, engine_key:
     files = [*backend.describe_engine_files(),
              f"engine/ (the {backend.engine_stage} artifact's files, hard-linked)",
              "tokenizer/ (" + ", ".join(TOKENIZER_FILES) + ", those the checkpoint has)",
-             "spec.json (the limits engine, Triton and frontend read)", "manifest.json"]
+             "spec.json (the limits engine, Triton and frontend read)",
+             "manifest.json (with the sha256 of every file above; engine/ and tokenizer/ checked against the cache "
+             "entries' records first)"]
     if spec.draft_model_name:
         out(f"requires {layout.engine_model_name(spec.draft_model_name)} live in {repo} (published above)", 3)
     if spec.engine_speculation:

@@ -3,13 +3,17 @@
 Sources and file hashes, every stage's key and parameters, tool versions, timings and gate results. It is
 written beside the engine in the model repository and served by the frontend (/v1/models,
 system_fingerprint). It never holds secrets: the config schema has no field for one.
+
+`files` is the sha256 of every file of the published version (paths relative to `<model>-engine/N/`, the
+manifest itself excepted) and `companion_files` the same for the other models of its set (`<name>/N/`):
+rollback and `trtpipe verify` check a version against them (repo/verify.py).
 """
 
 from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +52,8 @@ class Manifest:
     version: int | None = None
     gate: dict[str, Any] | None = None
     host: str = field(default_factory=platform.node)
+    files: dict[str, str] = field(default_factory=dict)
+    companion_files: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def engine_key(self) -> str:
@@ -70,4 +76,5 @@ class Manifest:
     def read(cls, path: Path) -> "Manifest":
         data = json.loads(path.read_text())
         data["stages"] = [StageRecord(**s) for s in data["stages"]]
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -18,12 +18,14 @@ from trtpipe.build import ProgressFn, build
 from trtpipe.cache import ArtifactCache
 from trtpipe.config import config_search_path, load_config
 from trtpipe.errors import TrtpipeError
+from trtpipe.repo.retention import DEFAULT_KEEP
 
 
 @dataclass
 class ConfigOutcome:
     config: str
-    status: str  # "unchanged" | "published" | "built" | "failed"
+    # "unchanged" | "published" | "built" | "failed" | "not live" (identical to a kept version rolled back from)
+    status: str
     version: int | None
     seconds: float
     error: str | None = None
@@ -40,16 +42,17 @@ def all_config_names(pattern: str = "*") -> list[str]:
 
 
 def build_all(names: list[str], repo: Path, report_path: Path | None = None, *, publish: bool = True,
-              progress: ProgressFn = lambda *a: None) -> list[ConfigOutcome]:
+              progress: ProgressFn = lambda *a: None, keep: int = DEFAULT_KEEP) -> list[ConfigOutcome]:
     cache = ArtifactCache()
     outcomes = []
     for name in names:
         t0 = time.perf_counter()
         try:
-            result = build(load_config(name), repo, cache=cache, publish=publish, gate=True,
+            result = build(load_config(name), repo, cache=cache, publish=publish, gate=True, keep=keep,
                            progress=lambda stage, *rest: progress(f"{name}: {stage}", *rest))
             p = result.published
-            status = "built" if p is None else ("unchanged" if p.unchanged else "published")
+            status = "built" if p is None else ("published" if not p.unchanged else
+                                                ("unchanged" if p.is_live else "not live"))
             outcomes.append(ConfigOutcome(name, status, p.version if p else None,
                                           round(time.perf_counter() - t0, 2), gate=result.manifest.gate))
         except TrtpipeError as e:

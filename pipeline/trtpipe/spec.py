@@ -80,7 +80,7 @@ class ServingSpec:
             default_max_tokens=f.default_max_tokens, max_max_tokens=f.max_max_tokens,
             max_concurrency=f.max_concurrency, max_queued=f.max_queued,
             max_draft_len=config.speculation.max_draft_len if config.speculation else 0,
-            draft_model_name=config.speculation.draft if config.speculation else None,
+            draft_model_name=_draft_model_name(config),
             stream_interval=s.stream_interval, world_size=config.parallelism.world_size,
         )
 
@@ -90,3 +90,12 @@ class ServingSpec:
     @classmethod
     def read(cls, path: Path) -> "ServingSpec":
         return cls(**json.loads(path.read_text()))
+
+
+def _draft_model_name(config: BuildConfig) -> str | None:
+    """The published name of the draft: its config's `name:`, however speculation.draft names the config (a
+    file name, a path to its YAML, or a config whose `name:` differs from its file name)."""
+    from trtpipe.config import load_draft
+
+    draft = load_draft(config)
+    return draft.name if draft is not None else None

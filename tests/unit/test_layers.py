@@ -28,8 +28,9 @@ LAYERS: list[tuple[str, ...]] = [
     # import but errors (the interface, base.py, sits with the backends).
     ("trtpipe.backend_registry",),
     ("trtpipe.config",),
-    # Data and arithmetic everything above reads: GPUs, the serving spec, cache, manifest, the reference engine.
-    ("trtpipe.hardware", "trtpipe.spec", "trtpipe.cache", "trtpipe.manifest", "trtpipe.preflight", "trtpipe.engine",
+    # Data and arithmetic everything above reads: GPUs, the serving spec, file hashes, cache, manifest, the reference
+    # engine.
+    ("trtpipe.hardware", "trtpipe.spec", "trtpipe.integrity", "trtpipe.cache", "trtpipe.manifest", "trtpipe.preflight", "trtpipe.engine",
      "trtpipe.data"),
     # Stage and step types, fetch, and the capacity arithmetic (it reads the synthetic checkpoints' shapes).
     ("trtpipe.stages", "trtpipe.capacity"),

@@ -183,7 +183,7 @@ def test_plan_command_for_tp4_shows_the_mpi_launch(tmp_path):
 
 def test_plan_command_refuses_an_unknown_gpu():
     result = CliRunner().invoke(plan_command, ["llama-8b", "--gpu", "rtx-4090"])
-    assert result.exit_code == 1 and "unknown GPU 'rtx-4090'" in result.output
+    assert result.exit_code == 3 and "unknown GPU 'rtx-4090'" in result.output
 
 
 def test_plan_command_defaults_the_workload_to_fit_the_engine():

@@ -16,8 +16,10 @@ from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
 from trtpipe.engine import Engine, EngineLimits, convert_checkpoint, quantize_checkpoint
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
-from trtpipe.errors import StageError
+from trtpipe.engine.config import UnsupportedModelError
+from trtpipe.errors import PublishError, SourceError, StageError
 from trtpipe.gate import engine_gate
+from trtpipe.repo import layout
 from trtpipe.repo.model_config import reference_engine_config
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
@@ -34,10 +36,19 @@ def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
     return {"fetch": inputs["fetch"].key, "backend": config.backend, "dtype": config.dtype, "format": FORMAT_VERSION}
 
 
+def _convert(config: BuildConfig, hf_dir: Path, out_dir: Path) -> dict[str, Any]:
+    try:
+        return {"summary": convert_checkpoint(hf_dir, out_dir, dtype=config.dtype)}
+    except UnsupportedModelError as e:
+        raise SourceError(f"the reference engine cannot run this checkpoint: {e}", where="convert",
+                          fix="use a Llama-family checkpoint it supports (Llama, Mistral without sliding window, "
+                              "Qwen2), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
+
+
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
     hf_dir = inputs["fetch"].path
     return [InProcess(f"in-process: trtpipe.engine.convert_checkpoint({hf_dir}, <tmp>, dtype={config.dtype})",
-                      lambda: {"summary": convert_checkpoint(hf_dir, out_dir, dtype=config.dtype)})]
+                      lambda: _convert(config, hf_dir, out_dir))]
 
 
 def _quantize_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
@@ -102,6 +113,15 @@ class ReferenceBackend(Backend):
         # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.
         return dataclasses.replace(super().serving_spec(config), max_top_log_probs=MAX_TOP_LOG_PROBS,
                                    returns_prompt_log_probs=True, resumes_guided_decoding=True)
+
+    def check_can_publish(self, repo: Path, spec) -> None:
+        """A speculating target names its draft by the draft's published name: it must be live here (build()
+        publishes it first), or the frontend would silently serve the target without speculation."""
+        if spec.draft_model_name and layout.live_version(repo / layout.engine_model_name(spec.draft_model_name)) is None:
+            raise PublishError(f"{spec.model_name} speculates with {spec.draft_model_name}, which is not published "
+                               f"in {repo}", where="speculation.draft",
+                               fix=f"`trtpipe build {spec.model_name} --repo {repo}` builds and publishes the draft "
+                                   "first")
 
     def engine_version_files(self) -> dict[str, Path]:
         return {"model.py": ADAPTER}

@@ -91,6 +91,20 @@ class _Reply:
         self.usage: dict | None = None
 
 
+async def _arrivals(response: httpx.Response):
+    """(arrival time, line) for each SSE line, stamped when the bytes that brought it came off the stream: lines
+    that came in one piece share one time exactly (not the microseconds it takes to parse them in turn)."""
+    pending = b""
+    async for data in response.aiter_bytes():
+        now = perf_counter()
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield now, line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield perf_counter(), pending.decode("utf-8", "replace")
+
+
 async def _stream(client, config, body, record: RequestRecord, reply: _Reply, t0: float) -> None:
     async with client.stream("POST", config.endpoint_url, json=body, headers=config.headers()) as response:
         record.status_code = response.status_code
@@ -98,12 +112,12 @@ async def _stream(client, config, body, record: RequestRecord, reply: _Reply, t0
             record.error = _http_error(response.status_code, await response.aread())
             return
         done = False
-        async for line in response.aiter_lines():
+        async for arrived, line in _arrivals(response):
             # After [DONE], read on to the end of the body, as the openai client does: an HTTP/1.1 response
             # left unread closes its connection, and every next request would pay for a new one.
             if done or not line.startswith("data:"):
                 continue  # blank separators, `event:` and `:` keep-alive comments
-            now = perf_counter() - t0
+            now = arrived - t0
             payload = line[len("data:"):].strip()
             if payload == "[DONE]":
                 done = True

@@ -4,14 +4,21 @@ Latencies regress when NEW/OLD rises above their threshold; throughput regresses
 below its threshold; the error rate regresses when it rises by more than its threshold (an absolute
 increase, since a ratio of zero error rates means nothing). A metric missing on either side (e.g. ITL
 of a non-streaming run) is shown and not judged.
+
+Runs made with `--rounds N` are judged on repeated rounds: each side's value is the median of its rounds,
+and the limit widens by the noise band measured in the same runs, the larger of the two sides' spread
+(max - min of the rounds, relative to their median for ratios, absolute for the error rate). So two runs
+of one unchanged server pass however noisy the machine, and a change has to stand out of the noise to
+fail. A side with one round has no noise band (the threshold alone decides, as before).
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from trtpipe.bench.results import BenchResult, PointSummary
+from trtpipe.bench.results import BenchResult, PointResult, PointSummary
 
 Rule = Literal["max_ratio", "min_ratio", "max_increase"]
 
@@ -42,9 +49,16 @@ DEFAULT_THRESHOLDS = {name: m.default_threshold for name, m in GATE_METRICS.item
 @dataclass(frozen=True)
 class MetricDelta:
     metric: GateMetric
-    old: float | None
+    old: float | None  # the median of OLD's rounds (its one value with one round)
     new: float | None
     threshold: float
+    noise: float = 0.0  # the noise band measured in the two runs: relative for ratios, absolute for max_increase
+    rounds: tuple[int, int] = (1, 1)  # (OLD, NEW) rounds the values come from
+
+    @property
+    def limit(self) -> float:
+        """The threshold widened by the noise band."""
+        return self.threshold - self.noise if self.metric.rule == "min_ratio" else self.threshold + self.noise
 
     @property
     def ratio(self) -> float | None:
@@ -55,10 +69,10 @@ class MetricDelta:
     @property
     def is_regression(self) -> bool:
         if self.metric.rule == "max_increase":
-            return self.old is not None and self.new is not None and self.new - self.old > self.threshold
+            return self.old is not None and self.new is not None and self.new - self.old > self.limit
         if self.ratio is None:
             return False
-        return self.ratio > self.threshold if self.metric.rule == "max_ratio" else self.ratio < self.threshold
+        return self.ratio > self.limit if self.metric.rule == "max_ratio" else self.ratio < self.limit
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,10 @@ class Comparison:
     @property
     def has_regression(self) -> bool:
         return any(p.regressions for p in self.points)
+
+    @property
+    def has_noise_band(self) -> bool:
+        return bool(self.points) and all(min(d.rounds) > 1 for p in self.points for d in p.deltas)
 
 
 def parse_thresholds(text: str | None) -> dict[str, float]:
@@ -108,12 +126,34 @@ def compare_results(old: BenchResult, new: BenchResult, thresholds: dict[str, fl
     for label, new_point in new_points.items():
         if label not in old_points:
             continue
-        old_summary, new_summary = old_points[label].summary, new_point.summary
-        deltas = [MetricDelta(m, _number(m.value_of(old_summary)), _number(m.value_of(new_summary)), thresholds[name])
-                  for name, m in GATE_METRICS.items()]
+        deltas = [_delta(m, old_points[label], new_point, thresholds[name]) for name, m in GATE_METRICS.items()]
         compared.append(PointComparison(label, deltas))
     return Comparison(points=compared, only_in_old=[k for k in old_points if k not in new_points],
                       only_in_new=[k for k in new_points if k not in old_points])
+
+
+def _round_values(metric: GateMetric, point: PointResult) -> list[float]:
+    summaries = point.rounds if len(point.rounds) > 1 else [point.summary]
+    return [v for v in (_number(metric.value_of(s)) for s in summaries) if v is not None]
+
+
+def _spread(metric: GateMetric, values: list[float]) -> float:
+    """max - min of the rounds: relative to their median for ratio rules, absolute for max_increase."""
+    if len(values) < 2:
+        return 0.0
+    width = max(values) - min(values)
+    if metric.rule == "max_increase":
+        return width
+    median = statistics.median(values)
+    return width / median if median else 0.0
+
+
+def _delta(metric: GateMetric, old: PointResult, new: PointResult, threshold: float) -> MetricDelta:
+    old_values, new_values = _round_values(metric, old), _round_values(metric, new)
+    return MetricDelta(metric, statistics.median(old_values) if old_values else None,
+                       statistics.median(new_values) if new_values else None, threshold,
+                       noise=max(_spread(metric, old_values), _spread(metric, new_values)),
+                       rounds=(max(len(old.rounds), 1), max(len(new.rounds), 1)))
 
 
 def _number(value) -> float | None:

@@ -96,6 +96,9 @@ class BenchConfig:
     metrics_url: str | None = None
     label: str | None = None
     request_timeout_s: float = 600.0
+    # Each sweep point is run this many times; `bench compare` judges the median round against a noise band
+    # measured from the spread of the rounds (bench/compare.py).
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
@@ -111,7 +114,7 @@ class BenchConfig:
         _check_positive("--request-rate", self.request_rates)
         for name, value, minimum in (("--num-prompts", self.num_prompts, 1), ("--input-len", self.input_len, 1),
                                      ("--output-len", self.output_len, 1),
-                                     ("--shared-prefix-len", self.shared_prefix_len, 0)):
+                                     ("--shared-prefix-len", self.shared_prefix_len, 0), ("--rounds", self.rounds, 1)):
             if value < minimum:
                 raise BenchConfigError(f"`{name}` must be >= {minimum}. Given: {value}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
@@ -161,6 +164,7 @@ class BenchConfig:
             "metrics_url": redact_url(self.metrics_url) if self.metrics_url else None,
             "label": self.label,
             "request_timeout_s": self.request_timeout_s,
+            "rounds": self.rounds,
         }
 
 

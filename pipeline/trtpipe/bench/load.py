@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
@@ -57,8 +58,10 @@ async def run_sweep_async(config: BenchConfig, progress: ProgressSink | None = N
         for index, point in enumerate(config.sweep_points):
             prompts = make_prompts(config.num_prompts, config.input_len, counter, seed=config.seed,
                                    point_index=index, shared_prefix_len=config.shared_prefix_len)
-            points.append(await run_point(client, config, model, point, prompts, counter,
-                                          arrival_seed=(config.seed, index), progress=progress))
+            rounds = [await run_point(client, config, model, point, prompts, counter,
+                                      arrival_seed=(config.seed, index), progress=progress)
+                      for _ in range(config.rounds)]
+            points.append(combine_rounds(rounds, config))
     return BenchResult(config={**config.to_json(), "model": model}, model=model, started_at=started_at,
                        prompt_lengths=counter.describe(), points=points, trtpipe_version=trtpipe.__version__)
 
@@ -90,6 +93,19 @@ async def run_point(client: httpx.AsyncClient, config: BenchConfig, model: str, 
     if progress:
         progress.end_point(result)
     return result
+
+
+def combine_rounds(rounds: list[PointResult], config: BenchConfig) -> PointResult:
+    """One point run N times -> one result: every request pooled into `summary` (request ids renumbered, times
+    kept per round), each round's own summary in `rounds`."""
+    if len(rounds) == 1:
+        return rounds[0]
+    records = [dataclasses.replace(r, request_id=i * config.num_prompts + r.request_id)
+               for i, result in enumerate(rounds) for r in result.requests]
+    duration_s = sum(result.summary.duration_s for result in rounds)
+    return PointResult(point=rounds[0].point, summary=summarize(records, duration_s, config.slo, config.slo_attainment),
+                       requests=records, started_at=rounds[0].started_at, server_metrics=rounds[-1].server_metrics,
+                       rounds=[result.summary for result in rounds])
 
 
 async def drive_point(send, num_requests: int, point: SweepPoint, config: BenchConfig,

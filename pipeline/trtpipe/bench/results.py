@@ -9,9 +9,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from trtpipe.bench.config import SweepPoint
+
+
+# Chunks stamped within this long of a burst's first chunk arrived together (the client parsing a burst takes
+# tens of microseconds per chunk; a server's real inter-token gap is milliseconds).
+ARRIVAL_WINDOW_S = 0.001
+
+
+def arrival_groups(times: list[float]) -> list[list[float]]:
+    """Chunk arrival times -> bursts: each burst starts at a chunk and takes the chunks within ARRIVAL_WINDOW_S."""
+    groups: list[list[float]] = []
+    for t in times:
+        if groups and t - groups[-1][0] <= ARRIVAL_WINDOW_S:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    return groups
 
 
 @dataclass
@@ -20,7 +34,8 @@ class RequestRecord:
     scheduled_s: float  # when the load generator wanted to send it
     start_s: float  # when it was actually sent; start - scheduled is client queue time, not TTFT
     end_s: float  # when the response finished (or failed)
-    chunk_times_s: list[float] = field(default_factory=list)  # arrival of each non-empty content chunk
+    # Arrival of each non-empty content chunk (bench/client.py stamps each when its bytes came off the stream).
+    chunk_times_s: list[float] = field(default_factory=list)
     prompt_tokens: int = 0
     output_tokens: int = 0
     output_tokens_source: str = "usage"  # usage | tokenizer | words | chunks
@@ -45,8 +60,20 @@ class RequestRecord:
 
     @property
     def itl_s(self) -> list[float]:
-        """Gaps between consecutive content chunks of this request."""
-        return np.diff(self.chunk_times_s).tolist() if len(self.chunk_times_s) > 1 else []
+        """Inter-token latencies by arrival: one per chunk after the first arrival.
+
+        Chunks that arrived together (within ARRIVAL_WINDOW_S of the first of them: one burst, read and parsed
+        one after another) share the gap since the previous burst, g / k each for k chunks (g between the two
+        bursts' last chunks), instead of counting as k - 1 gaps of a few microseconds: the server made them
+        g / k apart on average, and they reached the client together (a busy client, TCP coalescing). Extra
+        chunks of the first burst have no gap to share and add none. The gaps sum to the time from the end of
+        the first burst to the last arrival, exactly.
+        """
+        groups = arrival_groups(self.chunk_times_s)
+        gaps: list[float] = []
+        for previous, group in zip(groups, groups[1:]):
+            gaps += [(group[-1] - previous[-1]) / len(group)] * len(group)
+        return gaps
 
     @property
     def mean_itl_s(self) -> float | None:
@@ -133,16 +160,20 @@ class PointResult:
     requests: list[RequestRecord]
     started_at: str  # wall clock, ISO 8601
     server_metrics: dict | None = None  # {"before": {...}, "after": {...}} or {"error": "..."}
+    # With --rounds N > 1: each round's own summary (`summary` pools every request of every round).
+    rounds: list[PointSummary] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"point": self.point.to_json(), "started_at": self.started_at, "summary": self.summary.to_json(),
-                "server_metrics": self.server_metrics, "requests": [r.to_json() for r in self.requests]}
+                "rounds": [r.to_json() for r in self.rounds], "server_metrics": self.server_metrics,
+                "requests": [r.to_json() for r in self.requests]}
 
     @classmethod
     def from_json(cls, data: dict) -> PointResult:
         return cls(point=SweepPoint.from_json(data["point"]), summary=PointSummary.from_json(data["summary"]),
                    requests=[RequestRecord.from_json(r) for r in data.get("requests", [])],
-                   started_at=data.get("started_at", ""), server_metrics=data.get("server_metrics"))
+                   started_at=data.get("started_at", ""), server_metrics=data.get("server_metrics"),
+                   rounds=[PointSummary.from_json(r) for r in data.get("rounds", [])])
 
 
 @dataclass

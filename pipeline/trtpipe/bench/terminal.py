@@ -61,19 +61,23 @@ def summary_table(result: BenchResult) -> Table:
 
 def compare_table(comparison: Comparison) -> Table:
     table = Table(title="bench compare (NEW / OLD)", title_justify="left")
-    for column in ("load", "metric", "old", "new", "change", "limit", "verdict"):
+    for column in ("load", "metric", "old", "new", "change", "limit", "noise", "verdict"):
         table.add_column(column, justify="left" if column in ("load", "metric", "verdict") else "right")
     for point in comparison.points:
         for d in point.deltas:
             if d.metric.rule == "max_increase":
                 change = "-" if d.old is None or d.new is None else f"{d.new - d.old:+.3f}"
-                limit = f"<= +{d.threshold:g}"
+                limit, noise = f"<= +{d.limit:.3g}", f"±{d.noise:.3g}"
             else:
                 change = "-" if d.ratio is None else f"x{d.ratio:.3f}"
-                limit = f"{'<=' if d.metric.rule == 'max_ratio' else '>='} x{d.threshold:g}"
+                limit = f"{'<=' if d.metric.rule == 'max_ratio' else '>='} x{d.limit:.3g}"
+                noise = f"±{100 * d.noise:.1f}%"
             verdict = "[bold red]REGRESSION[/]" if d.is_regression else "ok"
-            table.add_row(point.label, d.metric.title, _num(d.old), _num(d.new), change, limit, verdict)
-    notes = [f"only in OLD: {', '.join(comparison.only_in_old)}"] if comparison.only_in_old else []
+            table.add_row(point.label, d.metric.title, _num(d.old), _num(d.new), change, limit,
+                          noise if min(d.rounds) > 1 else "-", verdict)
+    notes = [] if comparison.has_noise_band else \
+        ["one round on a side: no noise band measured (bench run --rounds 3 gives one)"]
+    notes += [f"only in OLD: {', '.join(comparison.only_in_old)}"] if comparison.only_in_old else []
     notes += [f"only in NEW: {', '.join(comparison.only_in_new)}"] if comparison.only_in_new else []
     table.caption = "; ".join(notes) or None
     return table

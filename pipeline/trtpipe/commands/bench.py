@@ -88,6 +88,9 @@ def _parsed(parse):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Report directory. [default: bench/results/<timestamp>]")
 @click.option("--label", default=None, help="A name for this run, shown in the report.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run each sweep point this many times; `bench compare` judges the median round against the "
+                   "noise band the rounds show (use 3 or more for a gate).")
 def run_command(out_dir: str | None, no_stream: bool, slo: Slo | None, **options) -> None:
     """Sweep concurrency (closed loop) or request rate (open loop) and write a report directory."""
     config = BenchConfig(stream=not no_stream, slo=slo or Slo(),

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from trtpipe.commands.options import REPO_OPTION, resolve_repo
+from trtpipe.commands.options import REPO_OPTION, keep_option, resolve_repo
 
 console = Console(stderr=True)
 
@@ -28,7 +28,7 @@ class _BuildTable:
         for col in ("stage", "status", "seconds", "key"):
             table.add_column(col)
         colors = {"cached": "green", "built": "cyan", "published": "cyan", "unchanged": "green",
-                  "skipped": "dim", "running": "yellow", "failed": "red"}
+                  "skipped": "dim", "running": "yellow", "waiting": "yellow", "failed": "red", "not live": "yellow"}
         for stage, (status, seconds, key) in self.rows.items():
             table.add_row(stage, f"[{colors.get(status, '')}]{status}[/]", f"{seconds:.2f}", key[:12])
         return table
@@ -45,14 +45,16 @@ class _BuildTable:
 @click.option("--match", default="*", show_default=True, help="with --all: only configs whose name matches")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="with --all: write a JSON report")
 @click.option("--dry-run", is_flag=True, help="print every command and file the build would run or write; run nothing")
+@keep_option("versions of the model kept after publishing: the live one and those live most recently before it")
 def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...], force: tuple[str, ...],
-          no_publish: bool, gate: bool, build_every: bool, match: str, report: Path | None, dry_run: bool) -> None:
+          no_publish: bool, gate: bool, build_every: bool, match: str, report: Path | None, dry_run: bool,
+          keep: int) -> None:
     """Build CONFIG_NAME (e.g. tiny-llama) and publish a new model-repository version."""
     from trtpipe.build import build as run_build
     from trtpipe.config import load_config
 
     if build_every:
-        _build_all(resolve_repo(repo), match, report, not no_publish)
+        _build_all(resolve_repo(repo), match, report, not no_publish, keep)
         return
     if not config_name:
         raise click.UsageError("give a CONFIG_NAME (e.g. tiny-llama) or --all")
@@ -69,14 +71,23 @@ def build(config_name: str | None, repo: Path | None, overrides: tuple[str, ...]
             live.refresh()
 
         result = run_build(config, resolve_repo(repo), force=set(force), publish=not no_publish, gate=gate,
-                           progress=progress)
+                           progress=progress, keep=keep)
     console.print()
     if result.published:
-        word = "unchanged, still live" if result.published.unchanged else "published"
-        console.print(f"{config.name}: version {result.published.version} {word} in {resolve_repo(repo)}")
+        console.print(_published_line(config.name, result.published, resolve_repo(repo)))
 
 
-def _build_all(repo: Path, match: str, report: Path | None, publish: bool) -> None:
+def _published_line(model: str, published, repo: Path) -> str:
+    v = published.version
+    if not published.unchanged:
+        return f"{model}: version {v} published in {repo}"
+    if published.is_live:
+        return f"{model}: version {v} unchanged, still live in {repo}"
+    return (f"{model}: identical to version {v}, which is not live (it was rolled back from); nothing published. "
+            f"`trtpipe rollback {model} --to {v}` makes it live again")
+
+
+def _build_all(repo: Path, match: str, report: Path | None, publish: bool, keep: int) -> None:
     from trtpipe.nightly import all_config_names, build_all
 
     names = all_config_names(match)
@@ -88,7 +99,7 @@ def _build_all(repo: Path, match: str, report: Path | None, publish: bool) -> No
             table.update(stage, status, seconds, key)
             live.refresh()
 
-        outcomes = build_all(names, repo, report, publish=publish, progress=progress)
+        outcomes = build_all(names, repo, report, publish=publish, progress=progress, keep=keep)
     summary = Table(title="trtpipe build --all")
     for col in ("config", "status", "version", "seconds", "error"):
         summary.add_column(col)

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from trtpipe.commands.options import REPO_OPTION, resolve_repo
+from trtpipe.commands.options import REPO_OPTION, keep_option, resolve_repo
 
 console = Console(stderr=True)
 
@@ -34,12 +34,19 @@ def cache_ls() -> None:
 
 @cache.command("gc")
 @REPO_OPTION
+@keep_option("first retire all but this many versions of each model (the live one and those live most recently "
+             "before it), then remove the artifacts no kept version was built from")
 @click.option("--all", "remove_all", is_flag=True, help="remove every artifact, even those published versions use")
-def cache_gc(repo: Path | None, remove_all: bool) -> None:
-    """Remove artifacts that no version kept in the model repository was built from."""
-    from trtpipe.cache import ArtifactCache
-    from trtpipe.repo.versions import referenced_stage_keys
+def cache_gc(repo: Path | None, keep: int, remove_all: bool) -> None:
+    """Retire old versions (--keep), then remove artifacts that no kept version was built from."""
+    from trtpipe.cache import ArtifactCache, dir_size
+    from trtpipe.repo.versions import referenced_stage_keys, retire
 
-    keep = set() if remove_all else referenced_stage_keys(resolve_repo(repo))
-    removed = ArtifactCache().gc(keep)
-    console.print(f"removed {len(removed)} artifact(s); kept {len(keep)} referenced key(s)")
+    root = resolve_repo(repo)
+    for model, versions in retire(root, keep).items():
+        console.print(f"{model}: retired version(s) {', '.join(map(str, versions))}")
+    keys = set() if remove_all else referenced_stage_keys(root)
+    store = ArtifactCache()
+    freed = sum(dir_size(a.path) for a in store.entries() if a.key not in keys)
+    removed = store.gc(keys)
+    console.print(f"removed {len(removed)} artifact(s) ({freed / 2**20:.1f} MiB); kept {len(keys)} referenced key(s)")

@@ -31,9 +31,11 @@ def models(repo: Path | None) -> None:
 @click.command()
 @click.argument("model")
 @REPO_OPTION
-@click.option("--to", "to_version", type=int, default=None, help="version to make live [default: the previous one]")
+@click.option("--to", "to_version", type=int, default=None,
+              help="version to make live [default: the one that was live before the live one]")
 def rollback(model: str, repo: Path | None, to_version: int | None) -> None:
-    """Make an older version of MODEL live again."""
+    """Make the version of MODEL that was live before the live one live again (or --to N), after checking
+    its files against its manifest."""
     from trtpipe.repo.versions import rollback as run_rollback
 
     version = run_rollback(resolve_repo(repo), model, to_version)

@@ -14,3 +14,10 @@ def resolve_repo(repo: Path | None) -> Path:
     from trtpipe.repo.layout import default_repository
 
     return (repo or default_repository()).expanduser().resolve()
+
+
+def keep_option(help_text: str):
+    from trtpipe.repo.retention import DEFAULT_KEEP
+
+    return click.option("--keep", type=click.IntRange(min=1), default=DEFAULT_KEEP, show_default=True,
+                        help=help_text)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from filelock import FileLock
+
 from trtpipe.cache import trtpipe_home
 # The engine model's directory is named by spec.py's builder; re-exported for the callers that ask the layout.
 from trtpipe.spec import ENGINE_SUFFIX, engine_model_name  # noqa: F401
@@ -57,3 +59,10 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def writer_lock(repo: Path, model: str) -> FileLock:
+    """Held for a whole build of `model`: one writer per model; other models build in parallel. A file in the
+    repository root, which Triton ignores (it only loads directories)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(repo / f".trtpipe-build-{model}.lock"))

@@ -4,27 +4,37 @@ A new version is staged beside the live one and renamed into place; then config.
 live version, is replaced atomically. A failure before that last step leaves the live version serving.
 What a version holds beyond engine/, tokenizer/, spec.json and manifest.json (a Python model, companion
 models such as preprocessing/ensemble) and which configs it writes is the backend's (backends/base.py).
+
+Every file staged is hashed once: the hashes go into the version's manifest (`files`), and files that come
+from cache entries must have the sha256 the entry recorded, or the publish stops (CorruptSourceError, naming
+the file and the entry) before anything is live. Rollback checks its target the same way (repo/verify.py).
+Which version was live before which is recorded (repo/history.py), and old versions are retired by
+repo/retention.py.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 from filelock import FileLock
 
 from trtpipe.backend_registry import get_backend
-from trtpipe.errors import PublishError
+from trtpipe.cache import CorruptEntryError
+from trtpipe.errors import PublishError, disk_full, is_disk_full
+from trtpipe.integrity import hash_tree
 from trtpipe.manifest import Manifest
-from trtpipe.repo import layout
+from trtpipe.repo import history, layout
 from trtpipe.repo.model_config import to_pbtxt
+from trtpipe.repo.retention import DEFAULT_KEEP, check_keep, prune
+from trtpipe.repo.tokenizer_dir import TOKENIZER_FILES, write_tokenizer_dir  # noqa: F401 - TOKENIZER_FILES: re-exported
 from trtpipe.repo.triton_control import reload_models
+from trtpipe.repo.verify import MANIFEST, require_intact
 from trtpipe.spec import ServingSpec
 from trtpipe.stages.base import link_or_copy_tree
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json",
-                   "tokenizer.model")
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,18 @@ class PublishedVersion:
     model: str
     version: int
     path: Path
-    unchanged: bool = False
+    unchanged: bool = False  # an identical version (same engine, same serving spec) was already published
+    is_live: bool = True  # False: identical to a kept version that is not live (it was rolled back from)
+
+
+class CorruptSourceError(CorruptEntryError):
+    """A file staged from a cache entry does not have the sha256 the entry recorded; `source` says which entry
+    ("engine" or "checkpoint"), so build() can discard it and build it again."""
+
+    def __init__(self, source: str, rel: str, why: str):
+        self.source = source
+        super().__init__(f"the {source} cache entry's {rel} {why}", where="publish", path=rel,
+                         fix="build again: trtpipe build discards the entry and rebuilds it; nothing was published")
 
 
 def _lock(repo: Path) -> FileLock:
@@ -57,70 +78,107 @@ def _write_config(model_dir: Path, spec: ServingSpec, live: int) -> None:
         reload_models(repo, companions)
 
 
+def identical_version(model_dir: Path, spec: ServingSpec, manifest: Manifest) -> int | None:
+    """The kept version with the same engine and the same serving spec, if any (the live one first)."""
+    live = layout.live_version(model_dir)
+    for version in sorted(layout.versions(model_dir), key=lambda v: v != live):
+        vdir = model_dir / str(version)
+        try:
+            same_engine = Manifest.read(vdir / MANIFEST).engine_key == manifest.engine_key
+            same_spec = same_engine and asdict(ServingSpec.read(vdir / "spec.json")) == asdict(spec)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable version is never "the same"; `trtpipe verify` reports it
+        if same_spec:
+            return version
+    return None
+
+
 def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_dir: Path, checkpoint_dir: Path,
-                    keep: int = 3) -> PublishedVersion:
+                    keep: int = DEFAULT_KEEP, *, engine_files: Mapping[str, str] | None = None,
+                    checkpoint_files: Mapping[str, str] | None = None) -> PublishedVersion:
+    """Publish the engine as the next version and make it live, unless an identical version is kept already.
+
+    `engine_files` / `checkpoint_files`: the sha256 each source file must have (its cache entry's record);
+    a mismatch raises CorruptSourceError before anything is live."""
+    check_keep(keep)
     model_dir = repo / layout.engine_model_name(spec.model_name)
     with _lock(repo):
+        same = identical_version(model_dir, spec, manifest)
         live = layout.live_version(model_dir)
-        if live is not None:
-            live_manifest = model_dir / str(live) / "manifest.json"
-            if live_manifest.is_file() and Manifest.read(live_manifest).engine_key == manifest.engine_key:
-                return PublishedVersion(spec.model_name, live, model_dir / str(live), unchanged=True)
+        if same is not None:
+            return PublishedVersion(spec.model_name, same, model_dir / str(same), unchanged=True, is_live=same == live)
         backend = get_backend(spec.backend)
         backend.check_can_publish(repo, spec)  # before anything is written
         version = max(layout.versions(model_dir), default=0) + 1
-        for abandoned in model_dir.glob(".staging-*"):  # left by a publish that was killed
-            shutil.rmtree(abandoned, ignore_errors=True)
-        staging = model_dir / f".staging-{version}"
-        companions: list[Path] = []  # e.g. the -preprocessing/-postprocessing/-ensemble versions
-        try:
-            staging.mkdir(parents=True)
-            for name, source in backend.engine_version_files().items():
-                if not source.is_file():
-                    raise PublishError(f"the Triton adapter {source} is missing", where="publish",
-                                       fix="install trtpipe from a source checkout: pip install -e .")
-                shutil.copy2(source, staging / name)
-            link_or_copy_tree(engine_dir, staging / "engine")
-            (staging / "tokenizer").mkdir()
-            for name in TOKENIZER_FILES:
-                if (checkpoint_dir / name).is_file():
-                    shutil.copy2(checkpoint_dir / name, staging / "tokenizer" / name)
-            spec.write(staging / "spec.json")
-            manifest.version = version
-            manifest.write(staging / "manifest.json")
-            companions = backend.stage_companions(repo, spec, version, staging / "tokenizer")
-            staging.rename(model_dir / str(version))
-        except OSError as e:
-            shutil.rmtree(staging, ignore_errors=True)
-            for path in companions:
-                shutil.rmtree(path, ignore_errors=True)
-            raise PublishError(f"could not write version {version} of {model_dir.name}: {e}", where=str(repo),
-                               fix="check free disk space and permissions; the live version is untouched") from None
+        _stage_version(repo, model_dir, spec, manifest, version, engine_dir, checkpoint_dir,
+                       {"engine": engine_files, "checkpoint": checkpoint_files})
         _write_config(model_dir, spec, version)
+        history.record(model_dir, "publish", version, live)
         reload_models(repo, [model_dir.name])
-        _prune(model_dir, keep)
-        _prune_companions(repo, model_dir, backend.companion_names(spec))
+        prune(model_dir, keep, backend.companion_names(spec))
         return PublishedVersion(spec.model_name, version, model_dir / str(version))
 
 
-def _prune(model_dir: Path, keep: int) -> None:
-    live = layout.live_version(model_dir)
-    old = [v for v in layout.versions(model_dir) if v != live]
-    for v in old[: max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(model_dir / str(v), ignore_errors=True)
+def _stage_version(repo: Path, model_dir: Path, spec: ServingSpec, manifest: Manifest, version: int,
+                   engine_dir: Path, checkpoint_dir: Path, expected: dict[str, Mapping[str, str] | None]) -> None:
+    """Write `<model>-engine/<version>` (and the companions' versions) complete, or nothing at all."""
+    backend = get_backend(spec.backend)
+    for abandoned in model_dir.glob(".staging-*"):  # left by a publish that was killed
+        shutil.rmtree(abandoned, ignore_errors=True)
+    staging = model_dir / f".staging-{version}"
+    companions: list[Path] = []  # e.g. the -preprocessing/-postprocessing/-ensemble versions
+    try:
+        staging.mkdir(parents=True)
+        for name, source in backend.engine_version_files().items():
+            if not source.is_file():
+                raise PublishError(f"the Triton adapter {source} is missing", where="publish",
+                                   fix="install trtpipe from a source checkout: pip install -e .")
+            shutil.copy2(source, staging / name)
+        link_or_copy_tree(engine_dir, staging / "engine")
+        verbatim = write_tokenizer_dir(checkpoint_dir, staging / "tokenizer")
+        spec.write(staging / "spec.json")
+        companions = backend.stage_companions(repo, spec, version, staging / "tokenizer")
+        manifest.version = version
+        manifest.files = hash_tree(staging)
+        _check_sources(manifest.files, expected, {f"tokenizer/{name}" for name in verbatim})
+        manifest.companion_files = {p.parent.name: hash_tree(p) for p in companions}
+        manifest.write(staging / MANIFEST)
+        staging.rename(model_dir / str(version))
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in companions:
+            shutil.rmtree(path, ignore_errors=True)
+        if is_disk_full(e):
+            raise disk_full(e, where=str(repo), writing=f"version {version} of {model_dir.name} (the live version is "
+                                                                 "untouched)") from None
+        if isinstance(e, OSError):
+            raise PublishError(f"could not write version {version} of {model_dir.name}: {e}", where=str(repo),
+                               fix="check free disk space and permissions; the live version is untouched") from None
+        raise
 
 
-def _prune_companions(repo: Path, model_dir: Path, names: list[str]) -> None:
-    """Keep exactly the versions `<model>-engine` keeps, so every rollback target has its whole set."""
-    kept = set(layout.versions(model_dir))
-    for name in names:
-        for v in layout.versions(repo / name):
-            if v not in kept:
-                shutil.rmtree(repo / name / str(v), ignore_errors=True)
+def _check_sources(staged: dict[str, str], expected: dict[str, Mapping[str, str] | None],
+                   verbatim_tokenizer: set[str]) -> None:
+    """Files staged from cache entries must have the sha256 the entries recorded for them (engine/ all of
+    them, tokenizer/ those copied byte for byte)."""
+    for source, prefix in (("engine", "engine/"), ("checkpoint", "tokenizer/")):
+        recorded = expected.get(source)
+        if recorded is None:
+            continue
+        for rel, sha in staged.items():
+            if not rel.startswith(prefix) or (prefix == "tokenizer/" and rel not in verbatim_tokenizer):
+                continue
+            want = recorded.get(rel[len(prefix):])
+            want = want["sha256"] if isinstance(want, Mapping) else want
+            if want is None:
+                raise CorruptSourceError(source, rel[len(prefix):], "has no recorded sha256")
+            if want != sha:
+                raise CorruptSourceError(source, rel[len(prefix):], f"has sha256 {sha[:16]}…, recorded {want[:16]}…")
 
 
 def rollback(repo: Path, model: str, to_version: int | None = None) -> int:
-    """Make an older version live again; returns it. Without --to, the newest version older than live."""
+    """Make an older version live again, after checking its files; returns it. Without `to_version`, the version
+    that was live before the live one (repo/history.py)."""
     model_dir = repo / layout.engine_model_name(model)
     with _lock(repo):
         live = layout.live_version(model_dir)
@@ -128,19 +186,33 @@ def rollback(repo: Path, model: str, to_version: int | None = None) -> int:
             raise PublishError(f"model {model!r} is not published in {repo}", where="rollback",
                                fix=f"publish it first (trtpipe build {model}) or check --repo")
         available = layout.versions(model_dir)
-        if to_version is None:
-            older = [v for v in available if v < live]
-            if not older:
-                raise PublishError(f"{model} has no version older than the live version {live}", where="rollback",
-                                   fix=f"available versions: {available}")
-            to_version = older[-1]
-        if to_version not in available:
-            raise PublishError(f"{model} has no version {to_version}", where="rollback",
+        target = to_version if to_version is not None else history.previous_live(model_dir, live, available)
+        if target is None:
+            raise PublishError(f"{model} has no kept version that was live before version {live}", where="rollback",
+                               fix=f"name one with --to (kept versions: {available})")
+        if target not in available:
+            raise PublishError(f"{model} has no version {target}", where="rollback",
                                fix=f"choose one of {available}")
-        spec = ServingSpec.read(model_dir / str(to_version) / "spec.json")
-        _write_config(model_dir, spec, to_version)
+        require_intact(repo, model, target, action="roll back")
+        spec = ServingSpec.read(model_dir / str(target) / "spec.json")
+        _write_config(model_dir, spec, target)
+        history.record(model_dir, "rollback" if to_version is None else "activate", target, live)
         reload_models(repo, [model_dir.name])
-        return to_version
+        return target
+
+
+def retire(repo: Path, keep: int) -> dict[str, list[int]]:
+    """Apply the retention policy to every published model; returns {model: retired versions}."""
+    check_keep(keep)
+    retired = {}
+    with _lock(repo):
+        for model in layout.published_models(repo):
+            model_dir = repo / layout.engine_model_name(model)
+            spec = ServingSpec.read(model_dir / str(layout.live_version(model_dir)) / "spec.json")
+            gone = prune(model_dir, keep, get_backend(spec.backend).companion_names(spec))
+            if gone:
+                retired[model] = gone
+    return retired
 
 
 def referenced_stage_keys(repo: Path) -> set[str]:

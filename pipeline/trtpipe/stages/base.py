@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from trtpipe.cache import Artifact, sha256_file
+from trtpipe.cache import RECORD_FILES, Artifact
+from trtpipe.integrity import hash_tree
 from trtpipe.config import BuildConfig
 from trtpipe.stages.steps import Step, run_steps
 
@@ -40,12 +41,11 @@ class Stage:
 
 
 def file_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every file under a directory, by relative path (the artifact metadata file excluded)."""
-    return {str(p.relative_to(directory)): sha256_file(p)
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "artifact.json"}
+    """sha256 of every file under a directory, by relative path (a cache entry's own records excluded)."""
+    return hash_tree(directory, RECORD_FILES)
 
 
-def link_or_copy_tree(src: Path, dst: Path, skip: tuple[str, ...] = ("artifact.json",)) -> None:
+def link_or_copy_tree(src: Path, dst: Path, skip: tuple[str, ...] = RECORD_FILES) -> None:
     """Hard-link files when the filesystem allows (artifacts are immutable once written), else copy."""
     for p in sorted(src.rglob("*")):
         if p.name in skip or p.is_dir():

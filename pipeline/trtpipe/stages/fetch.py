@@ -1,15 +1,16 @@
 """fetch: a Hugging Face-format checkpoint on local disk, with every file's sha256 recorded.
 
 Sources: the project's synthetic checkpoints, a local directory, or a Hugging Face repo at a pinned
-revision (resolved to a commit sha, which goes into the cache key and the metadata). From the hub only the
-allow-listed files at the repo root are fetched, each verified against the hub's hash for it (stages/hub.py);
-pickled weights and repos needing custom code are refused unless the config allows them. The hub token
-comes from HF_TOKEN in the environment and is never written anywhere.
+revision (resolved to a commit sha, which goes into the cache key and the metadata). From either kind only
+the allow-listed files at the root are taken (stages/checkpoint_files.py), hub downloads each verified
+against the hub's hash for it (stages/hub.py). A checkpoint without tokenizer.json, with pickled weights only
+(unless allowed: then converted to safetensors, stages/pickle_weights.py), needing custom code (unless
+allowed), or with a symlink out of its directory is refused here, before anything downstream runs. The hub
+token comes from HF_TOKEN in the environment and is never written anywhere.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import shutil
@@ -18,17 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from trtpipe.config import BuildConfig
-from trtpipe.errors import StageError
+from trtpipe.errors import SourceError
+from trtpipe.integrity import sha256_file
 from trtpipe.stages.base import Inputs, Stage, file_hashes
+from trtpipe.stages.checkpoint_files import ALLOW_PATTERNS, PICKLE_PATTERNS, local_files, select_files
+from trtpipe.stages.pickle_weights import convert_pickles
 from trtpipe.stages.steps import InProcess, Step
 from trtpipe.stages.synthetic import write_synthetic_checkpoint
 
 SYNTHETIC_GENERATOR_VERSION = 1
-# What a checkpoint needs, and nothing that can execute code on load.
-ALLOW_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                  "special_tokens_map.json", "tokenizer.model", "*.safetensors", "model.safetensors.index.json"]
-# Pickle files run code when loaded: fetched only with source.allow_pickle, and only when there are no safetensors.
-PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "pytorch_model.bin.index.json"]
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 # key_inputs and run each resolve the revision, moments apart. Remembering the answer briefly makes them agree
 # even if the branch moves in between, without pinning a long-lived process (nightly) to an old commit.
@@ -50,37 +49,15 @@ def _resolve_revision(repo: str, revision: str) -> str:
     return sha
 
 
-def select_files(repo: str, files: list[str], allow_pickle: bool) -> list[str]:
-    """The repo-root files the checkpoint needs: ALLOW_PATTERNS, plus pickled weights only where nothing else exists.
-
-    Subfolders are skipped: they hold other formats (original/*.pth, onnx/), not the Hugging Face checkpoint.
-    """
-    root = [f for f in files if "/" not in f]
-    wanted = [f for f in root if any(fnmatch.fnmatch(f, p) for p in ALLOW_PATTERNS)]
-    if any(f.endswith(".safetensors") for f in wanted):
-        return wanted
-    pickled = [f for f in root if any(fnmatch.fnmatch(f, p) for p in PICKLE_PATTERNS)]
-    if not pickled:
-        raise StageError(f"{repo} has no weights at its root (no *.safetensors, no *.bin)", where="source.hf",
-                         fix="point source.hf at a repo holding a Hugging Face-format checkpoint")
-    if not allow_pickle:
-        raise StageError(f"{repo} has only pickled weights ({', '.join(sorted(pickled)[:3])}); pickle files can "
-                         "run arbitrary code when loaded", where="source.hf",
-                         fix="use a revision or repo with *.safetensors weights, or set source.allow_pickle: true "
-                             "if you trust the repo")
-    return wanted + pickled
-
-
 def _key_inputs(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
     src = config.source
     if src.synthetic:
         return {"synthetic": src.synthetic, "generator": SYNTHETIC_GENERATOR_VERSION}
     if src.path:
         path = Path(src.path).expanduser()
-        if not (path / "config.json").is_file():
-            raise StageError(f"{path} is not a Hugging Face checkpoint (no config.json)", where="source.path",
-                             fix="point source.path at a directory holding config.json and *.safetensors")
-        return {"path_files": file_hashes(path)}
+        # Exactly the files fetch takes: anything else in the directory neither busts nor enters the cache.
+        return {"path_files": {name: sha256_file(path / name) for name in local_files(path, src.allow_pickle)},
+                "allow_pickle": src.allow_pickle}
     return {"hf": src.hf, "revision": _resolve_revision(src.hf, src.revision),
             "allow_pickle": src.allow_pickle, "allow_custom_code": src.allow_custom_code}
 
@@ -89,7 +66,7 @@ def _check_no_custom_code(config: BuildConfig, out_dir: Path) -> None:
     """auto_map names Python classes shipped with the repo: loading it runs that code."""
     hf_config = json.loads((out_dir / "config.json").read_text())
     if "auto_map" in hf_config and not config.source.allow_custom_code:
-        raise StageError("the checkpoint needs custom code (config.json has auto_map)", where="fetch",
+        raise SourceError("the checkpoint needs custom code (config.json has auto_map)", where="source",
                          fix="use a checkpoint supported natively, or set source.allow_custom_code: true if you "
                              "trust it")
 
@@ -102,13 +79,17 @@ def _run(config: BuildConfig, inputs: Inputs, out_dir: Path) -> dict[str, Any]:
         write_synthetic_checkpoint(src.synthetic, out_dir)
         meta["source"] = {"synthetic": src.synthetic}
     elif src.path:
-        for p in Path(src.path).expanduser().iterdir():
-            if p.is_file():
-                shutil.copy2(p, out_dir / p.name)
-        meta["source"] = {"path": str(Path(src.path).expanduser().resolve())}
+        path = Path(src.path).expanduser()
+        for name in local_files(path, src.allow_pickle):
+            shutil.copyfile(path / name, out_dir / name)  # the bytes, never a link out of the directory
+        meta["source"] = {"path": str(path.resolve())}
     else:
         meta["source"], hashes = _fetch_from_hub(config, out_dir)
     _check_no_custom_code(config, out_dir)
+    converted = convert_pickles(out_dir) if src.allow_pickle else {}
+    if converted:
+        meta["source"]["converted_from_pickle"] = converted
+        hashes = None  # the files changed
     meta["files"] = hashes or file_hashes(out_dir)
     return meta
 
@@ -119,10 +100,7 @@ def _fetch_from_hub(config: BuildConfig, out_dir: Path) -> tuple[dict[str, Any],
 
     src = config.source
     listing = hub.list_files(src.hf, _resolve_revision(src.hf, src.revision))
-    names = select_files(src.hf, sorted(listing.files), src.allow_pickle)
-    if "config.json" not in names:
-        raise StageError(f"{src.hf}@{listing.commit} has no config.json", where="source.hf",
-                         fix="point source.hf at a repo holding a Hugging Face-format checkpoint")
+    names = select_files(f"{src.hf}@{listing.commit}", sorted(listing.files), src.allow_pickle)
     # config.json first: a repo that needs custom code is refused before its weights are downloaded.
     verified = hub.download(listing, ["config.json"], out_dir)
     _check_no_custom_code(config, out_dir)
@@ -142,7 +120,8 @@ def describe_fetch(config: BuildConfig) -> str:
         lines = [f"in-process: generate the synthetic checkpoint {src.synthetic!r} (seeded random weights, "
                  "trained byte-level BPE tokenizer)"]
     elif src.path:
-        lines = [f"copy the files of {Path(src.path).expanduser().resolve()} (top level)"]
+        lines = [f"copy the checkpoint files of {Path(src.path).expanduser().resolve()} (top level: "
+                 f"{' '.join(ALLOW_PATTERNS)}); refuses a symlink that leaves the directory"]
     else:
         pinned = "a commit sha, used as is" if _SHA.match(src.revision) else "a branch or tag, <resolved at build time>"
         lines = [f"download {src.hf}@{src.revision} ({pinned}) with huggingface_hub into its cache "
@@ -150,7 +129,10 @@ def describe_fetch(config: BuildConfig) -> str:
                  "files: " + " ".join(ALLOW_PATTERNS + (PICKLE_PATTERNS if src.allow_pickle else [])),
                  f"token: HF_TOKEN from the environment ({'set' if os.environ.get('HF_TOKEN') else 'not set'}; "
                  "never printed or stored)"]
-    lines.append("refuses a config.json with auto_map (custom code)" + (" unless allowed" if src.allow_custom_code else ""))
+    lines.append("refuses a checkpoint without tokenizer.json, and a config.json with auto_map (custom code)"
+                 + (" unless allowed" if src.allow_custom_code else ""))
+    if src.allow_pickle:
+        lines.append("pickled weights only: converted to safetensors with torch.load(weights_only=True)")
     return "\n".join(lines)
 
 
@@ -159,4 +141,6 @@ def _plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
 
 
 # v2: hub downloads are verified against the hub's hashes and limited to the repo root's checkpoint files.
-STAGE = Stage(name="fetch", version=2, key_inputs=_key_inputs, plan=_plan)
+# v3: local sources take only the checkpoint files (symlinks out refused); chat_template.jinja/json taken;
+#     pickle-only checkpoints converted to safetensors.
+STAGE = Stage(name="fetch", version=3, key_inputs=_key_inputs, plan=_plan)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trtpipe.config import BuildConfig
-from trtpipe.errors import TrtpipeError
+from trtpipe.errors import MachineError
 from trtpipe.hardware import MIB, GpuSpec, match_smi_name
 from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, TrtTools, uses_modelopt
 from trtpipe.trt.toolchain import PINNED, modelopt_allowed, same_release, version_tuple
@@ -27,7 +27,7 @@ DOCKER_RUN = (f"docker run --rm -it --gpus all --ipc=host --ulimit memlock=-1 --
               f"-v $PWD:/workspace -w /workspace {IMAGE}")
 
 
-class PreflightError(TrtpipeError):
+class PreflightError(MachineError):
     """The machine cannot build or serve this artifact."""
 
 

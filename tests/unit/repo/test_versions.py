@@ -1,7 +1,7 @@
 import pytest
 
 from trtpipe.config import load_config
-from trtpipe.errors import PublishError
+from trtpipe.errors import DiskError, PublishError
 from trtpipe.manifest import Manifest, StageRecord
 from trtpipe.repo import layout
 from trtpipe.repo.model_config import parse_pbtxt
@@ -69,16 +69,19 @@ def test_rollback_goes_to_the_previous_version_and_to_a_named_one(tmp_path, sour
         rollback(repo, "tiny-llama", to_version=9)
 
 
-def test_a_failed_publish_leaves_the_live_version_serving(tmp_path, sources, monkeypatch):
+def test_a_publish_that_fills_the_disk_is_a_disk_error_and_leaves_the_live_version_serving(tmp_path, sources,
+                                                                                            monkeypatch):
     repo = tmp_path / "repo"
     publish_version(repo, SPEC, manifest("k1"), *sources)
     before = (repo / "tiny-llama-engine" / "config.pbtxt").read_text()
 
     def no_space(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+        with open("/dev/full", "wb") as full:  # the kernel's own ENOSPC
+            full.write(b"x")
 
     monkeypatch.setattr("trtpipe.repo.versions.link_or_copy_tree", no_space)
-    with pytest.raises(PublishError, match="live version is untouched"):
+    with pytest.raises(DiskError, match=r"(?s)disk filled up while writing version 2 of tiny-llama-engine \(the live "
+                                        r"version is untouched\).*nothing half-written was kept"):
         publish_version(repo, SPEC, manifest("k2"), *sources)
     model_dir = repo / "tiny-llama-engine"
     assert (model_dir / "config.pbtxt").read_text() == before

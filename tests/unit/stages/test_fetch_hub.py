@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.hub_server import HubServer
 from trtpipe.config import load_config
-from trtpipe.errors import StageError
+from trtpipe.errors import SourceError, StageError
 from trtpipe.stages import fetch
 from trtpipe.stages.synthetic import write_synthetic_checkpoint
 
@@ -162,8 +163,34 @@ def test_repo_with_only_pickled_weights_is_refused_unless_allowed(hub, tmp_path,
     assert "source.allow_pickle: true" in e.value.fix
     assert not hub.requests_for("pytorch_model.bin"), "refused before downloading"
 
-    _, _, out = run_fetch(tmp_path, allow_pickle=True)
-    assert (out / "pytorch_model.bin").read_bytes() == b"pickle"
+
+
+def test_allowed_pickled_weights_without_torch_are_refused_naming_the_extra(hub, tmp_path, checkpoint, monkeypatch):
+    files = {**{k: v for k, v in checkpoint.items() if k != "model.safetensors"}, "pytorch_model.bin": b"pickle"}
+    hub.add_commit(REPO, files)
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+
+    with pytest.raises(SourceError) as e:
+        run_fetch(tmp_path, allow_pickle=True)
+    assert e.value.exit_code == 4 and "needs torch, which is not installed" in e.value.what
+    assert "pip install 'trtpipe[pickle]'" in e.value.fix
+
+
+def test_allowed_pickled_weights_are_converted_to_safetensors_and_the_pickle_dropped(hub, tmp_path, checkpoint):
+    torch = pytest.importorskip("torch")
+    import io
+
+    from safetensors.numpy import load_file
+
+    buffer = io.BytesIO()
+    torch.save({"lm_head.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, buffer)
+    files = {**{k: v for k, v in checkpoint.items() if k != "model.safetensors"}, "pytorch_model.bin": buffer.getvalue()}
+    hub.add_commit(REPO, files)
+
+    _, meta, out = run_fetch(tmp_path, allow_pickle=True)
+    assert not (out / "pytorch_model.bin").exists()
+    assert load_file(str(out / "model.safetensors"))["lm_head.weight"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert meta["source"]["converted_from_pickle"] == {"pytorch_model.bin": "model.safetensors"}
 
 
 def test_repo_needing_custom_code_is_refused_before_its_weights_are_downloaded(hub, tmp_path, checkpoint):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from trtpipe.config import load_config
-from trtpipe.errors import PublishError
+from trtpipe.errors import DiskError, PublishError
 from trtpipe.manifest import Manifest, StageRecord
 from trtpipe.repo import layout
 from trtpipe.repo.tensorrtllm_configs import DRAFT_PARAMETER, parse_pbtxt
@@ -66,7 +66,8 @@ def _params(cfg) -> dict[str, str]:
 def _set_files(model: str, version: int) -> set[str]:
     v = str(version)
     tok = {f"tokenizer/{n}" for n in TOKENIZER} | {"tokenizer/"}
-    return ({f"{model}-engine/", f"{model}-engine/config.pbtxt", f"{model}-engine/{v}/",
+    return ({f"{model}-engine/", f"{model}-engine/config.pbtxt", f"{model}-engine/.trtpipe-history.json",
+             f"{model}-engine/{v}/",
              f"{model}-engine/{v}/engine/", f"{model}-engine/{v}/engine/config.json",
              f"{model}-engine/{v}/engine/rank0.engine", f"{model}-engine/{v}/spec.json",
              f"{model}-engine/{v}/manifest.json"}
@@ -147,7 +148,7 @@ def test_a_failed_publish_leaves_the_whole_live_set_untouched(tmp_path, upstream
         return real_copytree(src, dst, *a, **kw)
 
     monkeypatch.setattr("trtpipe.repo.model_set.shutil.copytree", copytree_fails_the_second_time)
-    with pytest.raises(PublishError, match="live version is untouched"):
+    with pytest.raises(DiskError, match="live version is untouched"):
         _publish(repo, "llama-70b", "k2", _sources(tmp_path / "b", tp=4))
     assert {p: p.read_text() for p in repo.glob("*/config.pbtxt")} == before
     assert _tree(repo) == tree  # no version 2 anywhere, no .staging-* left behind

@@ -1,0 +1,121 @@
+"""Publish and roll back while streams run: which versions Triton leaves UNLOADING, and which backend processes
+outlive their version (issue 20, "clean reloads under load"; not fixed yet).
+
+    python -m bench.reload_under_load [--cycles 3] [--streams 8]
+
+Builds tiny-llama into a temporary TRTPIPE_HOME, starts Triton and the OpenAI frontend, runs `--streams` client
+threads (every other one closes its stream part-way, as a client that goes away), then publishes a new build and
+rolls back `--cycles` times with no pause, and finally prints Triton's repository index and the
+triton_python_backend_stub processes of that server, once a second for 8 s.
+
+Seen on Triton 2.51 (nvidia-pytriton 0.7.0), 2 cores, 3 cycles: 7 loads but only 3 finalize() calls (each with
+no request in flight: Triton does drain before it unloads); a version left UNLOADING for good; stubs of versions
+Triton reports unloaded still alive (3 to 5 stubs for one READY version); one stub outlived tritonserver itself.
+What was tried and not kept:
+- waiting in publish/rollback until no version of the model is UNLOADING or LOADING (polling the repository
+  index; the polling alone is harmless): with half the clients cancelling, Triton aborted (a gRPC
+  GRPC_CALL_ERROR_TOO_MANY_OPERATIONS assertion, then SIGSEGV) in 3 of 3 runs, right after a version drained;
+  with no client cancelling, the second transition waited > 4 minutes for a version that never settled.
+So serializing transitions is not enough on this Triton. An idea not tried: never reload a version number
+Triton has unloaded (rollback would publish the target's files again under a new number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stubs(pid: int) -> list[str]:
+    out = subprocess.run(["ps", "-o", "args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [line.split()[1] for line in out.splitlines() if "triton_python_backend_stub" in line]
+
+
+def _streams(url: str, num: int, stop: threading.Event, done: list, errors: list) -> list[threading.Thread]:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+
+    def run(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                stream = client.completions.create(model="tiny-llama", prompt="Once upon", max_tokens=200,
+                                                   temperature=0, stream=True, extra_body={"ignore_eos": True})
+                for k, _ in enumerate(stream, 1):
+                    if i % 2 and k == 20 + n % 30:
+                        stream.close()
+                        break
+                done.append(i)
+            except Exception as e:  # noqa: BLE001 - counted and printed
+                errors.append(repr(e)[:200])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(num)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=8)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="trtpipe-reload-"))
+    os.environ["TRTPIPE_HOME"] = str(home)
+    import tritonclient.http as httpclient
+    import uvicorn
+
+    from trtpipe.build import build
+    from trtpipe.config import load_config
+    from trtpipe.repo.triton_control import record_server
+    from trtpipe.repo.versions import rollback
+    from trtpipe.serve.api.app import FrontendSettings, create_app
+    from trtpipe.serve.process.launcher import TritonPorts, TritonServer, wait_http_ok
+
+    repo = home / "model_repository"
+    build(load_config("tiny-llama"), repo)
+    server = TritonServer(repo, TritonPorts(_free_port(), _free_port(), _free_port()),
+                          log_path=home / "tritonserver.log", exit_timeout_s=2).start()
+    record_server(repo, server.http_url, server.process.pid)
+    port = _free_port()
+    app = create_app(FrontendSettings(repo=repo, triton_grpc_url=server.grpc_url, max_running=64, max_waiting=64))
+    frontend = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=frontend.run, daemon=True).start()
+    wait_http_ok(f"http://127.0.0.1:{port}/health/ready", 30, interval_s=0.1)
+    stop, done, errors = threading.Event(), [], []
+    threads = _streams(f"http://127.0.0.1:{port}/v1", args.streams, stop, done, errors)
+    time.sleep(1)
+    overrides = (["quantization.format=int8_wo"], ["quantization.format=int4_wo"], ["dtype=float32"])
+    for cycle in range(args.cycles):
+        version = build(load_config("tiny-llama", overrides[cycle % 3]), repo, keep=10).published.version
+        print(f"published {version}; rolled back to {rollback(repo, 'tiny-llama')}; "
+              f"stubs {len(_stubs(server.process.pid))}")
+    stop.set()
+    for t in threads:
+        t.join()
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    for second in range(8):
+        states = [(m.get("version"), m.get("state")) for m in client.get_model_repository_index()]
+        print(f"{second} s: {states}; stubs: {_stubs(server.process.pid)}")
+        time.sleep(1)
+    print(f"{len(done)} streams ended, {len(errors)} errors {errors[:3]}; Triton log: {home / 'tritonserver.log'}")
+    frontend.should_exit = True
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
