@@ -137,7 +137,7 @@ def _killed_and_restarted(serve: ServeProcess, sig: int) -> dict:
             "ready_s": time.monotonic() - t0}
 
 
-def test_killed_then_hung_triton_is_restarted_and_serve_exits_1_at_the_third_failure(built_repo, trtpipe_home):
+def test_killed_then_hung_triton_is_restarted_and_serve_exits_5_at_the_third_failure(built_repo, trtpipe_home):
     serve, argv = _start_serve(built_repo, trtpipe_home, "serve-supervision.log", "--triton-max-failures", "3")
     try:
         triton_log = Path(serve.log().split("; log ", 1)[1].split(")", 1)[0])
@@ -149,7 +149,7 @@ def test_killed_then_hung_triton_is_restarted_and_serve_exits_1_at_the_third_fai
         size = triton_log.stat().st_size
         second = subprocess.run(argv, env={**os.environ, "TRTPIPE_HOME": str(trtpipe_home)}, capture_output=True,
                                 text=True, timeout=60)
-        assert second.returncode == 1, second.stderr
+        assert second.returncode == 5, second.stderr  # a machine error (errors.MachineError)
         assert second.stderr.splitlines() == [
             f"Error: port {serve.port} (the frontend, 127.0.0.1) is already in use by pid {serve.process.pid} "
             f"({' '.join(argv)[:97]}...); choose a free one with --port or stop that process"]
@@ -173,7 +173,7 @@ def test_killed_then_hung_triton_is_restarted_and_serve_exits_1_at_the_third_fai
 
         # The third failure within 300 s: serve stops and says why.
         os.kill(hung["new_pid"], signal.SIGKILL)
-        assert serve.process.wait(60) == 1
+        assert serve.process.wait(60) == 5  # TritonStartError: a machine error
         assert (f"Error: tritonserver failed 3 times within 300 s, the most serve tolerates (--triton-max-failures 3); "
                 f"the last failure: tritonserver (pid {hung['new_pid']}) was killed by SIGKILL.") in serve.log()
         _wait(lambda: all(_ended(p, serve.process.pid) for p in group_members(hung["new_pid"])), 5,

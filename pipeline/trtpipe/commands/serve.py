@@ -52,7 +52,7 @@ console = Console(stderr=True)
               help="the Triton serve started is restarted when its health check has failed this many seconds on "
                    "end (a hung server; a dead one is restarted at once)")
 @click.option("--triton-max-failures", type=click.IntRange(min=1), default=5, show_default=True,
-              help="serve exits (code 1) when the Triton it started fails this many times within 5 minutes "
+              help="serve exits (code 5) when the Triton it started fails this many times within 5 minutes "
                    "(dies, hangs, or does not come back); 1: exit at the first failure, never restart")
 def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: int, metrics_port: int,
           triton_urls: tuple[str, ...], chat_template: Path | None, api_keys: tuple[str, ...],

@@ -8,7 +8,7 @@ command started, and the process exits 0. A second signal forces the exit.
 
 Before anything starts, every port is checked (ports.py: one line naming the port, its holder and the flag).
 The Triton this command starts runs under a TritonSupervisor (triton_supervisor.py): restarted when it dies or
-hangs, and when it keeps failing, the frontend stops and serve exits 1 saying why. Its environment is an
+hangs, and when it keeps failing, the frontend stops and serve exits 5 (a machine error) saying why. Its environment is an
 allowlist (triton_env.py); its log is appended to, one file per run (launcher.run_log_path).
 """
 

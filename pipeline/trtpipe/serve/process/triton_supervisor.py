@@ -12,7 +12,7 @@
   backend included), then Triton starts again on the same ports, appending to the same log, after a backoff
   (RestartPolicy). Readiness returns once the frontend's next health check passes (gRPC reconnects by itself).
 - **Giving up**: the `max_failures`-th failure within WINDOW_S (a death, a hang, or a restart that did not come
-  up) stops the frontend, and `serve` exits 1 with a message that names the count, the window, the last
+  up) stops the frontend, and `serve` exits 5 (errors.MachineError) with a message that names the count, the window, the last
   failure and the log. A server that cannot stay up is then visible to whatever runs `serve` (Kubernetes,
   systemd), instead of being restarted here forever.
 
