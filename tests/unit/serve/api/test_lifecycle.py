@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 
 import pytest
 
-from trtpipe.backend_registry import get_backend
-from trtpipe.config import load_config
 from trtpipe.serve.api.admission import Admission
 from trtpipe.serve.api.chunks import sink_for
 from trtpipe.serve.api.lifecycle import RequestLifecycle
@@ -21,21 +18,16 @@ from trtpipe.serve.api.metrics import FrontendMetrics
 from trtpipe.serve.engine_client.calls import Final, TokenDelta
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.served_models import ServedModel
-from trtpipe.serve.openai.text import ModelText
 from trtpipe.serve.openai.validation import validate_chat
 from trtpipe.serve.protocol import ChatCompletionRequest
-from trtpipe.stages.synthetic import write_synthetic_checkpoint
+from tests.unit.serve.served_model import tiny_served_model
 
 REPLY = "Hello there, world"
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> ServedModel:
-    d = tmp_path_factory.mktemp("ckpt")
-    write_synthetic_checkpoint("tiny-llama", d)
-    spec = get_backend("reference").serving_spec(load_config("tiny-llama"))
-    return ServedModel(name="tiny-llama", version=1, spec=spec, manifest=SimpleNamespace(fingerprint="fp-test"),
-                       text=ModelText.from_dir(d), config_mtime_ns=0)
+    return tiny_served_model(tmp_path_factory)
 
 
 class ScriptedPool:

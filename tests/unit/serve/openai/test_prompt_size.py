@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from trtpipe.backend_registry import get_backend
-from trtpipe.config import load_config
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.served_models import ServedModel
-from trtpipe.serve.openai.text import ModelText
 from trtpipe.serve.openai.validation import check_prompt_size
 from trtpipe.serve.protocol import ChatCompletionRequest, CompletionRequest
-from trtpipe.stages.synthetic import write_synthetic_checkpoint
+from tests.unit.serve.served_model import tiny_served_model
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> ServedModel:
-    d = tmp_path_factory.mktemp("ckpt")
-    write_synthetic_checkpoint("tiny-llama", d)
-    spec = get_backend("reference").serving_spec(load_config("tiny-llama"))
-    return ServedModel(name="tiny-llama", version=1, spec=spec, manifest=None, text=ModelText.from_dir(d),
-                       config_mtime_ns=0)
+    return tiny_served_model(tmp_path_factory)
 
 
 def test_no_token_is_longer_than_max_token_chars(model):

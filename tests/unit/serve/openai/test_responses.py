@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from trtpipe.backend_registry import get_backend
-from trtpipe.config import load_config
 from trtpipe.serve import errors
 from trtpipe.serve.errors import RequestError
 from trtpipe.serve.openai.response_store import StoredResponse
@@ -14,19 +12,14 @@ from trtpipe.serve.openai.responses import (CHAT_ONLY, UNSUPPORTED, chat_request
                                             prepare_response)
 from trtpipe.serve.openai.responses_input import conversation_messages
 from trtpipe.serve.openai.served_models import ServedModel
-from trtpipe.serve.openai.text import ModelText
 from trtpipe.serve.openai.validation import validate_chat
 from trtpipe.serve.protocol import ChatCompletionRequest, ResponsesRequest
-from trtpipe.stages.synthetic import write_synthetic_checkpoint
+from tests.unit.serve.served_model import tiny_served_model
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> ServedModel:
-    d = tmp_path_factory.mktemp("ckpt")
-    write_synthetic_checkpoint("tiny-llama", d)
-    spec = get_backend("reference").serving_spec(load_config("tiny-llama"))
-    return ServedModel(name="tiny-llama", version=1, spec=spec, manifest=None, text=ModelText.from_dir(d),
-                       config_mtime_ns=0)
+    return tiny_served_model(tmp_path_factory)
 
 
 def request(**kw) -> ResponsesRequest:

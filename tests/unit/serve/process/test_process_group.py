@@ -40,7 +40,8 @@ def test_a_killed_leader_stays_a_zombie_until_reaped_and_its_children_live_on():
             time.sleep(0.01)
         assert peek_exit(leader.pid) == -signal.SIGKILL  # read twice: peeking does not reap
         assert _state(leader.pid) == "Z" and leader.returncode is None
-        assert [_state(pid) for pid in children] == ["S", "S"]  # orphans, still running
+        # Orphans, still alive: sleeping, or running (R) for the moment their reparenting wakes them.
+        assert [_state(pid) in ("S", "R") for pid in children] == [True, True]
     finally:
         os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
