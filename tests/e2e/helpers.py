@@ -88,6 +88,31 @@ def wait_engine_busy(metrics_port: int, model: str = "tiny-llama-engine", timeou
     return state
 
 
+def kill_streaming_client(script: str, url: str, metrics_port: int) -> tuple[dict, float]:
+    """Run `script` (a Python client that prints STREAMING once its streams are open) against `url`, SIGKILL it
+    once the engine is busy with them, and wait for the engine to go idle: -> (idle state, seconds it took)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    client = subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert client.stdout.readline().strip() == "STREAMING"
+        tb = time.monotonic()
+        busy = wait_engine_busy(metrics_port)
+        assert busy.get("num_active_requests", 0) >= 1, (busy, time.monotonic() - tb, client.poll(),
+                                                          client.stdout.read() if client.poll() is not None else "")
+        client.send_signal(signal.SIGKILL)
+        client.wait(10)
+        t0 = time.monotonic()
+        idle = wait_engine_idle(metrics_port)
+        return idle, time.monotonic() - t0
+    finally:
+        client.kill()
+
+
 def metric_lines(base_url: str, prefix: str, headers: dict | None = None) -> dict[str, float]:
     """Samples of /metrics whose name starts with `prefix`: {'name{labels}': value}."""
     text = httpx.get(base_url.removesuffix("/v1") + "/metrics", headers=headers or {}, timeout=5).text

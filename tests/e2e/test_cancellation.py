@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 import httpx
 import pytest
 
-from tests.e2e.helpers import wait_engine_busy, wait_engine_idle
+from tests.e2e.helpers import kill_streaming_client, wait_engine_idle
 
 pytestmark = pytest.mark.e2e
 # 16 choices x 512 tokens: long enough that finishing it takes several seconds. It must outlast one scrape of
@@ -47,21 +43,7 @@ def full_s(frontend, triton) -> float:
 
 
 def test_a_streaming_client_killed_mid_stream_cancels_its_engine_requests(frontend, triton, full_s):
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, frontend], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert client.stdout.readline().strip() == "STREAMING"
-        tb = time.monotonic()
-        busy = wait_engine_busy(triton.ports.metrics)
-        assert busy.get("num_active_requests", 0) >= 1, (busy, time.monotonic() - tb, client.poll(),
-                                                          client.stdout.read() if client.poll() is not None else "")
-        client.send_signal(signal.SIGKILL)
-        client.wait(10)
-        t0 = time.monotonic()
-        idle = wait_engine_idle(triton.ports.metrics)
-        elapsed = time.monotonic() - t0
-    finally:
-        client.kill()
+    idle, elapsed = kill_streaming_client(CLIENT, frontend, triton.ports.metrics)
     assert idle["num_active_requests"] == 0 and idle["kv_blocks_used"] == 0, idle
     assert elapsed < 0.5 * full_s, (elapsed, full_s)  # most of the generation was still ahead
 

@@ -4,10 +4,6 @@ bounds give 429, API keys guard every Responses route, and /metrics counts respo
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -16,7 +12,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.e2e.helpers import metric_lines, running_frontend, settings_for, wait_engine_busy, wait_engine_idle
+from tests.e2e.helpers import kill_streaming_client, metric_lines, running_frontend, settings_for, wait_engine_idle
 
 pytestmark = pytest.mark.e2e
 NUM_STREAMS = 16
@@ -66,19 +62,7 @@ def full_s(frontend, triton) -> float:
 def test_a_responses_client_killed_mid_stream_cancels_its_engine_requests(frontend, triton, full_s):
     wait_engine_idle(triton.ports.metrics)
     before = metric_lines(frontend, "vllm:request_success_total").get(ABORT, 0.0)
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, frontend], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert client.stdout.readline().strip() == "STREAMING"
-        busy = wait_engine_busy(triton.ports.metrics)
-        assert busy.get("num_active_requests", 0) >= 1, busy
-        client.send_signal(signal.SIGKILL)
-        client.wait(10)
-        t0 = time.monotonic()
-        idle = wait_engine_idle(triton.ports.metrics)
-        elapsed = time.monotonic() - t0
-    finally:
-        client.kill()
+    idle, elapsed = kill_streaming_client(CLIENT, frontend, triton.ports.metrics)
     assert idle["num_active_requests"] == 0 and idle["kv_blocks_used"] == 0, idle
     assert elapsed < 0.5 * full_s, (elapsed, full_s)  # most of the generation was still ahead
     after = metric_lines(frontend, "vllm:")
