@@ -48,6 +48,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("trtpipe.serve.openai",),
     ("trtpipe.serve.api",),
     ("trtpipe.serve.process",),
+    # trtpipe on NVIDIA Dynamo (issue 23): a worker beside serve/, on the engine and the repository; its one-host
+    # stack reuses serve/process's supervision. Nothing in serve/ imports it.
+    ("trtpipe.dynamo",),
     # One module per backend, composing everything below; the gate they run.
     ("trtpipe.backends.__init__", "trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
      "trtpipe.backends.tensorrt_llm_pytorch", "trtpipe.gate"),

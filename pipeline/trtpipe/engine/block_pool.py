@@ -57,6 +57,10 @@ class BlockPool:
         self._num_used = 0  # counted on its own so that used + free == total is a real check
         self.num_reused_blocks_total = 0  # prefix hits, cumulative
         self.num_evicted_blocks_total = 0  # cached blocks whose hash was dropped to reuse them
+        # A consumer of KV events (the Dynamo worker's KV router feed) sets this to a list; the pool then appends
+        # ("stored", hash, parent_hash, token_ids) when a block is published and ("removed", hash) when a published
+        # block is evicted, in the order they happen. None (the default) records nothing.
+        self.events: list[tuple] | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -105,6 +109,8 @@ class BlockPool:
             block = self.blocks[b]
             if block.block_hash is not None:
                 del self._cached[block.block_hash]
+                if self.events is not None:
+                    self.events.append(("removed", block.block_hash))
                 block.block_hash, block.token_ids = None, ()
                 self.num_evicted_blocks_total += 1
             block.ref_cnt = 1
@@ -122,14 +128,23 @@ class BlockPool:
                 self._free_queue[b] = None
                 self._num_used -= 1
 
-    def cache_block(self, block_id: int, block_hash: BlockHash, token_ids: AbcSequence[int]) -> bool:
-        """Publish a full block under its hash. False if a block with this hash is already published."""
+    def cache_block(self, block_id: int, block_hash: BlockHash, token_ids: AbcSequence[int],
+                    parent_hash: BlockHash | None = None) -> bool:
+        """Publish a full block under its hash. False if a block with this hash is already published.
+
+        parent_hash (the previous block's hash; None for a first block) only goes into the event."""
         block = self.blocks[block_id]
         if block.block_hash is not None or block_hash in self._cached:
             return False
         block.block_hash, block.token_ids = block_hash, tuple(token_ids)
         self._cached[block_hash] = block_id
+        if self.events is not None:
+            self.events.append(("stored", block_hash, parent_hash, block.token_ids))
         return True
+
+    def cached_hashes(self) -> list[BlockHash]:
+        """Every published hash (a KV-event consumer that starts late, or drops this pool, sends these)."""
+        return list(self._cached)
 
     def check_invariants(self, full: bool = False) -> None:
         assert self.num_used_blocks + self.num_free_blocks == self.num_blocks

@@ -143,7 +143,8 @@ class KVCacheManager:
             return
         hashes, bs = self._block_hashes(seq, num_full), self.block_size
         for i in range(start, num_full):
-            self.pool.cache_block(seq.block_table[i], hashes[i], seq.token_ids[i * bs:(i + 1) * bs])
+            self.pool.cache_block(seq.block_table[i], hashes[i], seq.token_ids[i * bs:(i + 1) * bs],
+                                  hashes[i - 1] if i else None)
         self._num_published[seq.seq_id] = num_full
 
     def truncate(self, seq: Sequence, num_tokens: int) -> None:

@@ -1,0 +1,211 @@
+"""One host on Dynamo: Dynamo's OpenAI frontend (KV router) and N trtpipe workers per published model.
+
+No etcd and no NATS: discovery is a directory (Dynamo's `file` backend), requests go over TCP, KV events and
+load over ZMQ, and every address Dynamo advertises is 127.0.0.1. The discovery directory is made fresh for each
+start, so registrations a killed process left behind are never read.
+NOTE: Dynamo 1.6.1 binds its ZMQ event sockets on 0.0.0.0 whatever the host settings (it still advertises and
+connects to 127.0.0.1); run the stack in a private network namespace (`unshare -n`) where that matters.
+
+Supervision reuses serve/process: each process runs in a session of its own; a dead one is seen without
+reaping (process_group.peek_exit), its group is killed and reaped, and a worker is restarted after
+RestartPolicy's backoff, or the stack gives up when one keeps failing (as with Triton). Drain: workers get
+SIGTERM first (Dynamo's Worker unregisters each from discovery, so the frontend stops routing to it, then lets
+its requests finish), then the frontend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from trtpipe.errors import MachineError
+from trtpipe.serve.process.process_group import describe_exit, group_members, kill_group, peek_exit, wait_gone
+from trtpipe.serve.process.triton_supervisor import RestartPolicy
+
+log = logging.getLogger("trtpipe.dynamo")
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class StackOptions:
+    repo: Path
+    models: list[str]
+    host: str = LOOPBACK
+    port: int = 8080
+    workers: int = 2  # per model
+    router_mode: str = "kv"  # Dynamo's --router-mode: kv, round-robin, random, ...
+    namespace: str = "trtpipe"
+    work_dir: Path | None = None
+    drain_timeout_s: float = 30.0
+    start_timeout_s: float = 120.0
+    max_failures: int = 5
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Member:
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+
+class DynamoStack:
+    def __init__(self, opts: StackOptions):
+        self.opts = opts
+        self.work = Path(opts.work_dir or tempfile.mkdtemp(prefix="trtpipe-dynamo-"))
+        self.discovery = self.work / "discovery"
+        self.policy = RestartPolicy(max_failures=opts.max_failures)
+        self.workers: list[Member] = []
+        self.frontend: Member | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.opts.host}:{self.opts.port}/v1"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": str(self.discovery), "DYN_REQUEST_PLANE": "tcp",
+            "DYN_EVENT_PLANE": "zmq", "DYN_NAMESPACE": self.opts.namespace,
+            "DYN_TCP_RPC_HOST": LOOPBACK, "DYN_TCP_RESPONSE_STREAM_HOST": LOOPBACK, "DYN_EVENT_PLANE_HOST": LOOPBACK,
+            "DYN_SYSTEM_HOST": LOOPBACK,
+            # The workers' drain: the frontend stops routing at once (unregistered), in-flight requests finish.
+            "DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS": "0",
+            "DYN_LOG": env.get("DYN_LOG", "warn"),
+            # Dynamo's frontend caches model cards under $HOME/.cache; keep a stack's own to itself.
+            "XDG_CACHE_HOME": str(self.work / "cache"),
+        })
+        env.update(self.opts.extra_env)
+        return env
+
+    # --- start -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        shutil.rmtree(self.discovery, ignore_errors=True)
+        self.discovery.mkdir(parents=True)
+        py = sys.executable
+        for model in self.opts.models:
+            for i in range(self.opts.workers):
+                name = f"worker-{model}-{i}"
+                self.workers.append(Member(name, [
+                    py, "-m", "trtpipe.dynamo.worker", "--repo", str(self.opts.repo), "--model", model,
+                    "--namespace", self.opts.namespace, "--work-dir", str(self.work / name)],
+                    self.work / f"{name}.log"))
+        self.frontend = Member("frontend", [
+            py, "-m", "dynamo.frontend", "--router-mode", self.opts.router_mode, "--http-host", self.opts.host,
+            "--http-port", str(self.opts.port), "--namespace", self.opts.namespace, "--no-kserve-grpc-server"],
+            self.work / "frontend.log")
+        for member in [*self.workers, self.frontend]:
+            self._spawn(member)
+        self.wait_ready(self.opts.start_timeout_s)
+
+    def _spawn(self, member: Member) -> None:
+        with open(member.log_path, "ab") as out:
+            member.proc = subprocess.Popen(member.argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def registered_workers(self) -> int:
+        """Worker instances in discovery (generate endpoints): the frontend routes to exactly these."""
+        instances = self.discovery / "v1" / "instances"
+        return sum(1 for p in instances.glob("*") if "%2Fgenerate%2F" in p.name) if instances.is_dir() else 0
+
+    def wait_ready(self, timeout_s: float, workers: int | None = None) -> None:
+        """Until every model is listed by the frontend and `workers` (default: all) instances are registered."""
+        want = len(self.workers) if workers is None else workers
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._raise_if_dead()
+            try:
+                listed = {m["id"] for m in httpx.get(f"{self.url}/models", timeout=2).json()["data"]}
+            except (httpx.HTTPError, ValueError, KeyError):
+                listed = set()
+            if set(self.opts.models) <= listed and self.registered_workers() >= want:
+                return
+            time.sleep(0.1)
+        raise MachineError(f"the Dynamo stack did not become ready within {timeout_s:.0f} s",
+                           where=str(self.work), fix=f"read the logs in {self.work}")
+
+    def _raise_if_dead(self) -> None:
+        for member in [*self.workers, self.frontend]:
+            if member is not None and member.proc is not None and peek_exit(member.proc.pid) is not None:
+                raise MachineError(f"Dynamo's {member.name} {describe_exit(member.proc.poll() or 0)} while starting",
+                                   where=str(member.log_path), fix=f"read {member.log_path}")
+
+    # --- supervise -------------------------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """One supervision pass: restart dead workers (after backoff); give up when they keep dying, or when the
+        frontend dies. Returns what was restarted."""
+        assert self.frontend is not None and self.frontend.proc is not None
+        code = peek_exit(self.frontend.proc.pid)
+        if code is not None:
+            self._reap(self.frontend)
+            raise MachineError(f"Dynamo's frontend {describe_exit(code)}", where=str(self.frontend.log_path),
+                               fix=f"read {self.frontend.log_path}")
+        restarted = []
+        for member in self.workers:
+            code = peek_exit(member.proc.pid)
+            if code is None:
+                continue
+            self._reap(member)
+            why = f"{member.name} {describe_exit(code)}"
+            backoff = self.policy.record_failure(time.monotonic())
+            if backoff is None:
+                raise MachineError(f"{why}: {self.opts.max_failures} worker failures within "
+                                   f"{self.policy.window_s:.0f} s", where=str(member.log_path),
+                                   fix=f"read {member.log_path}")
+            log.warning("%s; restarting it in %.1f s", why, backoff)
+            time.sleep(backoff)
+            self._spawn(member)
+            restarted.append(member.name)
+        return restarted
+
+    def kill(self, member: Member, sig: int = signal.SIGKILL) -> None:
+        os.killpg(member.proc.pid, sig)
+
+    def _reap(self, member: Member) -> None:
+        pgid = member.proc.pid
+        kill_group(pgid)
+        member.proc.wait()
+        wait_gone(group_members(pgid), 5.0)
+
+    # --- stop ------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Drain: SIGTERM to every worker (unregistered at once, in-flight requests finish within the drain
+        budget), then to the frontend; whatever is left at the deadline is killed with its process group."""
+        live = [m for m in self.workers if m.proc is not None and m.proc.poll() is None]
+        for member in live:
+            member.proc.send_signal(signal.SIGTERM)
+        self._wait_or_kill(live, self.opts.drain_timeout_s + 5)
+        if self.frontend is not None and self.frontend.proc is not None and self.frontend.proc.poll() is None:
+            self.frontend.proc.send_signal(signal.SIGTERM)
+            self._wait_or_kill([self.frontend], 10)
+
+    def _wait_or_kill(self, members: list[Member], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for member in members:
+            try:
+                member.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s: killed", member.name, timeout_s)
+            self._reap(member)
+
+    def __enter__(self) -> DynamoStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
