@@ -11,17 +11,38 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from trtpipe.spec import ServingSpec
 
 
 def write_model_card(version_dir: Path, spec: ServingSpec, out_dir: Path) -> Path:
+    """Write the card to out_dir once (a card already there is kept), atomically.
+
+    Workers of one model must register the very same card, path included: Dynamo's frontend keeps the first
+    card's checksum for a model and rejects workers whose card differs ("Rejected incompatible workers"), so
+    every worker of a version shares one out_dir."""
     tokenizer_dir = version_dir / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{tokenizer_dir}/tokenizer.json is missing: Dynamo's frontend tokenizes with it "
                                 "(publish the model again with a checkpoint that has a tokenizer)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        _write(tokenizer_dir, version_dir, spec, staging)
+        staging.rename(out_dir)
+    except OSError:
+        if not (out_dir / "config.json").is_file():  # not another worker's card: a real failure
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _write(tokenizer_dir: Path, version_dir: Path, spec: ServingSpec, out_dir: Path) -> None:
     for src in tokenizer_dir.iterdir():
         if src.is_file():
             shutil.copy2(src, out_dir / src.name)
@@ -37,4 +58,3 @@ def write_model_card(version_dir: Path, spec: ServingSpec, out_dir: Path) -> Pat
         "eos_token_id": eos if eos is not None else engine_config.get("eos_token_id"),
     }
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    return out_dir

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +38,20 @@ log = logging.getLogger("trtpipe.dynamo")
 LOOPBACK = "127.0.0.1"
 
 
+def free_system_port() -> int:
+    """A free port for a worker's system server. NOTE: Dynamo 1.6.1 reads DYN_SYSTEM_PORT as an i16, so the
+    kernel's ephemeral ports (32768 and up) are refused at start; pick one below."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise MachineError("no free port in 20000-31999 for a Dynamo worker's system server", where=LOOPBACK,
+                       fix="free some ports in that range")
+
+
 @dataclass
 class StackOptions:
     repo: Path
@@ -44,6 +60,9 @@ class StackOptions:
     port: int = 8080
     workers: int = 2  # per model
     router_mode: str = "kv"  # Dynamo's --router-mode: kv, round-robin, random, ...
+    # A request whose worker is unreachable or dies is sent again to another worker this many times (Dynamo's
+    # request migration, which carries the tokens generated so far); 0 fails it.
+    migration_limit: int = 3
     namespace: str = "trtpipe"
     work_dir: Path | None = None
     drain_timeout_s: float = 30.0
@@ -58,6 +77,11 @@ class Member:
     argv: list[str]
     log_path: Path
     proc: subprocess.Popen | None = None
+    system_port: int | None = None  # a worker's Dynamo system server: /health, /metrics, /engine/control/stats
+
+    @property
+    def system_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.system_port}"
 
 
 class DynamoStack:
@@ -99,20 +123,31 @@ class DynamoStack:
                 name = f"worker-{model}-{i}"
                 self.workers.append(Member(name, [
                     py, "-m", "trtpipe.dynamo.worker", "--repo", str(self.opts.repo), "--model", model,
-                    "--namespace", self.opts.namespace, "--work-dir", str(self.work / name)],
-                    self.work / f"{name}.log"))
+                    "--namespace", self.opts.namespace, "--card-dir", str(self.work / "cards"),
+                    "--instance-file", str(self.work / f"{name}.instance")],
+                    self.work / f"{name}.log", system_port=free_system_port()))
         self.frontend = Member("frontend", [
             py, "-m", "dynamo.frontend", "--router-mode", self.opts.router_mode, "--http-host", self.opts.host,
-            "--http-port", str(self.opts.port), "--namespace", self.opts.namespace, "--no-kserve-grpc-server"],
+            "--http-port", str(self.opts.port), "--namespace", self.opts.namespace, "--no-kserve-grpc-server",
+            "--migration-limit", str(self.opts.migration_limit)],
             self.work / "frontend.log")
         for member in [*self.workers, self.frontend]:
             self._spawn(member)
         self.wait_ready(self.opts.start_timeout_s)
 
     def _spawn(self, member: Member) -> None:
+        env = self.env()
+        if member.system_port is not None:
+            env["DYN_SYSTEM_PORT"] = str(member.system_port)
         with open(member.log_path, "ab") as out:
-            member.proc = subprocess.Popen(member.argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+            member.proc = subprocess.Popen(member.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def worker_stats(self, member: Member, timeout_s: float = 5.0) -> dict:
+        """The worker's engine stats (version, requests, KV blocks, prefix-cache tokens, aborts)."""
+        r = httpx.post(f"{member.system_url}/engine/control/stats", json={}, timeout=timeout_s)
+        r.raise_for_status()
+        return r.json()
 
     def registered_workers(self) -> int:
         """Worker instances in discovery (generate endpoints): the frontend routes to exactly these."""
@@ -157,6 +192,7 @@ class DynamoStack:
             if code is None:
                 continue
             self._reap(member)
+            self._forget(member)
             why = f"{member.name} {describe_exit(code)}"
             backoff = self.policy.record_failure(time.monotonic())
             if backoff is None:
@@ -171,6 +207,20 @@ class DynamoStack:
 
     def kill(self, member: Member, sig: int = signal.SIGKILL) -> None:
         os.killpg(member.proc.pid, sig)
+
+    def _forget(self, member: Member) -> None:
+        """Remove a dead worker's registrations (a killed process cannot unregister itself), so the frontend stops
+        offering it requests. File discovery names an instance's entries after its id in hex."""
+        id_file = self.work / f"{member.name}.instance"
+        try:
+            suffix = f"%2F{int(id_file.read_text()):x}"
+        except (OSError, ValueError):
+            return
+        for bucket in ("instances", "mdc"):
+            for path in (self.discovery / "v1" / bucket).glob("*"):
+                if path.name.endswith(suffix):
+                    path.unlink(missing_ok=True)
+        id_file.unlink(missing_ok=True)
 
     def _reap(self, member: Member) -> None:
         pgid = member.proc.pid

@@ -46,6 +46,7 @@ class TrtpipeEngine(LLMEngine):
         self._guides = self._tokenizer = None
         self._on_switch(first)
         self._last_snapshot = 0.0
+        self.instance_file: Path | None = None
 
     @classmethod
     async def from_args(cls, argv: list[str] | None = None) -> tuple[TrtpipeEngine, WorkerConfig]:
@@ -55,7 +56,10 @@ class TrtpipeEngine(LLMEngine):
         p.add_argument("--namespace", default=os.environ.get("DYN_NAMESPACE", "trtpipe"))
         p.add_argument("--component", default="trtpipe")
         p.add_argument("--endpoint", default="generate")
-        p.add_argument("--work-dir", type=Path, default=None, help="where the model card is written [default: tmp]")
+        p.add_argument("--card-dir", type=Path, default=None,
+                       help="where model cards are written, shared by every worker of the model [default: tmp]")
+        p.add_argument("--instance-file", type=Path, default=None,
+                       help="write this worker's Dynamo instance id here once registered (for its supervisor)")
         p.add_argument("--discovery-backend", default=os.environ.get("DYN_DISCOVERY_BACKEND", "file"))
         p.add_argument("--request-plane", default=os.environ.get("DYN_REQUEST_PLANE", "tcp"))
         p.add_argument("--event-plane", default=os.environ.get("DYN_EVENT_PLANE", "zmq"))
@@ -66,9 +70,11 @@ class TrtpipeEngine(LLMEngine):
         if live is None:
             raise SystemExit(f"error: {args.model} has no live version in {repo}. Fix: trtpipe build {args.model}")
         first = await asyncio.to_thread(load_version, model_dir, live)
-        work = args.work_dir or Path(tempfile.mkdtemp(prefix="trtpipe-dynamo-"))
-        card = write_model_card(first.path, first.spec, work / f"{args.model}-card")
+        cards = args.card_dir or Path(tempfile.gettempdir()) / "trtpipe-dynamo-cards"
+        # Named after the version's manifest hash: the same version always gets the same card (see model_card.py).
+        card = write_model_card(first.path, first.spec, cards / f"{args.model}-{_fingerprint(first.path)}")
         engine = cls(model_dir, first, card, args.model)
+        engine.instance_file = args.instance_file
         config = WorkerConfig(namespace=args.namespace, component=args.component, endpoint=args.endpoint,
                               model_name=str(card), served_model_name=args.model, model_input=ModelInput.Tokens,
                               endpoint_types="chat,completions", discovery_backend=args.discovery_backend,
@@ -76,6 +82,8 @@ class TrtpipeEngine(LLMEngine):
         return engine, config
 
     async def start(self, worker_id: int) -> EngineConfig:
+        if self.instance_file is not None:  # how a supervisor finds a killed worker's registrations
+            self.instance_file.write_text(str(worker_id))
         self.thread.start()
         spec, engine = self.thread.current.spec, self.thread.current.engine
         log.warning("worker %s serving version %d of %s", worker_id, self.thread.current.version, self.model)
@@ -151,6 +159,15 @@ class TrtpipeEngine(LLMEngine):
 
         self.thread.on_stats = on_stats
 
+    def supported_controls(self) -> set[str]:
+        return {"stats"}
+
+    async def engine_control(self, control: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /engine/control/stats on the worker's system port: what the engine holds now."""
+        if control == "stats":
+            return self.thread.stats()
+        return await super().engine_control(control, body)
+
     async def on_endpoint_ready(self, endpoint) -> None:
         self._endpoint = endpoint
 
@@ -163,6 +180,12 @@ class TrtpipeEngine(LLMEngine):
             except Exception as e:  # noqa: BLE001 - shutting down anyway
                 log.warning("model card not unregistered: %s", e)
         await asyncio.to_thread(self.thread.shutdown)
+
+
+def _fingerprint(version_dir: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((version_dir / "manifest.json").read_bytes()).hexdigest()[:16]
 
 
 def main(argv: list[str] | None = None) -> None:
