@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.trtpipe-installed
+DYNAMO_VERSION := 1.6.1
+DYNAMO_STAMP := $(VENV)/.trtpipe-dynamo-$(DYNAMO_VERSION)-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install dynamo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +19,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# NVIDIA Dynamo for trtpipe's Dynamo worker and its tests (~700 MB, no torch, no CUDA). `pip install ai-dynamo` fails
+# (its `aisimulate` dependency is a stub that downloads from an unreachable host), so the real dependencies come from
+# the `dynamo` extra and the two Dynamo packages go in without theirs. Re-installed only when the dependencies change.
+$(DYNAMO_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install -q -e ".[test,dynamo]"
+	$(BIN)/pip install -q --no-deps ai-dynamo==$(DYNAMO_VERSION) ai-dynamo-runtime==$(DYNAMO_VERSION)
+	touch $(DYNAMO_STAMP)
+
+dynamo: $(DYNAMO_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/trtpipe build tiny-llama
 	$(BIN)/python -m trtpipe.demo
 
-test: $(STAMP)
+test: $(STAMP) $(DYNAMO_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
