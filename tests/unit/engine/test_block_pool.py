@@ -84,3 +84,18 @@ def test_block_digest_is_128_bits_and_not_python_hash():
     d = hash_block_tokens(None, [1, 2])
     assert isinstance(d, bytes) and len(d) == 16
     assert hash_block_tokens(None, [-1]) != hash_block_tokens(None, [-2])  # hash(-1) == hash(-2) in CPython
+
+
+def test_events_record_published_and_evicted_blocks_in_order_when_asked():
+    pool = BlockPool(2)
+    [b0, b1] = pool.allocate(2)
+    h0 = hash_block_tokens(None, [1, 2])
+    assert pool.cache_block(b0, h0, [1, 2])  # no consumer yet: nothing recorded, nothing kept
+    pool.events = []
+    h1 = hash_block_tokens(h0, [3, 4])
+    assert pool.cache_block(b1, h1, [3, 4], parent_hash=h0)
+    assert not pool.cache_block(b1, h1, [3, 4], parent_hash=h0)  # a duplicate is no event
+    pool.free([b1, b0])
+    pool.allocate(1)  # evicts b1 (the LRU head), whose hash goes
+    assert pool.events == [("stored", h1, h0, (3, 4)), ("removed", h1)]
+    assert pool.cached_hashes() == [h0]
