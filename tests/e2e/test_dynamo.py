@@ -206,3 +206,37 @@ def test_publish_and_rollback_reach_the_workers(stack, dynamo_repo, dclient):
     assert rollback(dynamo_repo, "tiny-llama") == 1
     wait_for(lambda: all(s["version"] == 1 for s in stats(stack)), 20, "every worker serves version 1 again")
     assert greedy_chat(dclient)[0] == text_v1
+
+
+def test_trtpipe_serve_dynamo_serves_then_drains_on_sigterm(dynamo_repo, trtpipe_home):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from trtpipe.serve.process.process_group import group_members
+
+    port = free_system_port()
+    proc = subprocess.Popen([sys.executable, "-m", "trtpipe", "serve", "--dynamo", "--repo", str(dynamo_repo),
+                             "--port", str(port), "--dynamo-workers", "1", "--drain-timeout", "5"],
+                            env={**os.environ, "TRTPIPE_HOME": str(trtpipe_home)}, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        c = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        r = wait_for(lambda: _try(lambda: c.completions.create(model="tiny-llama", prompt="Hello", max_tokens=3,
+                                                               temperature=0)), 60, "serve --dynamo answers")
+        assert r.usage.completion_tokens == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "OpenAI frontend (Dynamo) on" in proc.stderr.read()
+        assert group_members(proc.pid) == []  # the frontend and the worker went with it
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _try(call):
+    try:
+        return call()
+    except Exception:  # noqa: BLE001 - not up yet
+        return None

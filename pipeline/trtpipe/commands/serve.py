@@ -54,13 +54,27 @@ console = Console(stderr=True)
 @click.option("--triton-max-failures", type=click.IntRange(min=1), default=5, show_default=True,
               help="serve exits (code 5) when the Triton it started fails this many times within 5 minutes "
                    "(dies, hangs, or does not come back); 1: exit at the first failure, never restart")
+@click.option("--dynamo", is_flag=True, default=False,
+              help="serve through NVIDIA Dynamo instead: Dynamo's frontend (KV-aware router) and --dynamo-workers "
+                   "trtpipe workers per published model, on this host (needs `make dynamo`; see the README)")
+@click.option("--dynamo-workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="with --dynamo: trtpipe workers per model, each with its own reference engine")
+@click.option("--router-mode", type=click.Choice(["kv", "round-robin", "random", "least-loaded"]), default="kv",
+              show_default=True, help="with --dynamo: how Dynamo's frontend picks a worker")
 def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: int, metrics_port: int,
           triton_urls: tuple[str, ...], chat_template: Path | None, api_keys: tuple[str, ...],
           api_key_file: Path | None, protect_metrics: bool, max_running: int, max_waiting: int,
           request_timeout: float, keepalive: float, drain_timeout: float, max_body_bytes: int,
           api_servers: int | None, engine_threads: int | None, health_timeout: float, hang_timeout: float,
-          triton_max_failures: int, allowed_origins: tuple[str, ...]) -> None:
+          triton_max_failures: int, allowed_origins: tuple[str, ...], dynamo: bool = False, dynamo_workers: int = 2,
+          router_mode: str = "kv") -> None:
     """Start Triton on the repository and the OpenAI-compatible frontend in front of it."""
+    if dynamo:
+        if triton_urls or api_keys or api_key_file or chat_template:
+            raise click.UsageError("--dynamo serves through Dynamo's own frontend: --triton, --api-key, "
+                                   "--api-key-file and --chat-template apply to trtpipe's frontend only")
+        _serve_dynamo(resolve_repo(repo), host, port, dynamo_workers, router_mode, drain_timeout)
+        return
     from trtpipe.serve.process.launcher import TritonPorts, run_log_path
     from trtpipe.serve.api.middleware import load_api_keys
     from trtpipe.serve.process.server import ServeOptions, default_api_servers
@@ -92,3 +106,23 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
     procs = f", {opts.api_servers} API server processes" if opts.api_servers > 1 else ""
     run_serve(opts, on_ready=lambda url: console.print(f"OpenAI frontend on {url} ({auth}{procs})"),
               on_starting=starting)
+
+
+def _serve_dynamo(repo: Path, host: str, port: int, workers: int, router_mode: str, drain_timeout: float) -> None:
+    import importlib.util
+
+    from trtpipe.dynamo.stack import StackOptions, serve_forever, servable_models
+    from trtpipe.errors import ConfigError
+
+    if importlib.util.find_spec("dynamo") is None:
+        raise ConfigError("NVIDIA Dynamo is not installed", where="trtpipe serve --dynamo",
+                          fix="make dynamo (installs ai-dynamo 1.6.1 into .venv)")
+    models = servable_models(repo)
+    if not models:
+        raise ConfigError(f"no published model in {repo} runs on the reference engine", where=str(repo),
+                          fix="trtpipe build tiny-llama")
+    opts = StackOptions(repo=repo, models=models, host=host, port=port, workers=workers, router_mode=router_mode,
+                        drain_timeout_s=drain_timeout)
+    console.print(f"starting Dynamo's frontend ({router_mode} router) and {workers} worker(s) for "
+                  f"{', '.join(models)} ...", highlight=False)
+    serve_forever(opts, on_ready=lambda url: console.print(f"OpenAI frontend (Dynamo) on {url}", highlight=False))

@@ -259,3 +259,41 @@ class DynamoStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def servable_models(repo: Path) -> list[str]:
+    """Published models a trtpipe Dynamo worker can serve (the reference engine's)."""
+    from trtpipe.repo import layout
+    from trtpipe.spec import ServingSpec
+
+    found = []
+    for model in layout.published_models(repo):
+        model_dir = repo / layout.engine_model_name(model)
+        spec = ServingSpec.read(model_dir / str(layout.live_version(model_dir)) / "spec.json")
+        if spec.backend == "reference":
+            found.append(model)
+    return found
+
+
+def serve_forever(opts: StackOptions, on_ready=lambda url: None, poll_s: float = 0.5) -> None:
+    """Start the stack, supervise it until SIGTERM/SIGINT, then drain it (a second signal is not needed: the
+    drain is bounded by opts.drain_timeout_s)."""
+    stopping = False
+
+    def on_signal(sig, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    stack = DynamoStack(opts)
+    try:
+        stack.start()
+        on_ready(stack.url)
+        while not stopping:
+            stack.check()
+            time.sleep(poll_s)
+        log.warning("draining: workers unregister, requests in flight get up to %.0f s", opts.drain_timeout_s)
+    finally:
+        stack.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
