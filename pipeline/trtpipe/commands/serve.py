@@ -73,7 +73,7 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
         if triton_urls or api_keys or api_key_file or chat_template:
             raise click.UsageError("--dynamo serves through Dynamo's own frontend: --triton, --api-key, "
                                    "--api-key-file and --chat-template apply to trtpipe's frontend only")
-        _serve_dynamo(resolve_repo(repo), host, port, dynamo_workers, router_mode, drain_timeout)
+        _serve_dynamo(resolve_repo(repo), host, port, dynamo_workers, router_mode, drain_timeout, engine_threads)
         return
     from trtpipe.serve.process.launcher import TritonPorts, run_log_path
     from trtpipe.serve.api.middleware import load_api_keys
@@ -108,7 +108,8 @@ def serve(repo: Path | None, host: str, port: int, http_port: int, grpc_port: in
               on_starting=starting)
 
 
-def _serve_dynamo(repo: Path, host: str, port: int, workers: int, router_mode: str, drain_timeout: float) -> None:
+def _serve_dynamo(repo: Path, host: str, port: int, workers: int, router_mode: str, drain_timeout: float,
+                  engine_threads: int | None) -> None:
     import importlib.util
 
     from trtpipe.dynamo.stack import StackOptions, serve_forever, servable_models
@@ -122,7 +123,7 @@ def _serve_dynamo(repo: Path, host: str, port: int, workers: int, router_mode: s
         raise ConfigError(f"no published model in {repo} runs on the reference engine", where=str(repo),
                           fix="trtpipe build tiny-llama")
     opts = StackOptions(repo=repo, models=models, host=host, port=port, workers=workers, router_mode=router_mode,
-                        drain_timeout_s=drain_timeout)
+                        drain_timeout_s=drain_timeout, engine_threads=engine_threads)
     console.print(f"starting Dynamo's frontend ({router_mode} router) and {workers} worker(s) for "
                   f"{', '.join(models)} ...", highlight=False)
     serve_forever(opts, on_ready=lambda url: console.print(f"OpenAI frontend (Dynamo) on {url}", highlight=False))

@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 
 from trtpipe.errors import MachineError
+from trtpipe.serve.process.launcher import THREAD_ENV, engine_thread_env, usable_cpus
 from trtpipe.serve.process.process_group import describe_exit, group_members, kill_group, peek_exit, wait_gone
 from trtpipe.serve.process.triton_supervisor import RestartPolicy
 
@@ -68,6 +69,7 @@ class StackOptions:
     drain_timeout_s: float = 30.0
     start_timeout_s: float = 120.0
     max_failures: int = 5
+    engine_threads: int | None = None  # BLAS threads per worker [default: the cores but one, shared by the workers]
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -138,6 +140,7 @@ class DynamoStack:
     def _spawn(self, member: Member) -> None:
         env = self.env()
         if member.system_port is not None:
+            env.update(self._engine_thread_env())
             env["DYN_SYSTEM_PORT"] = str(member.system_port)
         with open(member.log_path, "ab") as out:
             member.proc = subprocess.Popen(member.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -148,6 +151,14 @@ class DynamoStack:
         r = httpx.post(f"{member.system_url}/engine/control/stats", json={}, timeout=timeout_s)
         r.raise_for_status()
         return r.json()
+
+    def _engine_thread_env(self) -> dict[str, str]:
+        """As for the Triton `serve` starts (launcher.engine_thread_env says why): OpenBLAS would otherwise give
+        every worker every core, its threads spinning against each other and against the frontend."""
+        threads = self.opts.engine_threads
+        if threads is None and not any(name in os.environ for name in THREAD_ENV):
+            threads = max(1, (usable_cpus() - 1) // max(1, len(self.workers)))
+        return engine_thread_env(threads)
 
     def registered_workers(self) -> int:
         """Worker instances in discovery (generate endpoints): the frontend routes to exactly these."""
