@@ -62,9 +62,11 @@ async def stream_one(client: httpx.AsyncClient, url: str, prompt: str, max_token
 
 
 async def run_load(url: str, prompts: list[str], concurrency: int, max_tokens: int,
-                   extra: dict | None = None) -> list[tuple[int, float, dict]]:
+                   extra: dict | None = None, keepalive: bool = True) -> list[tuple[int, float, dict]]:
+    """keepalive=False: a new connection per request (see ttft_new_connection_p50_ms)."""
     sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency + 4)) as client:
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=None if keepalive else 0)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         async def bounded(p: str):
             async with sem:
                 return await stream_one(client, url, p, max_tokens, extra)
@@ -129,6 +131,13 @@ def measure_pair(paths: list[ServingPath], args, concurrency: int) -> dict[str, 
     out = {}
     for name, rs in runs.items():
         out[name] = {k: round(statistics.median(r[k] for r in rs), 1) for k in keys}
+        if concurrency == 1:
+            # NOTE: on a kept-alive connection Dynamo 1.6.1's HTTP server holds the first streamed chunk ~40 ms
+            # (seen here: Nagle's algorithm on its socket meeting the client's delayed ACK; a new connection,
+            # whose ACKs are not delayed yet, does not see it), so TTFT is also measured one connection per request.
+            p = next(p for p in paths if p.name == name)
+            fresh = asyncio.run(run_load(p.url, prompts, 1, args.max_tokens, keepalive=False))
+            out[name]["ttft_new_connection_p50_ms"] = round(1e3 * statistics.median(r[1] for r in fresh), 1)
         out[name].update(requests=n, idle_cpu_per_s=[round(x, 4) for x in idle[name]],
                          runs=[{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rs])
     return out
@@ -187,7 +196,7 @@ def frontends(repo: Path, home: Path, args) -> dict[str, dict]:
     return {name: {c: by_c[c][name] for c in by_c} for name in ("trtpipe", "dynamo")}
 
 
-def prefix_routing(repo: Path, home: Path, args, router_mode: str) -> dict:
+def prefix_routing(repo: Path, home: Path, args, router_mode: str, concurrency: int) -> dict:
     rng = random.Random(7)
     words = "harbour ship cargo crane tide pier anchor sail rope deck hull mast keel buoy dock lane".split()
     prefixes = [" ".join(rng.choice(words) for _ in range(args.prefix_tokens)) for _ in range(args.prefixes)]
@@ -197,7 +206,7 @@ def prefix_routing(repo: Path, home: Path, args, router_mode: str) -> dict:
     with dynamo_stack(repo, home, 2, router_mode) as stack:
         url = stack.url.removesuffix("/v1")
         before = [stack.worker_stats(w) for w in stack.workers]
-        results = asyncio.run(run_load(url, [j[1] for j in jobs], args.prefix_concurrency, 4,
+        results = asyncio.run(run_load(url, [j[1] for j in jobs], concurrency, 4,
                                        {"nvext": {"extra_fields": ["worker_id"]}}))
         after = [stack.worker_stats(w) for w in stack.workers]
     hits = sum(a["prefix_cache_hits"] - b["prefix_cache_hits"] for a, b in zip(after, before))
@@ -206,7 +215,7 @@ def prefix_routing(repo: Path, home: Path, args, router_mode: str) -> dict:
     for (p, _), (_, _, nvext) in zip(jobs, results):
         served.setdefault(p, set()).add((nvext.get("worker_id") or {}).get("decode_worker_id"))
     per_worker = [a["prefix_cache_queries"] - b["prefix_cache_queries"] for a, b in zip(after, before)]
-    return {"router_mode": router_mode, "requests": len(jobs), "prefix_hit_rate": round(hits / queries, 3),
+    return {"router_mode": router_mode, "concurrency": concurrency, "requests": len(jobs), "prefix_hit_rate": round(hits / queries, 3),
             "prefix_tokens_reused": hits, "prompt_tokens": queries,
             "prefixes_on_one_worker": sum(len(s) == 1 for s in served.values()),
             "prompt_tokens_per_worker": per_worker}
@@ -219,8 +228,11 @@ def ratios(result: dict) -> dict:
         t, d = result["trtpipe"][c], result["dynamo"][c]
         out[f"c{c}"] = {k: round(d[k] / t[k], 2) for k in
                         ("frontend_us_per_token", "serving_path_us_per_token", "ttft_p50_ms", "tokens_per_s")}
-    kv, rr = result["prefix_kv"], result["prefix_round_robin"]
-    out["prefix_hit_rate_kv_over_round_robin"] = round(kv["prefix_hit_rate"] / max(rr["prefix_hit_rate"], 1e-9), 2)
+    for c in sorted({m["concurrency"] for m in result["prefix"]}):
+        kv, rr = (next(m for m in result["prefix"] if m["concurrency"] == c and m["router_mode"] == mode)
+                  for mode in ("kv", "round-robin"))
+        out[f"prefix_hit_rate_kv_over_round_robin_c{c}"] = round(kv["prefix_hit_rate"] / max(rr["prefix_hit_rate"],
+                                                                                            1e-9), 2)
     return out
 
 
@@ -240,11 +252,11 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xticks([x + 0.19 for x in xs], ["concurrency 1", "concurrency 64"])
         ax.set_title(title)
         ax.legend()
-    kv, rr = result["prefix_kv"], result["prefix_round_robin"]
-    axes[2].bar(["KV router", "round-robin"], [kv["prefix_hit_rate"], rr["prefix_hit_rate"]],
-                color=["tab:green", "tab:gray"])
+    prefix = result["prefix"]
+    axes[2].bar([f"{m['router_mode']}\nc{m['concurrency']}" for m in prefix], [m["prefix_hit_rate"] for m in prefix],
+                color=["tab:green" if m["router_mode"] == "kv" else "tab:gray" for m in prefix])
     axes[2].set_ylim(0, 1)
-    axes[2].set_title(f"prefix-cache hit rate, 2 workers ({kv['requests']} requests)")
+    axes[2].set_title(f"prefix-cache hit rate, 2 workers ({prefix[0]['requests']} requests)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -255,22 +267,24 @@ def markdown(result: dict) -> str:
              f"`{result['command']}` on {result['machine']}; median of {result['repeat']} runs; "
              f"{result['max_tokens']} tokens per request (ignore_eos).", "",
              "| | concurrency | frontend CPU us/token | serving path CPU us/token | TTFT p50 ms | TTFT p90 ms "
-             "| tokens/s |", "|---|---|---|---|---|---|---|"]
+             "| TTFT p50 ms, new connection each | tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for name in ("trtpipe", "dynamo"):
         for c in ("1", "64"):
             m = result[name][c]
             lines.append(f"| {name} | {c} | {m['frontend_us_per_token']} | {m['serving_path_us_per_token']} | "
-                         f"{m['ttft_p50_ms']} | {m['ttft_p90_ms']} | {m['tokens_per_s']} |")
+                         f"{m['ttft_p50_ms']} | {m['ttft_p90_ms']} | {m.get('ttft_new_connection_p50_ms', '')} | "
+                         f"{m['tokens_per_s']} |")
     lines += ["", "Ratios (Dynamo / trtpipe): " + "; ".join(
         f"{c}: frontend CPU {r[c]['frontend_us_per_token']}x, path CPU {r[c]['serving_path_us_per_token']}x, "
         f"TTFT {r[c]['ttft_p50_ms']}x, throughput {r[c]['tokens_per_s']}x" for c in ("c1", "c64")), ""]
-    kv, rr = result["prefix_kv"], result["prefix_round_robin"]
-    lines += ["| 2 workers | prefix hit rate | prefix tokens reused / prompt tokens | prefixes served by one worker |",
-              "|---|---|---|---|"]
-    for m in (kv, rr):
-        lines.append(f"| {m['router_mode']} | {m['prefix_hit_rate']} | {m['prefix_tokens_reused']} / "
-                     f"{m['prompt_tokens']} | {m['prefixes_on_one_worker']} of {result['prefixes']} |")
-    lines += ["", f"KV / round-robin hit rate: {r['prefix_hit_rate_kv_over_round_robin']}x", ""]
+    lines += ["| 2 workers | client concurrency | prefix hit rate | prefix tokens reused / prompt tokens "
+              "| prefixes served by one worker | prompt tokens per worker |", "|---|---|---|---|---|---|"]
+    for m in result["prefix"]:
+        lines.append(f"| {m['router_mode']} | {m['concurrency']} | {m['prefix_hit_rate']} | "
+                     f"{m['prefix_tokens_reused']} / {m['prompt_tokens']} | {m['prefixes_on_one_worker']} of "
+                     f"{result['prefixes']} | {m['prompt_tokens_per_worker']} |")
+    lines += ["", "KV / round-robin hit rate: " + ", ".join(
+        f"{k.rsplit('_', 1)[1]}: {v}x" for k, v in r.items() if k.startswith("prefix_hit_rate")), ""]
     return "\n".join(lines)
 
 
@@ -298,8 +312,8 @@ def main() -> int:
               "machine": f"{os.cpu_count()} cores", "max_tokens": args.max_tokens, "repeat": args.repeat,
               "prefixes": args.prefixes}
     result.update(frontends(repo, home, args))
-    result["prefix_kv"] = prefix_routing(repo, home, args, "kv")
-    result["prefix_round_robin"] = prefix_routing(repo, home, args, "round-robin")
+    result["prefix"] = [prefix_routing(repo, home, args, mode, c) for c in (1, args.prefix_concurrency)
+                        for mode in ("kv", "round-robin")]
     result["ratios"] = ratios(result)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
