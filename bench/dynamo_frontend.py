@@ -27,6 +27,7 @@ import random
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -215,8 +216,8 @@ def prefix_routing(repo: Path, home: Path, args, router_mode: str, concurrency: 
     for (p, _), (_, _, nvext) in zip(jobs, results):
         served.setdefault(p, set()).add((nvext.get("worker_id") or {}).get("decode_worker_id"))
     per_worker = [a["prefix_cache_queries"] - b["prefix_cache_queries"] for a, b in zip(after, before)]
-    return {"router_mode": router_mode, "concurrency": concurrency, "requests": len(jobs), "prefix_hit_rate": round(hits / queries, 3),
-            "prefix_tokens_reused": hits, "prompt_tokens": queries,
+    return {"router_mode": router_mode, "concurrency": concurrency, "requests": len(jobs),
+            "prefix_hit_rate": round(hits / queries, 3), "prefix_tokens_reused": hits, "prompt_tokens": queries,
             "prefixes_on_one_worker": sum(len(s) == 1 for s in served.values()),
             "prompt_tokens_per_worker": per_worker}
 
@@ -244,7 +245,7 @@ def plot(result: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, key, title in ((axes[0], "frontend_us_per_token", "frontend CPU per streamed token (us)"),
-                           (axes[1], "ttft_p50_ms", "TTFT p50 (ms)")):
+                           (axes[1], "ttft_p50_ms", "TTFT p50 (ms), kept-alive connections")):
         xs = range(2)
         for k, (name, color) in enumerate((("trtpipe", "tab:blue"), ("dynamo", "tab:green"))):
             vals = [result[name][c][key] for c in ("1", "64")]
@@ -308,7 +309,7 @@ def main() -> int:
 
     repo = home / "model_repository"
     build(load_config("tiny-llama"), repo)
-    result = {"command": "python -m bench.dynamo_frontend " + " ".join(os.sys.argv[1:]),
+    result = {"command": " ".join(["python -m bench.dynamo_frontend", *sys.argv[1:]]),
               "machine": f"{os.cpu_count()} cores", "max_tokens": args.max_tokens, "repeat": args.repeat,
               "prefixes": args.prefixes}
     result.update(frontends(repo, home, args))
