@@ -177,15 +177,32 @@ def test_a_killed_workers_traffic_moves_to_the_other(stack, dclient):
     assert stack.registered_workers() == 2
 
 
-def test_sigterm_unregisters_the_worker_before_it_exits(stack):
+def test_sigterm_unregisters_the_worker_at_once_and_lets_its_requests_finish(stack, dclient):
     import signal
 
-    member = stack.workers[1]
     stack.wait_ready(60)
     before = stack.registered_workers()
+    finished: list = []
+
+    def stream() -> None:
+        chunks = list(dclient.completions.create(model="tiny-llama", prompt="A long tale of the sea.", max_tokens=500,
+                                                 temperature=0, stream=True, extra_body={"ignore_eos": True}))
+        finished.append((chunks[-1].choices[0].finish_reason, time.monotonic()))
+
+    t = threading.Thread(target=stream)
+    t.start()
+    busy = wait_for(lambda: [w for w in stack.workers if stack.worker_stats(w)["num_active_requests"]], 20,
+                    "a worker is generating")
+    member = busy[0]
+    term_at = time.monotonic()
     member.proc.send_signal(signal.SIGTERM)
+    # Unregistered from discovery first (the frontend sends it nothing new), while its request still runs.
+    wait_for(lambda: stack.registered_workers() == before - 1, 10, "the worker unregisters")
+    t.join(60)
+    # Drained: its request ran to the end after the signal (500 tokens take the worker about a second).
+    assert finished[0][0] == "length" and finished[0][1] > term_at
     assert member.proc.wait(30) == 0
-    assert stack.registered_workers() == before - 1  # unregistered itself: nothing stale for the frontend
+    assert stack.registered_workers() == before - 1  # nothing stale left for the frontend
     assert stack.check() == [member.name]
     stack.wait_ready(60)
 

@@ -106,7 +106,8 @@ class DynamoStack:
             "DYN_EVENT_PLANE": "zmq", "DYN_NAMESPACE": self.opts.namespace,
             "DYN_TCP_RPC_HOST": LOOPBACK, "DYN_TCP_RESPONSE_STREAM_HOST": LOOPBACK, "DYN_EVENT_PLANE_HOST": LOOPBACK,
             "DYN_SYSTEM_HOST": LOOPBACK,
-            # The workers' drain: the frontend stops routing at once (unregistered), in-flight requests finish.
+            # Dynamo's fixed wait between unregistering and cleanup; the worker's cleanup waits for its requests
+            # in flight itself (--drain-timeout), and no longer than they take.
             "DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS": "0",
             "DYN_LOG": env.get("DYN_LOG", "warn"),
             # Dynamo's frontend caches model cards under $HOME/.cache; keep a stack's own to itself.
@@ -126,7 +127,8 @@ class DynamoStack:
                 self.workers.append(Member(name, [
                     py, "-m", "trtpipe.dynamo.worker", "--repo", str(self.opts.repo), "--model", model,
                     "--namespace", self.opts.namespace, "--card-dir", str(self.work / "cards"),
-                    "--instance-file", str(self.work / f"{name}.instance")],
+                    "--instance-file", str(self.work / f"{name}.instance"),
+                    "--drain-timeout", str(self.opts.drain_timeout_s)],
                     self.work / f"{name}.log", system_port=free_system_port()))
         self.frontend = Member("frontend", [
             py, "-m", "dynamo.frontend", "--router-mode", self.opts.router_mode, "--http-host", self.opts.host,

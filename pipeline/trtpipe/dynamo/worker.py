@@ -30,7 +30,7 @@ from dynamo.llm.exceptions import EngineShutdown, InvalidArgument
 from trtpipe.engine.grammar import GrammarCompiler
 from trtpipe.repo import layout
 
-from .engine_thread import EngineThread, LoadedVersion, load_version
+from .engine_thread import EngineThread, LoadedVersion, load_version, wait_idle
 from .kv_events import load_snapshot
 from .model_card import write_model_card
 from .requests import RequestRefused, engine_request, response_chunk
@@ -47,6 +47,7 @@ class TrtpipeEngine(LLMEngine):
         self._on_switch(first)
         self._last_snapshot = 0.0
         self.instance_file: Path | None = None
+        self.drain_timeout_s = 30.0
 
     @classmethod
     async def from_args(cls, argv: list[str] | None = None) -> tuple[TrtpipeEngine, WorkerConfig]:
@@ -58,6 +59,8 @@ class TrtpipeEngine(LLMEngine):
         p.add_argument("--endpoint", default="generate")
         p.add_argument("--card-dir", type=Path, default=None,
                        help="where model cards are written, shared by every worker of the model [default: tmp]")
+        p.add_argument("--drain-timeout", type=float, default=30.0,
+                       help="on SIGTERM, seconds the requests in flight get to finish (after unregistering)")
         p.add_argument("--instance-file", type=Path, default=None,
                        help="write this worker's Dynamo instance id here once registered (for its supervisor)")
         p.add_argument("--discovery-backend", default=os.environ.get("DYN_DISCOVERY_BACKEND", "file"))
@@ -74,7 +77,7 @@ class TrtpipeEngine(LLMEngine):
         # Named after the version's manifest hash: the same version always gets the same card (see model_card.py).
         card = write_model_card(first.path, first.spec, cards / f"{args.model}-{_fingerprint(first.path)}")
         engine = cls(model_dir, first, card, args.model)
-        engine.instance_file = args.instance_file
+        engine.instance_file, engine.drain_timeout_s = args.instance_file, args.drain_timeout
         config = WorkerConfig(namespace=args.namespace, component=args.component, endpoint=args.endpoint,
                               model_name=str(card), served_model_name=args.model, model_input=ModelInput.Tokens,
                               endpoint_types="chat,completions", discovery_backend=args.discovery_backend,
@@ -172,8 +175,14 @@ class TrtpipeEngine(LLMEngine):
         self._endpoint = endpoint
 
     async def cleanup(self) -> None:
-        # Dynamo's Worker has unregistered this instance already; the model card it leaves would keep the model
-        # listed by a frontend with no worker behind it, so it goes too (other workers register their own).
+        # Dynamo's Worker calls this on SIGTERM once the instance is unregistered (no new request comes), but while
+        # its endpoint still streams: the requests in flight finish here, within the drain budget, before the
+        # engine stops. (Dynamo's own wait before cleanup, DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS, is a fixed
+        # sleep; this returns as soon as the engine is idle.)
+        if not await asyncio.to_thread(wait_idle, self.thread, self.drain_timeout_s):
+            log.warning("drain: requests still running after %.0f s are ended", self.drain_timeout_s)
+        # The model card Dynamo's Worker leaves would keep the model listed by a frontend with no worker behind it,
+        # so it goes too (other workers register their own).
         if getattr(self, "_endpoint", None) is not None:
             try:
                 await unregister_model(self._endpoint)
