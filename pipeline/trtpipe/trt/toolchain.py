@@ -13,6 +13,9 @@ tensorrtllm_backend Dockerfile builds release/1.2.1 on a 25.12 base, but that is
 prebuilt image: trtpipe pins the documented pair (image 25.12, TensorRT-LLM 1.1.0). No newer trtllm-python-py3
 row was published in the matrix as read (release notes for 26.xx exist but list no TensorRT-LLM version).
 
+DYNAMO is the one NVIDIA Dynamo release `trtpipe deploy dynamo` targets (deploy/dynamo_worker.py): its images and the
+TensorRT-LLM they ship, which is Dynamo's pin, not the Triton image's.
+
 ModelOpt is not in the matrix: `modelopt` is trtpipe's own constraint, not a documented fact (< 0.49 because
 0.49 drops export_tensorrt_llm_checkpoint, which quantize.py uses; reference/trtllm-facts.md section 0).
 
