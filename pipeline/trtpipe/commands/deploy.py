@@ -33,7 +33,7 @@ def deploy() -> None:
 @click.option("--pod-repo", default=None, metavar="PATH",
               help="the model repository's path inside the pods [default: /var/lib/trtpipe/model_repository]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="write DIR/NAME.yaml [default: print it, for kubectl apply -f -]")
+              help="write DIR/MODEL.yaml [default: print it, for kubectl apply -f -]")
 def dynamo(model, repo, version, config_name, disaggregated, replicas, prefill_replicas, gpus_per_node, name,
            pod_repo, out_dir):
     """Write the DynamoGraphDeployment (Dynamo's frontend and TensorRT-LLM workers) for MODEL's published version.
