@@ -193,7 +193,11 @@ def render(artifact: PublishedArtifact, topology: Topology, name: str, command: 
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the engine arguments in the ConfigMap) as literal blocks, so the file reads as YAML."""
+    """Multi-line strings (the engine arguments in the ConfigMap) as literal blocks, so the file reads as YAML; a
+    value used twice is written twice, not as a YAML alias."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(

@@ -10,7 +10,9 @@ trtpipe takes (a). Dynamo's worker already does what a GPU worker needs and a CP
 events from TensorRT-LLM's own event API for the KV router, disaggregated prefill/decode with TensorRT-LLM's KV
 cache transceiver, multi-node ranks, metrics and request cancellation, tested by NVIDIA against the TensorRT-LLM its
 image ships. What trtpipe adds is the artifact and its arguments, which is what it already builds. (b) would be a
-second implementation of all that, written and kept working without a GPU to run it on.
+second implementation of all that, written and kept working without a GPU to run it on. The pins of each: (a) is
+Dynamo's release, its TensorRT-LLM runtime image and the TensorRT-LLM in it (trt/toolchain.py DYNAMO); (b) would
+have been trtpipe's own image (the Triton image's TensorRT-LLM, trt/toolchain.py PINNED) with ai-dynamo added.
 
 What it costs: Dynamo's image pins its own TensorRT-LLM (trt/toolchain.py DYNAMO: 1.3.0rc29 for Dynamo 1.6.1), not
 the Triton image's (1.1.0) that the version's own `llm_api_options.yaml` is written for, and the two spell some
