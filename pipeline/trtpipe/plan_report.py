@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from trtpipe.deploy.sizing import dynamo_sizing
 from trtpipe.hardware import GIB
 from trtpipe.plan import RUNTIME_OVERHEAD_BYTES, UTILIZATION_TARGET, Plan
 
@@ -43,6 +44,10 @@ def summary_text(plan: Plan) -> str:
               f"  host RAM         {_gib(plan.host_ram_bytes)} to convert"]
     if plan.replicas is not None:
         lines.append(f"  replicas         {plan.replicas} for {plan.request_rate:g} req/s")
+    dynamo = dynamo_sizing(c, plan.replicas)
+    if dynamo["backend_supported"]:
+        lines.append(f"  on Dynamo        {dynamo['command']}: {dynamo['workers']} worker(s) x "
+                     f"{dynamo['gpus_per_worker']} GPU(s)")
     lines += [f"  warning: {w}" for w in plan.warnings]
     if not plan.fits:
         lines.append("  DOES NOT FIT: raise tp, quantize, or lower the engine limits")
@@ -147,6 +152,13 @@ def scaling_plan(plan: Plan) -> str:
              "- Scale up fast (a new replica needs minutes: image pull, engine load), scale down slowly "
              "(stabilization 600 s); preStop drains in-flight streams before a pod is removed.",
              "", "Manifests: `docker/k8s/` (Deployment with probes and drain, Service, HPA, nightly rebuild)."]
+    dynamo = dynamo_sizing(c, plan.replicas)
+    if dynamo["backend_supported"]:
+        lines += ["", "## On NVIDIA Dynamo (many hosts)", "",
+                  f"`{dynamo['command']}` writes the DynamoGraphDeployment: {dynamo['workers']} aggregated TensorRT-LLM "
+                  f"worker(s) of {dynamo['gpus_per_worker']} GPU(s) ({dynamo['gpus']} GPUs) behind Dynamo's KV-aware "
+                  "frontend (examples: `docker/k8s/dynamo/`). Splitting them into prefill and decode workers "
+                  "(`--disaggregated`) is not sized by this plan."]
     return "\n".join(lines) + "\n"
 
 
@@ -216,7 +228,7 @@ def plan_json(plan: Plan) -> dict:
             "decode_tokens_per_s_batch1": plan.decode_tokens_per_s, "host_ram_bytes": plan.host_ram_bytes,
             "calibration_gpu_bytes": plan.calibration_gpu_bytes, "request_rate": plan.request_rate,
             "per_replica_rps": plan.per_replica_rps, "per_replica_rps_measured": plan.per_replica_rps_measured,
-            "replicas": plan.replicas, "warnings": plan.warnings}
+            "replicas": plan.replicas, "dynamo": dynamo_sizing(plan.config, plan.replicas), "warnings": plan.warnings}
 
 
 DOCUMENTS = {"serving-configuration.md": serving_configuration, "scaling-plan.md": scaling_plan,
