@@ -21,6 +21,7 @@ import ml_dtypes
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from .checkpoint_quant import read_checkpoint_quant
 from .config import LlamaConfig, UnsupportedModelError
 from .lm_head import LMHead
 
@@ -53,8 +54,9 @@ def read_hf_tensors(hf_dir: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _hf_to_engine(cfg: LlamaConfig, hf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rename and fuse HF tensors; raises naming every missing tensor."""
+def _hf_to_engine(cfg: LlamaConfig, hf: dict[str, np.ndarray], with_linears: bool = True) -> dict[str, np.ndarray]:
+    """Rename and fuse HF tensors; raises naming every missing tensor. with_linears=False: all but the
+    decoder-block linears (a pre-quantized checkpoint's, which prequantized.py carries over itself)."""
     missing: list[str] = []
 
     def take(name: str) -> np.ndarray:
@@ -68,11 +70,11 @@ def _hf_to_engine(cfg: LlamaConfig, hf: dict[str, np.ndarray]) -> dict[str, np.n
         p, e = f"model.layers.{i}.", f"layers.{i}."
         out[e + "attn_norm"] = take(p + "input_layernorm.weight")
         out[e + "mlp_norm"] = take(p + "post_attention_layernorm.weight")
-        qkv = [take(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]
-        out[e + "o_proj"] = take(p + "self_attn.o_proj.weight")
-        out[e + "gate_up_proj"] = [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
-        out[e + "down_proj"] = take(p + "mlp.down_proj.weight")
-        out[e + "qkv_proj"] = qkv
+        if with_linears:
+            out[e + "qkv_proj"] = [take(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]
+            out[e + "o_proj"] = take(p + "self_attn.o_proj.weight")
+            out[e + "gate_up_proj"] = [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
+            out[e + "down_proj"] = take(p + "mlp.down_proj.weight")
         if cfg.qkv_bias:
             out[e + "qkv_bias"] = [take(f"{p}self_attn.{n}_proj.bias") for n in "qkv"]
         if cfg.o_bias:
@@ -112,6 +114,12 @@ def convert_checkpoint(hf_dir: Path, out_dir: Path, dtype: str = "float32") -> d
     if not config_path.exists():
         raise UnsupportedModelError(f"no config.json in {hf_dir}")
     cfg = LlamaConfig.from_hf_config(json.loads(config_path.read_text()))
+    quant = read_checkpoint_quant(hf_dir)
+    if quant is not None:
+        # Imported here: prequantized.py builds on this module's writers and packers.
+        from .prequantized import convert_prequantized
+
+        return convert_prequantized(hf_dir, out_dir, cfg, quant, dtype)
     tensors = _hf_to_engine(cfg, read_hf_tensors(hf_dir))
     _check_shapes(cfg, tensors)
     # Through float32 so that bf16 -> fp16 does not go through a lossy direct cast path.
@@ -166,6 +174,8 @@ def read_engine_dir(engine_dir: Path) -> tuple[LlamaConfig, dict[str, np.ndarray
 
 # ---------------------------------------------------------------------------------------------
 # Weight-only quantization: symmetric, so zero stays exactly zero and no zero-points are stored.
+# A pre-quantized checkpoint's int4 (prequantized.py) adds what AWQ/GPTQ carry: zero points per group
+# (`.zeros`) and, for GPTQ act-order, the group of each input column (`.g_idx`).
 
 
 def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,11 +225,28 @@ def quantize_int4(w: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarra
     return pack_int4(q), scales
 
 
-def dequantize_int4(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    q = unpack_int4(packed).astype(np.float32)  # (out, in)
-    out_f, in_f = q.shape
-    g = in_f // scales.shape[1]
-    return (q.reshape(out_f, -1, g) * scales[..., None]).reshape(out_f, in_f)
+def dequantize_int4(packed: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None = None,
+                    g_idx: np.ndarray | None = None) -> np.ndarray:
+    """w = (u - z) * s per group, u the stored nibble 0..15. Without `zeros` z is 8 (our symmetric format:
+    u = q + 8); without `g_idx` column j is in group j // (in / n_groups).
+    packed (out, in/2) uint8, scales and zeros (out, n_groups), g_idx (in,)."""
+    u = unpack_int4(packed).astype(np.float32) + 8  # (out, in): the nibbles as stored
+    z = np.full(scales.shape, 8, np.float32) if zeros is None else zeros.astype(np.float32)  # (out, n_groups)
+    out_f, in_f = u.shape
+    if g_idx is None:
+        g = in_f // scales.shape[1]
+        groups = u.reshape(out_f, -1, g) - z[..., None]  # (out, n_groups, g)
+        return (groups * scales[..., None]).reshape(out_f, in_f)
+    return (u - z[:, g_idx]) * scales[:, g_idx]  # (out, in): each column's own group
+
+
+def dequantize_fp8(bits: np.ndarray, scales: np.ndarray, block_cols: int | None) -> np.ndarray:
+    """float8 e4m3 (stored as its uint8 bits) times a scale per row and block of `block_cols` columns.
+    bits (out, in) uint8; scales (out, n_col_blocks), one column when block_cols is None."""
+    w = bits.view(ml_dtypes.float8_e4m3fn).astype(np.float32)  # (out, in)
+    if block_cols is None:
+        return w * scales[:, :1]
+    return w * np.repeat(scales, block_cols, axis=1)[:, :w.shape[1]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +279,9 @@ def _linear(t: dict[str, np.ndarray], name: str, quantization: dict[str, Any] | 
     elif quantization and quantization["mode"] == "int8":
         w = dequantize_int8(t[name + ".qweight"], t[name + ".scales"])
     elif quantization and quantization["mode"] == "int4":
-        w = dequantize_int4(t[name + ".qweight"], t[name + ".scales"])
+        w = dequantize_int4(t[name + ".qweight"], t[name + ".scales"], t.get(name + ".zeros"), t.get(name + ".g_idx"))
+    elif quantization and quantization["mode"] == "fp8":
+        w = dequantize_fp8(t[name + ".qweight"], t[name + ".scales"], quantization.get("block_cols"))
     else:
         raise UnsupportedModelError(f"engine weights have no tensor {name!r} (quantization={quantization!r})")
     return np.ascontiguousarray(w)  # (out, in)
