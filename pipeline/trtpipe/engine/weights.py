@@ -21,7 +21,6 @@ import ml_dtypes
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .checkpoint_quant import read_checkpoint_quant
 from .config import LlamaConfig, UnsupportedModelError
 from .lm_head import LMHead
 
@@ -106,7 +105,8 @@ def _check_shapes(cfg: LlamaConfig, t: dict[str, np.ndarray]) -> None:
 
 
 def convert_checkpoint(hf_dir: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
-    """HF checkpoint dir -> engine dir. `dtype` is the storage dtype; compute is always float32."""
+    """A full-precision HF checkpoint dir -> engine dir. `dtype` is the storage dtype; compute is always float32.
+    (engine/convert.py sends a pre-quantized checkpoint to prequantized.py instead.)"""
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"`dtype` must be one of {sorted(STORAGE_DTYPES)}. Given: {dtype!r}")
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
@@ -114,12 +114,6 @@ def convert_checkpoint(hf_dir: Path, out_dir: Path, dtype: str = "float32") -> d
     if not config_path.exists():
         raise UnsupportedModelError(f"no config.json in {hf_dir}")
     cfg = LlamaConfig.from_hf_config(json.loads(config_path.read_text()))
-    quant = read_checkpoint_quant(hf_dir)
-    if quant is not None:
-        # Imported here: prequantized.py builds on this module's writers and packers.
-        from .prequantized import convert_prequantized
-
-        return convert_prequantized(hf_dir, out_dir, cfg, quant, dtype)
     tensors = _hf_to_engine(cfg, read_hf_tensors(hf_dir))
     _check_shapes(cfg, tensors)
     # Through float32 so that bf16 -> fp16 does not go through a lossy direct cast path.
