@@ -155,3 +155,18 @@ def test_plan_sizes_the_weights_from_the_checkpoints_format(tiny, tmp_path):
     # The same checkpoint in full precision: two bytes per weight.
     plan = make_plan(config_for(tmp_path, tiny, name="bf16"), gpu, input_len=64, output_len=64)
     assert plan.target.weight_bytes == int(linear_params * 2 + float_bytes)
+
+
+def test_the_command_line_exits_with_the_source_class_and_says_why(tiny, tmp_path, home):
+    from click.testing import CliRunner
+
+    from trtpipe.cli import cli
+
+    quantize_checkpoint_dir(tiny, tmp_path / "ckpt", "gptq", group=32)
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    cfg["quantization_config"]["bits"] = 3
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    config_for(tmp_path, tmp_path / "ckpt")  # writes prequant.yaml
+    result = CliRunner().invoke(cli, ["build", str(tmp_path / "prequant.yaml"), "--repo", str(home / "repo")])
+    assert result.exit_code == 4, result.output
+    assert "already quantized as gptq gptq 3-bit" in result.output and "Fix:" in result.output
