@@ -4,6 +4,10 @@ Engine format (engine_format 1), one directory:
     config.json          LlamaConfig fields + "engine_format", "weight_dtype", "quantization"
     weights.safetensors  tensors under our own names (below), stored in weight_dtype
 
+A quantized linear `X` is stored as X.qweight and X.scales instead of X (quantization["mode"]): int8
+(per-channel symmetric), int4 (groups along the input dim, two nibbles per uint8, plus X.zeros and X.g_idx for a
+pre-quantized AWQ/GPTQ checkpoint) or fp8 (e4m3 bits, a scale per row and block; prequantized.py).
+
 Linear weights keep the HF (out_features, in_features) layout on disk so that per-output-channel
 and along-the-input-dim groups are rows and row slices; compute keeps that layout too (model.linear
 picks the matmul form per batch size). q/k/v and gate/up are fused at conversion: one matmul each.
