@@ -70,7 +70,8 @@ def _convert(config: BuildConfig, hf_dir: Path, out_dir: Path) -> dict[str, Any]
     except UnsupportedModelError as e:
         raise SourceError(f"the reference engine cannot run this checkpoint: {e}", where="convert",
                           fix="use a Llama-family checkpoint it supports (Llama, Mistral without sliding window, "
-                              "Qwen2), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
+                              "Qwen2) in full precision or as AWQ/GPTQ 4-bit/FP8 (README: Pre-quantized "
+                              "checkpoints), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
 
 
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
@@ -142,6 +143,11 @@ class ReferenceBackend(Backend):
         path = Path(config.source.path).expanduser() if config.source.path else None
         if path is not None and (path / "config.json").is_file():
             self.check_checkpoint_quant(config, fetch.checkpoint_quant(path))
+
+    def describe_preflight(self, config: BuildConfig) -> list[str]:
+        when = "now, from source.path's config files" if config.source.path else "right after fetch"
+        return [f"checkpoint format ({when}): a pre-quantized checkpoint must be AWQ gemm 4-bit, GPTQ 4-bit or FP8 "
+                "e4m3, and then the config sets no `quantization:`"]
 
     def check_checkpoint_quant(self, config: BuildConfig, quant: CheckpointQuant | None) -> None:
         check_checkpoint_quant(config, quant)
