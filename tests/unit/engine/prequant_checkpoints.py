@@ -211,9 +211,11 @@ def quantization_config(fmt: str, **kw) -> dict:
                 "desc_act": bool(kw.get("act_order")), "sym": bool(kw.get("sym")),
                 "checkpoint_format": "gptq" if kw.get("v1", True) else "gptq_v2"}
     if fmt == "ct-fp8":
+        weights = {"num_bits": 8, "type": "float", "strategy": kw["scale"], "symmetric": True}
+        if kw["scale"] == "block":
+            weights["block_structure"] = list(kw["block"])
         return {"quant_method": "compressed-tensors", "format": "float-quantized", "ignore": ["lm_head"],
-                "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
-                    "num_bits": 8, "type": "float", "strategy": kw["scale"], "symmetric": True},
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
                     "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": True}}}}
     if fmt == "hf-fp8":
         return {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": list(kw["block"])}

@@ -28,10 +28,12 @@ FORMATS = {
     "gptq-v2-g32": ("gptq", {"group": 32, "v1": False}),
     "gptq-v1-act-order-g32": ("gptq", {"group": 32, "v1": True, "act_order": True}),
     "gptq-v2-act-order-per-channel": ("gptq", {"group": None, "v1": False, "act_order": True}),
+    "gptq-v1-per-channel": ("gptq", {"group": None, "v1": True}),
     "gptq-v1-sym-g32": ("gptq", {"group": 32, "v1": True, "sym": True}),
     "ct-fp8-tensor": ("ct-fp8", {"scale": "tensor"}),
     "ct-fp8-channel": ("ct-fp8", {"scale": "channel"}),
-    "hf-fp8-block-48": ("hf-fp8", {"scale": "block", "block": (48, 48)}),
+    "hf-fp8-block-48": ("hf-fp8", {"scale": "block", "block": (48, 48)}),  # blocks that do not divide the dims
+    "ct-fp8-block-32": ("ct-fp8", {"scale": "block", "block": (32, 32)}),
     "modelopt-fp8": ("modelopt-fp8", {"scale": "tensor"}),
 }
 PROMPTS = [[1, 2, 3, 4, 5], [9, 8, 7], [100, 3, 60, 61, 62, 63, 64]]
