@@ -202,7 +202,8 @@ def convert_prequantized(hf_dir: Path, out_dir: Path, cfg: LlamaConfig, quant: C
         for name, modules in FUSED.items():
             parts = [_module(hf, f"model.layers.{i}.{m}", quant) for m in modules]
             fused = _fuse(f"layers.{i}.{name}", parts, block_cols, storage, dequantized)
-            shape = (sum(_out_features(k, p) for k, p in parts), _in_features(*parts[0]))
+            # Every part's first tensor (u, bits or w) is (out, in).
+            shape = (sum(next(iter(p.values())).shape[0] for _, p in parts), next(iter(parts[0][1].values())).shape[1])
             if shape != expected[name]:
                 raise UnsupportedModelError(f"layers.{i}.{name} unpacks to {shape}, config.json implies "
                                             f"{expected[name]}")
@@ -218,11 +219,3 @@ def convert_prequantized(hf_dir: Path, out_dir: Path, cfg: LlamaConfig, quant: C
     return {"architecture": cfg.architecture, "weight_dtype": dtype, "checkpoint_quant": quant.describe(),
             "kept_quantized": mode, "dequantized": sorted(set(dequantized)),
             "bytes": int(sum(v.nbytes for v in tensors.values()))}
-
-
-def _out_features(kind: str, p: dict[str, np.ndarray]) -> int:
-    return next(iter(p.values())).shape[0]
-
-
-def _in_features(kind: str, p: dict[str, np.ndarray]) -> int:
-    return next(iter(p.values())).shape[1]
