@@ -21,6 +21,7 @@ Not read: fused parts whose act-order group indices differ (GPTQ quantizes q/k/v
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    data = Path(path).read_bytes()
+    """Read-only arrays over a memory map of the file (a multi-GB shard is not read into memory at once)."""
+    with open(path, "rb") as f:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # the arrays keep it open
     (header_len,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8:8 + header_len])
     out = {}

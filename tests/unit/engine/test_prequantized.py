@@ -124,8 +124,8 @@ def test_an_ignored_module_beside_quantized_ones_is_dequantized_and_named(float_
     oracle = quantize_checkpoint_dir(float_src, tmp_path / "q", "ct-fp8", scale="channel")
     from trtpipe.engine.prequantized import read_safetensors
     from .prequant_checkpoints import write_safetensors
-    t = read_safetensors(tmp_path / "q" / "model.safetensors")
-    t = dict(t)
+    # Copies: the reader's arrays map the file this test rewrites.
+    t = {k: v.copy() for k, v in read_safetensors(tmp_path / "q" / "model.safetensors").items()}
     name = "model.layers.1.self_attn.k_proj"
     del t[name + ".weight_scale"]
     t[name + ".weight"] = oracle[name + ".weight"].astype(np.float32)
@@ -145,7 +145,7 @@ def test_fused_modules_with_different_act_order_indices_are_refused(float_src, t
     quantize_checkpoint_dir(float_src, tmp_path / "q", "gptq", group=32, act_order=True)
     from trtpipe.engine.prequantized import read_safetensors
     from .prequant_checkpoints import write_safetensors
-    t = dict(read_safetensors(tmp_path / "q" / "model.safetensors"))
+    t = {k: v.copy() for k, v in read_safetensors(tmp_path / "q" / "model.safetensors").items()}
     g = "model.layers.0.self_attn.v_proj.g_idx"
     t[g] = t[g][::-1].copy()
     write_safetensors(tmp_path / "q" / "model.safetensors", t)
