@@ -12,14 +12,16 @@ import json
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from trtpipe.engine import Engine, EngineRequest, convert_checkpoint
 from trtpipe.engine.config import UnsupportedModelError
 from trtpipe.engine.model import forward_dense
+from trtpipe.engine.prequantized import read_safetensors
 from trtpipe.engine.quantize import quantize_checkpoint
 from trtpipe.engine.weights import load_weights, read_engine_dir
 
-from .prequant_checkpoints import LINEAR, quantize_checkpoint_dir, write_float_checkpoint
+from .prequant_checkpoints import LINEAR, quantize_checkpoint_dir, write_float_checkpoint, write_safetensors
 from .tiny import greedy, limits, run_to_completion, tokens_of, write_hf_checkpoint
 
 FORMATS = {
@@ -54,7 +56,6 @@ def pair(request, float_src, tmp_path_factory):
     write_float_checkpoint(root / "quantized", root / "oracle", oracle)
     convert_checkpoint(root / "quantized", root / "engine")
     convert_checkpoint(root / "oracle", root / "oracle-engine")
-    from safetensors.numpy import load_file
     original = {k: v.astype(np.float32) for k, v in load_file(str(float_src / "model.safetensors")).items()}
     return request.param, root / "engine", root / "oracle-engine", original, oracle
 
@@ -122,8 +123,6 @@ def test_an_already_quantized_engine_is_not_quantized_again(pair, tmp_path):
 def test_an_ignored_module_beside_quantized_ones_is_dequantized_and_named(float_src, tmp_path):
     """compressed-tensors' `ignore` may leave k_proj float while q/v are fp8: the fused qkv goes float."""
     oracle = quantize_checkpoint_dir(float_src, tmp_path / "q", "ct-fp8", scale="channel")
-    from trtpipe.engine.prequantized import read_safetensors
-    from .prequant_checkpoints import write_safetensors
     # Copies: the reader's arrays map the file this test rewrites.
     t = {k: v.copy() for k, v in read_safetensors(tmp_path / "q" / "model.safetensors").items()}
     name = "model.layers.1.self_attn.k_proj"
@@ -143,8 +142,6 @@ def test_an_ignored_module_beside_quantized_ones_is_dequantized_and_named(float_
 
 def test_fused_modules_with_different_act_order_indices_are_refused(float_src, tmp_path):
     quantize_checkpoint_dir(float_src, tmp_path / "q", "gptq", group=32, act_order=True)
-    from trtpipe.engine.prequantized import read_safetensors
-    from .prequant_checkpoints import write_safetensors
     t = {k: v.copy() for k, v in read_safetensors(tmp_path / "q" / "model.safetensors").items()}
     g = "model.layers.0.self_attn.v_proj.g_idx"
     t[g] = t[g][::-1].copy()
