@@ -106,9 +106,12 @@ def _int4(t: dict[str, np.ndarray], module: str, quant: CheckpointQuant) -> dict
         zeros = _nibbles(qzeros).reshape(qzeros.shape[0], -1).T  # (out, n_groups)
         if quant.zeros_minus_one:
             zeros = (zeros + 1) & 0xF  # v1 stored zero - 1
-        g_idx = t[module + ".g_idx"].astype(np.int32)
-        if np.array_equal(g_idx, np.arange(len(g_idx)) // (len(g_idx) // scales.shape[0])) and \
-                len(g_idx) % scales.shape[0] == 0:
+        in_f, n_groups = u.shape[1], scales.shape[0]
+        g_idx = t.get(module + ".g_idx")
+        if g_idx is None:  # some exports without act-order leave it out: the plain layout
+            g_idx = np.arange(in_f) // (quant.group_size or in_f)
+        g_idx = g_idx.astype(np.int32)
+        if in_f % n_groups == 0 and np.array_equal(g_idx, np.arange(in_f) // (in_f // n_groups)):
             g_idx = None  # the plain layout: weights.dequantize_int4's contiguous groups
     # Row-major copies: a transposed view would reach safetensors' writer in column-major order.
     return {"u": np.ascontiguousarray(u), "scales": np.ascontiguousarray(scales.astype(np.float32).T),

@@ -157,3 +157,16 @@ def test_an_unknown_format_is_refused_by_name(float_src, tmp_path):
     (tmp_path / "q" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UnsupportedModelError, match="bitsandbytes"):
         convert_checkpoint(tmp_path / "q", tmp_path / "engine")
+
+
+def test_a_gptq_export_without_g_idx_reads_as_plain_groups(float_src, tmp_path):
+    oracle = quantize_checkpoint_dir(float_src, tmp_path / "q", "gptq", group=32, v1=False)
+    t = {k: v.copy() for k, v in read_safetensors(tmp_path / "q" / "model.safetensors").items()
+         if not k.endswith(".g_idx")}
+    write_safetensors(tmp_path / "q" / "model.safetensors", t)
+    convert_checkpoint(tmp_path / "q", tmp_path / "engine")
+    write_float_checkpoint(tmp_path / "q", tmp_path / "oracle", oracle)
+    convert_checkpoint(tmp_path / "oracle", tmp_path / "oracle-engine")
+    _, ours = load_weights(tmp_path / "engine")
+    _, theirs = load_weights(tmp_path / "oracle-engine")
+    np.testing.assert_allclose(ours.layers[0].gate_up, theirs.layers[0].gate_up, rtol=0, atol=1e-7)
