@@ -67,6 +67,13 @@ def _launch_section(plan: Plan) -> str:
     return "\n".join(lines + commands)
 
 
+def _weights_format(plan: Plan) -> str:
+    q, pre = plan.config.quantization, plan.checkpoint_quant
+    if q:
+        return q.format
+    return f"{pre.describe()}, as the checkpoint holds them" if pre else plan.config.dtype
+
+
 def serving_configuration(plan: Plan) -> str:
     c, t, g, e, s = plan.config, plan.target, plan.gpu, plan.config.engine, plan.config.serving
     q = c.quantization
@@ -77,7 +84,7 @@ def serving_configuration(plan: Plan) -> str:
     framework = get_backend(c.backend).framework
     rows = [["Framework", framework], ["Model", source],
             ["Parameters", f"{plan.arch.num_params / 1e9:.2f} B"],
-            ["Precision", f"{c.dtype}; weights {q.format if q else c.dtype}; KV cache "
+            ["Precision", f"{c.dtype}; weights {_weights_format(plan)}; KV cache "
                           f"{(q.kv_cache_dtype if q and q.kv_cache_dtype else c.dtype)}"],
             ["Parallelism", f"tp={c.parallelism.tp}, pp={c.parallelism.pp} ({plan.world_size} x {g.name})"],
             ["Engine limits", f"batch {e.max_batch_size}, input {e.max_input_len}, seq {e.max_seq_len}, "

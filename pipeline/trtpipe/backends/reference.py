@@ -3,6 +3,10 @@
 Stages: fetch -> convert (the packed NumPy engine format) -> quantize (weight-only int8/int4, optional) ->
 compile (the servable engine directory plus a smoke test: it loads and generates). Publishes one model,
 `<model>-engine`, whose Python model (model_repo/engine/1/model.py) is copied into each version.
+
+A checkpoint that is already quantized (AWQ, GPTQ 4-bit, FP8: engine/prequantized.py) is converted into the
+engine's own int4/fp8 formats as it is; any other quantized format, and `quantization:` on top of one, is refused
+before any work: at preflight for a local path, right after fetch otherwise (check_checkpoint_quant).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
 from trtpipe.engine import Engine, EngineLimits, convert_checkpoint, quantize_checkpoint
+from trtpipe.engine.checkpoint_quant import CheckpointQuant
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 from trtpipe.engine.config import UnsupportedModelError
-from trtpipe.errors import PublishError, SourceError, StageError
+from trtpipe.errors import ConfigError, PublishError, SourceError, StageError
 from trtpipe.gate import engine_gate
 from trtpipe.repo import layout
 from trtpipe.repo.model_config import reference_engine_config
@@ -29,7 +34,30 @@ FORMAT_VERSION = 1
 # quantization.format -> the mode of trtpipe.engine.quantize_checkpoint
 QUANT_MODES = {"int8_wo": "int8", "int4_wo": "int4"}
 SMOKE_PROMPT = [1, 2, 3, 4, 5, 6, 7, 8]
+# CheckpointQuant schemes the engine loads as they are (engine/prequantized.py).
+PREQUANTIZED_SCHEMES = ("int4-awq", "int4-gptq", "fp8")
+# For a format the engine does not read: where to go instead. TensorRT-LLM's LLM API loads ModelOpt exports
+# (NVFP4, W4A8_AWQ, ...) directly; nothing in trtpipe serves bitsandbytes or other packings.
+ELSEWHERE = {"modelopt:": "backend: trtllm-pytorch (TensorRT-LLM loads ModelOpt exports on a GPU)"}
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "engine" / "1" / "model.py"
+
+
+def check_checkpoint_quant(config: BuildConfig, quant: CheckpointQuant | None) -> None:
+    """Refuse a pre-quantized format the engine does not read (SourceError) and re-quantization (ConfigError)."""
+    if quant is None:
+        return
+    if quant.scheme not in PREQUANTIZED_SCHEMES:
+        elsewhere = next((v for k, v in ELSEWHERE.items() if quant.method.startswith(k)), None)
+        raise SourceError(f"the checkpoint is already quantized as {quant.method} ({quant.found_in}), a format the "
+                          "reference engine does not read; it reads AWQ (gemm, 4-bit), GPTQ (4-bit, v1/v2, "
+                          "act-order) and FP8 e4m3 (per tensor, channel or block)", where=f"{config.name}: source",
+                          fix=(f"use {elsewhere}, or " if elsewhere else "use ") + "the full-precision checkpoint "
+                              "(the reference engine can quantize it itself: quantization.format int8_wo or int4_wo)")
+    if config.quantization is not None:
+        raise ConfigError(f"the checkpoint is already quantized ({quant.describe()}) and the config asks to quantize "
+                          f"it again as {config.quantization.format}; trtpipe does not re-quantize a quantized weight",
+                          where=f"{config.name}: quantization",
+                          fix="drop `quantization:` from the config: the checkpoint's own format is served as it is")
 
 
 def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
@@ -42,7 +70,8 @@ def _convert(config: BuildConfig, hf_dir: Path, out_dir: Path) -> dict[str, Any]
     except UnsupportedModelError as e:
         raise SourceError(f"the reference engine cannot run this checkpoint: {e}", where="convert",
                           fix="use a Llama-family checkpoint it supports (Llama, Mistral without sliding window, "
-                              "Qwen2), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
+                              "Qwen2) in full precision or as AWQ/GPTQ 4-bit/FP8 (README: Pre-quantized "
+                              "checkpoints), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
 
 
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
@@ -108,6 +137,20 @@ class ReferenceBackend(Backend):
     @property
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
+
+    def preflight_build(self, config: BuildConfig) -> None:
+        # A local checkpoint's config files are here already: refuse its format before anything is copied.
+        path = Path(config.source.path).expanduser() if config.source.path else None
+        if path is not None and (path / "config.json").is_file():
+            self.check_checkpoint_quant(config, fetch.checkpoint_quant(path))
+
+    def describe_preflight(self, config: BuildConfig) -> list[str]:
+        when = "now, from source.path's config files" if config.source.path else "right after fetch"
+        return [f"checkpoint format ({when}): a pre-quantized checkpoint must be AWQ gemm 4-bit, GPTQ 4-bit or FP8 "
+                "e4m3, and then the config sets no `quantization:`"]
+
+    def check_checkpoint_quant(self, config: BuildConfig, quant: CheckpointQuant | None) -> None:
+        check_checkpoint_quant(config, quant)
 
     def serving_spec(self, config: BuildConfig):
         # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.

@@ -16,8 +16,16 @@ Schemes (the weight layouts the loaders below implement or refuse):
     int4-gptq   GPTQ: qweight int32 (in/8, out), nibbles in order along the input dim, qzeros int32
                 (n_groups, out/8), scales (n_groups, out), g_idx (in,) the group of each input row
                 (act-order permutes it); checkpoint_format "gptq" stores zero - 1, "gptq_v2" the zero itself
-    fp8         float8_e4m3fn weights with a per-tensor, per-channel or per-block scale (weight_scale, or
-                weight_scale_inv for transformers' block-wise fp8)
+    fp8         float8_e4m3fn weights (out, in) with a per-tensor, per-channel or per-block scale, w = f8 * s:
+                compressed-tensors and ModelOpt store `weight_scale` (per tensor: one value; per channel:
+                (out, 1); compressed-tensors block: (out/bo, in/bi)), transformers' FineGrainedFP8 stores
+                `weight_scale_inv` (out/bo, in/bi) (multiplied, despite its name, as DeepSeek-V3's
+                weight_dequant does). `input_scale` (static activations) and k/v scales are for fp8 GEMMs and an
+                fp8 KV cache.
+
+Checked against the producers' sources: AutoAWQ WQLinear_GEMM.from_linear (order_map [0, 2, 4, 6, 1, 3, 5, 7]),
+AutoGPTQ/gptqmodel pack (v1 `zeros -= 1` before packing; gptqmodel's v1 -> v2 adds one per nibble),
+transformers' FineGrainedFP8Config (weight_block_size defaults to (128, 128) when the key is absent).
 """
 
 from __future__ import annotations
@@ -113,9 +121,17 @@ def _gptq(qc: dict[str, Any], where: str) -> CheckpointQuant:
 
 
 def _fp8_weight_scale(strategy: str, where: str) -> str:
-    if strategy not in ("tensor", "channel"):
-        raise UnsupportedModelError(f"{where}: fp8 weight strategy {strategy!r}; read are 'tensor' and 'channel'")
+    if strategy not in ("tensor", "channel", "block"):
+        raise UnsupportedModelError(f"{where}: fp8 weight strategy {strategy!r}; read are 'tensor', 'channel' and "
+                                    "'block'")
     return strategy
+
+
+def _block(block: Any, where: str, key: str) -> tuple[int, int]:
+    if not isinstance(block, (list, tuple)) or len(block) != 2 or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block):
+        raise UnsupportedModelError(f"{where}: `{key}` must be two positive integers, found {block!r}")
+    return (block[0], block[1])
 
 
 def _compressed_tensors(qc: dict[str, Any], where: str) -> CheckpointQuant:
@@ -128,20 +144,22 @@ def _compressed_tensors(qc: dict[str, Any], where: str) -> CheckpointQuant:
     acts = [g.get("input_activations") or {} for g in groups]
     dynamic = all(a.get("dynamic", True) for a in acts) if any(acts) else True
     kv = qc.get("kv_cache_scheme")
+    strategy = _fp8_weight_scale(strategies.pop(), where)
+    block = _block(weights[0].get("block_structure"), where, "block_structure") if strategy == "block" else None
     return CheckpointQuant(scheme="fp8", method="compressed-tensors", found_in=where, bits=8,
-                           weight_scale=_fp8_weight_scale(strategies.pop(), where),
+                           weight_scale=strategy, block_size=block,
                            activation_scheme="dynamic" if dynamic else "static",
                            kv_cache="fp8" if kv and kv.get("type") == "float" and kv.get("num_bits") == 8 else None,
                            excluded=tuple(qc.get("ignore") or ()), raw=qc)
 
 
 def _hf_fp8(qc: dict[str, Any], where: str) -> CheckpointQuant:
-    block = qc.get("weight_block_size")
-    if block is not None and (len(block) != 2 or not all(isinstance(b, int) and b > 0 for b in block)):
-        raise UnsupportedModelError(f"{where}: `weight_block_size` must be two positive integers, found {block!r}")
+    # transformers' FineGrainedFP8Config: an absent key means its default (128, 128); an explicit null, one scale
+    # per tensor.
+    block = qc.get("weight_block_size", [128, 128])
+    block = _block(block, where, "weight_block_size") if block is not None else None
     return CheckpointQuant(scheme="fp8", method="fp8", found_in=where, bits=8,
-                           weight_scale="block" if block else "tensor",
-                           block_size=tuple(block) if block else None,
+                           weight_scale="block" if block else "tensor", block_size=block,
                            activation_scheme=str(qc.get("activation_scheme", "dynamic")),
                            excluded=tuple(qc.get("modules_to_not_convert") or ()), raw=qc)
 

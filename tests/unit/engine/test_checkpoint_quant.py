@@ -96,3 +96,18 @@ def test_a_malformed_quantization_config_says_which_key():
         checkpoint_quant_from_configs({"quantization_config": {**AWQ, "group_size": "128"}})
     with pytest.raises(UnsupportedModelError, match="must be an object"):
         checkpoint_quant_from_configs({"quantization_config": "awq"})
+
+
+def test_transformers_fp8_without_a_block_size_uses_its_default_blocks_and_null_means_per_tensor():
+    absent = checkpoint_quant_from_configs({"quantization_config": {"quant_method": "fp8"}})
+    assert (absent.weight_scale, absent.block_size) == ("block", (128, 128))  # FineGrainedFP8Config's default
+    null = checkpoint_quant_from_configs({"quantization_config": {"quant_method": "fp8", "weight_block_size": None}})
+    assert (null.weight_scale, null.block_size) == ("tensor", None)
+
+
+def test_compressed_tensors_fp8_block_keeps_its_block_structure():
+    qc = {**CT_FP8, "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float", "strategy": "block",
+                                                        "block_structure": [128, 128]}}}}
+    q = checkpoint_quant_from_configs({"quantization_config": qc})
+    assert (q.scheme, q.weight_scale, q.block_size) == ("fp8", "block", (128, 128))
+    assert q.describe() == "compressed-tensors fp8 e4m3 (block scales 128x128, dynamic activations)"
