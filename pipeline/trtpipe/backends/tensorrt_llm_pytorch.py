@@ -35,6 +35,7 @@ from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
 from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, RECORD_FILE, TOOLCHAIN,
                                   WRITTEN_FOR, LlmApiTools, llm_args_record, llm_args_yaml, quantize_command)
 from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
+from trtpipe.trt.prequantized import describe_check, fetched, kv_cache_dtype, read_checked, record
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
 # quantization -> what ModelOpt's hf_quant_config.json must then say.
@@ -62,10 +63,20 @@ def _check_quantized(config: BuildConfig, out_dir: Path) -> dict[str, Any]:
     return {"hf_quant_config": found}
 
 
+def _checkpoint_quant(config: BuildConfig, inputs: Inputs):
+    """(the fetched checkpoint's own quantization, the table row serving it); (None, None) before fetch has run
+    (a dry run). Refuses what the LLM API does not load as it is, and ModelOpt on a quantized checkpoint
+    (backend_registry.check_prequantized)."""
+    hf_dir = inputs["fetch"].path
+    return read_checked(config, hf_dir) if fetched(hf_dir) else (None, None)
+
+
 def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
     q = config.quantization
+    _checkpoint_quant(config, inputs)  # a quantized checkpoint is refused before ModelOpt runs
     cmd = quantize_command(config, inputs["fetch"].path, out_dir, LlmApiTools())
-    return [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="quantize", meta_key="command"),
+    return [Verify((describe_check(config),), lambda: {}),
+            RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="quantize", meta_key="command"),
             Verify((f"verify: <tmp> holds *.safetensors and hf_quant_config.json with quant_algo "
                     f"{QUANT_ALGO[q.format]}, kv_cache_quant_algo {KV_QUANT_ALGO.get(q.kv_cache_dtype)}",),
                    lambda: _check_quantized(config, out_dir))]
@@ -81,6 +92,7 @@ def _configure_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
     checkpoint, draft = inputs["quantize"].path, inputs.get("draft")
+    quant, row = _checkpoint_quant(config, inputs)
 
     def link() -> dict[str, Any]:
         link_or_copy_tree(checkpoint, out_dir / CHECKPOINT_DIR)
@@ -91,8 +103,10 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
     what = f"in-process: link the files of {checkpoint} into <tmp>/{CHECKPOINT_DIR}/"
     if draft is not None:
         what += f", and the {config.speculation.method} draft's {draft.path} into <tmp>/{DRAFT_DIR}/"
-    return [InProcess(what, link),
-            WriteFile(out_dir / OPTIONS_FILE, llm_args_yaml(config, has_draft=draft is not None),
+    return [Verify((describe_check(config),), lambda: record(config, quant, row)),
+            InProcess(what, link),
+            WriteFile(out_dir / OPTIONS_FILE, llm_args_yaml(config, has_draft=draft is not None,
+                                                            checkpoint_kv_cache=kv_cache_dtype(quant)),
                       f"the LLM API arguments (TorchLlmArgs) in TensorRT-LLM {WRITTEN_FOR}'s names, read by the Triton "
                       "model at load through TensorRT-LLM's own loader"),
             WriteFile(out_dir / RECORD_FILE, llm_args_record(),
@@ -104,7 +118,8 @@ STAGES = (
     fetch.STAGE,
     Stage("quantize", 1, _quantize_key, _quantize_plan,
           passthrough=lambda c: None if c.quantization else "no quantization: the LLM API loads the checkpoint as it is"),
-    Stage("configure", 1, _configure_key, _configure_plan),
+    # v2: a checkpoint that came quantized is checked against the LLM API's loaders; its FP8 KV cache is written out.
+    Stage("configure", 2, _configure_key, _configure_plan),
 )
 
 
