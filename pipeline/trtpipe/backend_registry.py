@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from trtpipe.errors import ConfigError
 
@@ -36,8 +36,7 @@ BACKEND_MODULES = {
 }
 
 
-@dataclass(frozen=True)
-class Prequantized:
+class Prequantized(NamedTuple):
     """A checkpoint quantization a backend serves as the checkpoint carries it (no re-quantization), matched against
     the checkpoint's CheckpointQuant (engine/checkpoint_quant.py): its scheme, its method, then each `require`d field.
     """
