@@ -46,6 +46,8 @@ class Prequantized(NamedTuple):
     how: str  # how the backend takes it, for plans, manifests and the README
     # (CheckpointQuant field, the values accepted, why the others are not): each must hold.
     require: tuple[tuple[str, tuple[Any, ...], str], ...] = ()
+    # The oldest GPU architecture with kernels for it (checked at build once the format is known, and before serving).
+    min_compute_capability: tuple[int, int] | None = None
 
     def matches(self, quant: "CheckpointQuant") -> bool:
         return quant.scheme == self.scheme and (not self.methods or quant.method in self.methods)
@@ -143,17 +145,22 @@ CAPABILITIES = {c.name: c for c in (
         # load_hf_quant_config knows quant_method "fp8" with weight_block_size (FP8_BLOCK_SCALES, 128x128 asserted)
         # and "mxfp4" only, and returns an empty QuantConfig for anything else (AWQ, GPTQ, compressed-tensors,
         # per-tensor HF fp8), which would load packed or fp8 weights as if they were full precision.
+        # Architectures: the docs' quantization "Hardware Support Matrix" (FP8 per tensor from Ada, FP8 block scaling
+        # on Hopper and Blackwell sm100/103, NVFP4 on Blackwell, W4A16 AWQ from Ampere).
         prequantized=(
             Prequantized("fp8", ("modelopt:FP8",), "the LLM API loads the ModelOpt FP8 export as it is "
-                                                   "(hf_quant_config.json quant_algo FP8)"),
+                                                   "(hf_quant_config.json quant_algo FP8)",
+                         min_compute_capability=(8, 9)),
             Prequantized("fp8", ("fp8",), "the LLM API loads the block-scaled FP8 checkpoint as it is "
                                           "(quantization_config quant_method fp8 -> FP8_BLOCK_SCALES)",
                          require=(("block_size", ((128, 128),), "load_hf_quant_config asserts FP8_BLOCK_SCALES "
                                                                 "only supports block_size=(128,128); per-tensor "
-                                                                "HF fp8 is not read at all"),)),
+                                                                "HF fp8 is not read at all"),),
+                         min_compute_capability=(9, 0)),
             Prequantized("unknown", ("modelopt:NVFP4",), "the LLM API loads the ModelOpt NVFP4 export as it is "
-                                                         "(Blackwell GPUs only)"),
-            Prequantized("unknown", ("modelopt:W4A16_AWQ",), "the LLM API loads the ModelOpt INT4-AWQ export as it is"),
+                                                         "(Blackwell GPUs only)", min_compute_capability=(10, 0)),
+            Prequantized("unknown", ("modelopt:W4A16_AWQ",), "the LLM API loads the ModelOpt INT4-AWQ export as it is",
+                         min_compute_capability=(8, 0)),
         ),
         prequantized_source="TensorRT-LLM 1.1.0 tensorrt_llm/_torch/model_config.py (ModelConfig.from_pretrained)",
     ),

@@ -35,7 +35,8 @@ from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
 from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, RECORD_FILE, TOOLCHAIN,
                                   WRITTEN_FOR, LlmApiTools, llm_args_record, llm_args_yaml, quantize_command)
 from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
-from trtpipe.trt.prequantized import describe_check, fetched, kv_cache_dtype, read_checked, record
+from trtpipe.trt import preflight as machine_checks
+from trtpipe.trt.prequantized import check_machine, describe_check, fetched, kv_cache_dtype, read_checked, record
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
 # quantization -> what ModelOpt's hf_quant_config.json must then say.
@@ -94,6 +95,12 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
     checkpoint, draft = inputs["quantize"].path, inputs.get("draft")
     quant, row = _checkpoint_quant(config, inputs)
 
+    def check() -> dict[str, Any]:
+        # The format is known only now (preflight ran before fetch): refuse a GPU without kernels for it.
+        meta = record(config, quant, row)
+        check_machine(config, meta["prequantized"], machine_checks.detect_machine())
+        return meta
+
     def link() -> dict[str, Any]:
         link_or_copy_tree(checkpoint, out_dir / CHECKPOINT_DIR)
         if draft is not None:
@@ -103,7 +110,7 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
     what = f"in-process: link the files of {checkpoint} into <tmp>/{CHECKPOINT_DIR}/"
     if draft is not None:
         what += f", and the {config.speculation.method} draft's {draft.path} into <tmp>/{DRAFT_DIR}/"
-    return [Verify((describe_check(config),), lambda: record(config, quant, row)),
+    return [Verify((describe_check(config) + "; and a GPU with kernels for it",), check),
             InProcess(what, link),
             WriteFile(out_dir / OPTIONS_FILE, llm_args_yaml(config, has_draft=draft is not None,
                                                             checkpoint_kv_cache=kv_cache_dtype(quant)),
@@ -153,7 +160,9 @@ class TensorrtLlmPytorchBackend(Backend):
         config = BuildConfig.model_validate(manifest.config)
         # Serving loads the published checkpoint: ModelOpt is a build-time need only.
         machine = check_llm_api_toolchain(config.model_copy(update={"quantization": None}), machine=machine)
-        return [f"TensorRT-LLM {machine.tensorrt_llm or '(version unknown)'}", *preflight(config, machine)]
+        configure = next((s.meta for s in manifest.stages if s.stage == "configure"), {})
+        return [f"TensorRT-LLM {machine.tensorrt_llm or '(version unknown)'}", *preflight(config, machine),
+                *check_machine(config, configure.get("prequantized"), machine)]
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):

@@ -17,6 +17,7 @@ import yaml
 
 from tests.unit.backends import fake_tensorrt_llm as fake
 from tests.unit.trt.prequant_configs import QUANTIZATION_CONFIGS
+from trtpipe.backend_registry import get_backend
 from trtpipe.build import build
 from trtpipe.config import load_config
 from trtpipe.errors import ConfigError
@@ -64,6 +65,13 @@ def test_a_block_fp8_checkpoint_is_built_and_published_as_it_is(quantized_source
     assert json.loads((published / "checkpoint" / "config.json").read_text())["quantization_config"] == \
         QUANTIZATION_CONFIGS["hf-fp8-block"]
     assert yaml.safe_load((published / "llm_api_options.yaml").read_text())["kv_cache_config"]["dtype"] == "auto"
+    # Serving checks the GPU against the recorded format too: block FP8 has kernels from Hopper on.
+    backend = get_backend("trtllm-pytorch")
+    assert "compute capability 9.0 runs fp8" in backend.check_serving_machine(result.manifest, Machine(
+        gpus=[H100], tensorrt_llm="1.1.0", nvidia_smi=True))
+    l40s = Machine(gpus=[GpuInfo(0, "NVIDIA L40S", 46068, (8, 9))], tensorrt_llm="1.1.0", nvidia_smi=True)
+    with pytest.raises(preflight.PreflightError, match="needs compute capability >= 9.0; NVIDIA L40S is 8.9"):
+        backend.check_serving_machine(result.manifest, l40s)
 
 
 def test_an_awq_checkpoint_stops_the_build_with_the_reason_and_publishes_nothing(quantized_source):

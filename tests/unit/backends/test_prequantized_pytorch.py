@@ -114,3 +114,27 @@ def test_read_checked_returns_the_row_that_serves_the_checkpoint(config, tmp_pat
     quant, row = read_checked(config, write_checkpoint_configs(tmp_path / "a", "modelopt-fp8-kv"))
     assert (quant.scheme, quant.kv_cache) == ("fp8", "fp8") and "hf_quant_config.json quant_algo FP8" in row.how
     assert read_checked(config, write_checkpoint_configs(tmp_path / "b", "full-precision")) == (None, None)
+
+
+@pytest.mark.parametrize("fmt, gpu, refused", [
+    ("modelopt-nvfp4", "H100", "needs compute capability >= 10.0; NVIDIA H100 80GB HBM3 is 9.0"),
+    ("hf-fp8-block", "L40S", "needs compute capability >= 9.0; NVIDIA L40S is 8.9"),
+    ("modelopt-fp8", "A100", "needs compute capability >= 8.9; NVIDIA A100-SXM4-80GB is 8.0"),
+    ("modelopt-fp8", "H100", None),
+    ("modelopt-nvfp4", "B200", None),
+])
+def test_the_gpu_must_have_kernels_for_the_checkpoints_format(fmt, gpu, refused, config, tmp_path, monkeypatch):
+    from trtpipe.trt import preflight
+    from trtpipe.trt.preflight import GpuInfo, Machine, PreflightError
+
+    gpus = {"H100": GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0)), "L40S": GpuInfo(0, "NVIDIA L40S", 46068, (8, 9)),
+            "A100": GpuInfo(0, "NVIDIA A100-SXM4-80GB", 81920, (8, 0)), "B200": GpuInfo(0, "NVIDIA B200", 183359, (10, 0))}
+    monkeypatch.setattr(preflight, "detect_machine", lambda *a, **k: Machine(gpus=[gpus[gpu]], tensorrt_llm="1.1.0",
+                                                                            nvidia_smi=True))
+    hf = write_checkpoint_configs(tmp_path / "fetch", fmt)
+    if refused:
+        with pytest.raises(PreflightError, match=refused) as e:
+            _configure(config, hf, tmp_path / "engine")
+        assert e.value.exit_code == 5 and "serve it on a newer GPU" in str(e.value)
+    else:
+        assert _configure(config, hf, tmp_path / "engine")["prequantized"]["min_compute_capability"]
