@@ -48,6 +48,11 @@ class Prequantized(NamedTuple):
     require: tuple[tuple[str, tuple[Any, ...], str], ...] = ()
     # The oldest GPU architecture with kernels for it (checked at build once the format is known, and before serving).
     min_compute_capability: tuple[int, int] | None = None
+    label: str = ""  # what messages call it; default: the methods, or the scheme
+
+    @property
+    def name(self) -> str:
+        return self.label or ", ".join(self.methods) or self.scheme
 
     def matches(self, quant: "CheckpointQuant") -> bool:
         return quant.scheme == self.scheme and (not self.methods or quant.method in self.methods)
@@ -90,9 +95,10 @@ CAPABILITIES = {c.name: c for c in (
         max_world_size=1,
         supports_stream_interval=True,
         guided_decoding_backends=("llguidance",),  # engine/grammar.py
-        prequantized=(Prequantized("int4-awq", (), "read by the reference engine's loader (engine/)"),
-                      Prequantized("int4-gptq", (), "read by the reference engine's loader (engine/)"),
-                      Prequantized("fp8", (), "read by the reference engine's loader (engine/)")),
+        prequantized=(Prequantized("int4-awq", (), "read by the reference engine's loader (engine/)", label="AWQ int4"),
+                      Prequantized("int4-gptq", (), "read by the reference engine's loader (engine/)",
+                                   label="GPTQ int4"),
+                      Prequantized("fp8", (), "read by the reference engine's loader (engine/)", label="FP8")),
         prequantized_source="trtpipe's own reference engine",
     ),
     BackendCapabilities(
@@ -110,11 +116,13 @@ CAPABILITIES = {c.name: c for c in (
         prequantized=(
             Prequantized("int4-awq", ("awq",), "convert_checkpoint.py reads AutoAWQ's quantization_config (W4A16_GPTQ "
                                                 "with use_autoawq); int4_gptq weight-only flags, no calibration",
+                         label="AutoAWQ int4 (grouped)",
                          require=(("group_size", (32, 64, 128, 256), "trtpipe passes --per_group --group_size; a "
                                                                      "per-channel checkpoint (group_size -1) was not "
                                                                      "checked against the script"),)),
             Prequantized("int4-gptq", ("gptq",), "convert_checkpoint.py reads GPTQ's quantization_config (W4A16_GPTQ); "
                                                   "int4_gptq weight-only flags, no calibration",
+                         label="GPTQ int4 (v1, grouped, no act-order)",
                          require=(("act_order", (False,), "convert_checkpoint.py raises 'GPTQ with desc_act=True is "
                                                            "not implemented!'"),
                                   ("zeros_minus_one", (True,), "its loader reads AutoGPTQ's v1 layout (qzeros hold "
@@ -150,17 +158,18 @@ CAPABILITIES = {c.name: c for c in (
         prequantized=(
             Prequantized("fp8", ("modelopt:FP8",), "the LLM API loads the ModelOpt FP8 export as it is "
                                                    "(hf_quant_config.json quant_algo FP8)",
-                         min_compute_capability=(8, 9)),
+                         min_compute_capability=(8, 9), label="ModelOpt FP8"),
             Prequantized("fp8", ("fp8",), "the LLM API loads the block-scaled FP8 checkpoint as it is "
                                           "(quantization_config quant_method fp8 -> FP8_BLOCK_SCALES)",
                          require=(("block_size", ((128, 128),), "load_hf_quant_config asserts FP8_BLOCK_SCALES "
                                                                 "only supports block_size=(128,128); per-tensor "
                                                                 "HF fp8 is not read at all"),),
-                         min_compute_capability=(9, 0)),
+                         min_compute_capability=(9, 0), label="FP8 with 128x128 weight blocks"),
             Prequantized("unknown", ("modelopt:NVFP4",), "the LLM API loads the ModelOpt NVFP4 export as it is "
-                                                         "(Blackwell GPUs only)", min_compute_capability=(10, 0)),
+                                                         "(Blackwell GPUs only)", min_compute_capability=(10, 0),
+                         label="ModelOpt NVFP4"),
             Prequantized("unknown", ("modelopt:W4A16_AWQ",), "the LLM API loads the ModelOpt INT4-AWQ export as it is",
-                         min_compute_capability=(8, 0)),
+                         min_compute_capability=(8, 0), label="ModelOpt W4A16_AWQ"),
         ),
         prequantized_source="TensorRT-LLM 1.1.0 tensorrt_llm/_torch/model_config.py (ModelConfig.from_pretrained)",
     ),
@@ -258,4 +267,4 @@ def _accepts(caps: BackendCapabilities, quant: "CheckpointQuant") -> bool:
 
 
 def _names(caps: BackendCapabilities) -> list[str]:
-    return [", ".join(row.methods) if row.methods else row.scheme for row in caps.prequantized]
+    return [row.name for row in caps.prequantized]

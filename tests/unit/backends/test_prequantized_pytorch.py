@@ -93,7 +93,8 @@ def test_formats_the_llm_api_does_not_load_are_refused_at_build(fmt, why, fix, c
     message = str(e.value)
     assert "the trtllm-pytorch backend cannot serve this checkpoint's quantization" in message
     assert why in message and fix in message
-    assert "trtllm-pytorch serves modelopt:FP8, fp8, modelopt:NVFP4, modelopt:W4A16_AWQ" in message
+    assert ("trtllm-pytorch serves ModelOpt FP8, FP8 with 128x128 weight blocks, ModelOpt NVFP4, "
+            "ModelOpt W4A16_AWQ") in message
     assert not (tmp_path / "engine").exists()  # refused before anything is written
 
 
