@@ -148,7 +148,8 @@ CAPABILITIES = {c.name: c for c in (
         guided_decoding_backends=("xgrammar", "llguidance"),
         refused_dtypes={"float32": "a float32 model is not a serving configuration for TensorRT-LLM: use bfloat16 "
                                    "or float16"},
-        # TensorRT-LLM 1.1.0 tensorrt_llm/_torch/model_config.py ModelConfig.from_pretrained: hf_quant_config.json
+        # TensorRT-LLM 1.1 tensorrt_llm/_torch/model_config.py ModelConfig.from_pretrained (read at 1.1.0rc6: the
+        # upstream side of Ataraksia/TensorRT-LLM@a451bf9, whose version.py says 1.1.0rc6): hf_quant_config.json
         # (ModelOpt) -> load_modelopt_quant_config takes its quant_algo; otherwise config.json's quantization_config ->
         # load_hf_quant_config knows quant_method "fp8" with weight_block_size (FP8_BLOCK_SCALES, 128x128 asserted)
         # and "mxfp4" only, and returns an empty QuantConfig for anything else (AWQ, GPTQ, compressed-tensors,

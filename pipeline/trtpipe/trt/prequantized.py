@@ -4,14 +4,15 @@ say what that means for the tools: the convert_checkpoint.py flags (trt-engine),
 report, the KV-cache dtype the LLM API is given (trtllm-pytorch).
 
 Nothing here runs a tool. Where the facts come from (TensorRT-LLM 1.1.0, the pinned image's):
-- examples/models/core/llama/convert_checkpoint.py: `update_quant_config_from_hf` reads config.json's
+- examples/models/core/llama/convert_checkpoint.py (read in a 2026 tree; the AutoAWQ/GPTQ reading dates from
+  NVIDIA/TensorRT-LLM issue #2458's 2024-12 update, so 1.1.0 has it): `update_quant_config_from_hf` reads config.json's
   quantization_config whatever the flags say: quant_method "awq" -> QuantAlgo.W4A16_GPTQ with use_autoawq and
   has_zero_point from `zero_point`; "gptq" -> W4A16_GPTQ (desc_act true raises "GPTQ with desc_act=True is not
   implemented!"), group_size from the checkpoint. The flags trtpipe passes say the same explicitly (argparse:
   `--use_weight_only`, `--weight_only_precision {int8,int4,int8_gptq,int4_gptq,int4_awq}`, `--per_group` "built for
   GPTQ/AWQ quantization", `--group_size` "Group size used in GPTQ quantization"). NOTE: int4_awq is not passed for
   AutoAWQ: precision_to_config("int4_awq") sets pre_quant_scale (ModelOpt's AWQ layout), which the HF override keeps.
-- tensorrt_llm/_torch/model_config.py: `ModelConfig.from_pretrained` takes hf_quant_config.json's quant_algo and
+- tensorrt_llm/_torch/model_config.py (read at 1.1.0rc6): `ModelConfig.from_pretrained` takes hf_quant_config.json's quant_algo and
   kv_cache_quant_algo (load_modelopt_quant_config), else quantization_config (load_hf_quant_config). The LLM API
   docs (features/quantization, 1.0.0 and 1.2.0rc6 alike): "TensorRT LLM can directly run pre-quantized models
   generated with the NVIDIA Model Optimizer", and KvCacheConfig(dtype='fp8') sets an FP8 KV cache.

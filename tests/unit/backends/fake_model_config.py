@@ -4,8 +4,10 @@ weights and runs no TensorRT-LLM; it answers "which QuantConfig would the LLM AP
 directory?", written from the source, not from trtpipe's table (backend_registry.py), so the two can disagree and a
 test then fails.
 
-Read from tensorrt_llm/_torch/model_config.py as stored for the 1.1 era (a tree with the MXFP4 and DeepSeek-V3.2
-paths, before compressed-tensors and `modules_to_not_convert` were read; the 2026 tree reads both):
+Read from tensorrt_llm/_torch/model_config.py at 1.1.0rc6 (the upstream side of a fork merge, Ataraksia/TensorRT-LLM
+@a451bf9, whose tensorrt_llm/version.py says 1.1.0rc6; 1.1.0 was released from that branch, and that these loaders
+did not change between rc6 and 1.1.0 is inference). Later trees also read compressed-tensors and
+`modules_to_not_convert`; this one does not:
 - hf_quant_config.json present -> load_modelopt_quant_config: quant_algo, kv_cache_quant_algo, group_size and
   exclude_modules from its "quantization" object ("fp8_pb_wo" is renamed FP8_BLOCK_SCALES; MIXED_PRECISION reads
   quant_cfg.json).
