@@ -110,7 +110,7 @@ CAPABILITIES = {c.name: c for c in (
         speculation_methods=("draft-target",),
         # The C++ backend accepts "xgrammar" only (getGuidedDecodingConfigFromParams, trt/guided_decoding.py).
         guided_decoding_backends=("xgrammar",),
-        # TensorRT-LLM 1.1.0 examples/models/core/llama/convert_checkpoint.py, update_quant_config_from_hf: config.json's
+        # TensorRT-LLM 1.1.0 examples/models/core/llama/convert_checkpoint.py, update_quant_config_from_hf: config.json
         # quantization_config quant_method "awq" -> W4A16_GPTQ (use_autoawq), "gptq" -> W4A16_GPTQ (desc_act refused),
         # "fbgemm_fp8" -> FP8 rowwise; nothing else is read from a Hugging Face checkpoint (FP8 exports included).
         prequantized=(

@@ -12,8 +12,8 @@ Nothing here runs a tool. Where the facts come from (TensorRT-LLM 1.1.0, the pin
   `--use_weight_only`, `--weight_only_precision {int8,int4,int8_gptq,int4_gptq,int4_awq}`, `--per_group` "built for
   GPTQ/AWQ quantization", `--group_size` "Group size used in GPTQ quantization"). NOTE: int4_awq is not passed for
   AutoAWQ: precision_to_config("int4_awq") sets pre_quant_scale (ModelOpt's AWQ layout), which the HF override keeps.
-- tensorrt_llm/_torch/model_config.py (read at 1.1.0rc6): `ModelConfig.from_pretrained` takes hf_quant_config.json's quant_algo and
-  kv_cache_quant_algo (load_modelopt_quant_config), else quantization_config (load_hf_quant_config). The LLM API
+- tensorrt_llm/_torch/model_config.py (read at 1.1.0rc6): `ModelConfig.from_pretrained` takes hf_quant_config.json's
+  quant_algo and kv_cache_quant_algo (load_modelopt_quant_config), else quantization_config (load_hf_quant_config). The LLM API
   docs (features/quantization, 1.0.0 and 1.2.0rc6 alike): "TensorRT LLM can directly run pre-quantized models
   generated with the NVIDIA Model Optimizer", and KvCacheConfig(dtype='fp8') sets an FP8 KV cache.
 """

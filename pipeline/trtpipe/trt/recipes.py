@@ -160,7 +160,8 @@ def convert_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, to
     return Command(argv=argv, env=env, produces=str(out_dir),
                    description=f"convert {config.name} to a TensorRT-LLM checkpoint "
                                f"({config.dtype}{', ' + q.format if q else ''}"
-                               f"{', as quantized: ' + prequant.describe() if prequant else ''}, tp={config.parallelism.tp}, "
+                               f"{', as quantized: ' + prequant.describe() if prequant else ''}, "
+                               f"tp={config.parallelism.tp}, "
                                f"pp={config.parallelism.pp})")
 
 

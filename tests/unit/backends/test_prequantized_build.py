@@ -30,7 +30,8 @@ H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0))
 
 @pytest.fixture
 def quantized_source(tmp_path, monkeypatch):
-    """A GPU-host stand-in and a config `tiny-prequant` whose source is a local checkpoint; returns (repo, set_format)."""
+    """A GPU-host stand-in and a config `tiny-prequant` whose source is a local checkpoint; returns (repo,
+    set_format)."""
     monkeypatch.setenv("TRTPIPE_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(preflight, "detect_machine", lambda *a, **k: Machine(gpus=[H100], tensorrt_llm="1.1.0",
                                                                             nvidia_smi=True))

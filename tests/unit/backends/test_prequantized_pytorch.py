@@ -128,8 +128,10 @@ def test_the_gpu_must_have_kernels_for_the_checkpoints_format(fmt, gpu, refused,
     from trtpipe.trt import preflight
     from trtpipe.trt.preflight import GpuInfo, Machine, PreflightError
 
-    gpus = {"H100": GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0)), "L40S": GpuInfo(0, "NVIDIA L40S", 46068, (8, 9)),
-            "A100": GpuInfo(0, "NVIDIA A100-SXM4-80GB", 81920, (8, 0)), "B200": GpuInfo(0, "NVIDIA B200", 183359, (10, 0))}
+    gpus = {"H100": GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, (9, 0)),
+            "L40S": GpuInfo(0, "NVIDIA L40S", 46068, (8, 9)),
+            "A100": GpuInfo(0, "NVIDIA A100-SXM4-80GB", 81920, (8, 0)),
+            "B200": GpuInfo(0, "NVIDIA B200", 183359, (10, 0))}
     monkeypatch.setattr(preflight, "detect_machine", lambda *a, **k: Machine(gpus=[gpus[gpu]], tensorrt_llm="1.1.0",
                                                                             nvidia_smi=True))
     hf = write_checkpoint_configs(tmp_path / "fetch", fmt)
