@@ -86,6 +86,11 @@ class BackendCapabilities:
     prequantized_source: str = ""
 
 
+# TensorRT-LLM 1.1's LLM API reads ModelOpt's quantization from hf_quant_config.json only: load_hf_quant_config has no
+# "modelopt" quant_method, so a config.json quantization_config naming it alone is not read.
+_MODELOPT_FILE = ("found_in", ("hf_quant_config.json",), "TensorRT-LLM 1.1 reads a ModelOpt export's quantization from "
+                                                         "hf_quant_config.json only, not from config.json")
+
 CAPABILITIES = {c.name: c for c in (
     BackendCapabilities(
         name="reference",
@@ -158,7 +163,7 @@ CAPABILITIES = {c.name: c for c in (
         # on Hopper and Blackwell sm100/103, NVFP4 on Blackwell, W4A16 AWQ from Ampere).
         prequantized=(
             Prequantized("fp8", ("modelopt:FP8",), "the LLM API loads the ModelOpt FP8 export as it is "
-                                                   "(hf_quant_config.json quant_algo FP8)",
+                                                   "(hf_quant_config.json quant_algo FP8)", require=(_MODELOPT_FILE,),
                          min_compute_capability=(8, 9), label="ModelOpt FP8"),
             Prequantized("fp8", ("fp8",), "the LLM API loads the block-scaled FP8 checkpoint as it is "
                                           "(quantization_config quant_method fp8 -> FP8_BLOCK_SCALES)",
@@ -167,10 +172,10 @@ CAPABILITIES = {c.name: c for c in (
                                                                 "HF fp8 is not read at all"),),
                          min_compute_capability=(9, 0), label="FP8 with 128x128 weight blocks"),
             Prequantized("unknown", ("modelopt:NVFP4",), "the LLM API loads the ModelOpt NVFP4 export as it is "
-                                                         "(Blackwell GPUs only)", min_compute_capability=(10, 0),
-                         label="ModelOpt NVFP4"),
+                                                         "(Blackwell GPUs only)", require=(_MODELOPT_FILE,),
+                         min_compute_capability=(10, 0), label="ModelOpt NVFP4"),
             Prequantized("unknown", ("modelopt:W4A16_AWQ",), "the LLM API loads the ModelOpt INT4-AWQ export as it is",
-                         min_compute_capability=(8, 0), label="ModelOpt W4A16_AWQ"),
+                         require=(_MODELOPT_FILE,), min_compute_capability=(8, 0), label="ModelOpt W4A16_AWQ"),
         ),
         prequantized_source="TensorRT-LLM 1.1.0 tensorrt_llm/_torch/model_config.py (ModelConfig.from_pretrained)",
     ),

@@ -98,7 +98,8 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
     def check() -> dict[str, Any]:
         # The format is known only now (preflight ran before fetch): refuse a GPU without kernels for it.
         meta = record(config, quant, row)
-        check_machine(config, meta["prequantized"], machine_checks.detect_machine())
+        if meta["prequantized"]:
+            check_machine(config, meta["prequantized"], machine_checks.detect_machine())
         return meta
 
     def link() -> dict[str, Any]:
