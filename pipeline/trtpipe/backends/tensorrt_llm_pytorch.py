@@ -32,10 +32,10 @@ from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
+from trtpipe.trt import preflight as machine_checks
 from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, RECORD_FILE, TOOLCHAIN,
                                   WRITTEN_FOR, LlmApiTools, llm_args_record, llm_args_yaml, quantize_command)
 from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
-from trtpipe.trt import preflight as machine_checks
 from trtpipe.trt.prequantized import check_machine, describe_check, fetched, kv_cache_dtype, read_checked, record
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
@@ -74,9 +74,9 @@ def _checkpoint_quant(config: BuildConfig, inputs: Inputs):
 
 def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
     q = config.quantization
-    _checkpoint_quant(config, inputs)  # a quantized checkpoint is refused before ModelOpt runs
+    _checkpoint_quant(config, inputs)  # a quantized checkpoint is refused before ModelOpt runs (and in a dry run)
     cmd = quantize_command(config, inputs["fetch"].path, out_dir, LlmApiTools())
-    return [Verify((describe_check(config),), lambda: {}),
+    return [Verify((describe_check(config),), lambda: record(config, *_checkpoint_quant(config, inputs))),
             RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="quantize", meta_key="command"),
             Verify((f"verify: <tmp> holds *.safetensors and hf_quant_config.json with quant_algo "
                     f"{QUANT_ALGO[q.format]}, kv_cache_quant_algo {KV_QUANT_ALGO.get(q.kv_cache_dtype)}",),
