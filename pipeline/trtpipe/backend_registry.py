@@ -86,10 +86,11 @@ class BackendCapabilities:
     prequantized_source: str = ""
 
 
-# TensorRT-LLM 1.1's LLM API reads ModelOpt's quantization from hf_quant_config.json only: load_hf_quant_config has no
-# "modelopt" quant_method, so a config.json quantization_config naming it alone is not read.
-_MODELOPT_FILE = ("found_in", ("hf_quant_config.json",), "TensorRT-LLM 1.1 reads a ModelOpt export's quantization from "
-                                                         "hf_quant_config.json only, not from config.json")
+# TensorRT-LLM 1.1.0's LLM API reads ModelOpt's quantization from hf_quant_config.json only: load_hf_quant_config
+# has no "modelopt" quant_method, so a config.json quantization_config naming it alone is not read.
+_MODELOPT_FILE = ("found_in", ("hf_quant_config.json",),
+                  "TensorRT-LLM 1.1.0 reads a ModelOpt export's quantization from hf_quant_config.json only, not from "
+                  "config.json")
 
 CAPABILITIES = {c.name: c for c in (
     BackendCapabilities(
@@ -153,7 +154,7 @@ CAPABILITIES = {c.name: c for c in (
         guided_decoding_backends=("xgrammar", "llguidance"),
         refused_dtypes={"float32": "a float32 model is not a serving configuration for TensorRT-LLM: use bfloat16 "
                                    "or float16"},
-        # TensorRT-LLM 1.1 tensorrt_llm/_torch/model_config.py ModelConfig.from_pretrained (read at 1.1.0rc6: the
+        # TensorRT-LLM 1.1.0 tensorrt_llm/_torch/model_config.py ModelConfig.from_pretrained (read at 1.1.0rc6: the
         # upstream side of Ataraksia/TensorRT-LLM@a451bf9, whose version.py says 1.1.0rc6): hf_quant_config.json
         # (ModelOpt) -> load_modelopt_quant_config takes its quant_algo; otherwise config.json's quantization_config ->
         # load_hf_quant_config knows quant_method "fp8" with weight_block_size (FP8_BLOCK_SCALES, 128x128 asserted)

@@ -35,8 +35,8 @@ from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
 from trtpipe.trt import preflight as machine_checks
 from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, RECORD_FILE, TOOLCHAIN,
                                   WRITTEN_FOR, LlmApiTools, llm_args_record, llm_args_yaml, quantize_command)
-from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
-from trtpipe.trt.prequantized import check_machine, describe_check, fetched, kv_cache_dtype, read_checked, record
+from trtpipe.trt.preflight import check_llm_api_toolchain, check_prequantized_machine, preflight
+from trtpipe.trt.prequantized import describe_check, fetched, kv_cache_dtype, read_checked, record
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
 # quantization -> what ModelOpt's hf_quant_config.json must then say.
@@ -99,7 +99,7 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
         # The format is known only now (preflight ran before fetch): refuse a GPU without kernels for it.
         meta = record(config, quant, row)
         if meta["prequantized"]:
-            check_machine(config, meta["prequantized"], machine_checks.detect_machine())
+            check_prequantized_machine(config, meta["prequantized"], machine_checks.detect_machine())
         return meta
 
     def link() -> dict[str, Any]:
@@ -163,7 +163,7 @@ class TensorrtLlmPytorchBackend(Backend):
         machine = check_llm_api_toolchain(config.model_copy(update={"quantization": None}), machine=machine)
         configure = next((s.meta for s in manifest.stages if s.stage == "configure"), {})
         return [f"TensorRT-LLM {machine.tensorrt_llm or '(version unknown)'}", *preflight(config, machine),
-                *check_machine(config, configure.get("prequantized"), machine)]
+                *check_prequantized_machine(config, configure.get("prequantized"), machine)]
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):

@@ -43,25 +43,6 @@ def fetched(hf_dir: Path) -> bool:
     return (Path(hf_dir) / "config.json").is_file()
 
 
-def check_machine(config: BuildConfig, recorded: dict[str, Any] | None, machine) -> list[str]:
-    """Refuse (PreflightError) a GPU older than the architecture the checkpoint's format needs; `recorded` is what
-    `record` wrote ({"prequantized": ...}'s value), `machine` a trt.preflight.Machine. A machine without GPUs is
-    left to preflight, which refuses it first. Returns the check that passed, if one ran."""
-    from trtpipe.trt.preflight import PreflightError
-
-    if not recorded or not machine.gpus:
-        return []
-    need = recorded.get("min_compute_capability")
-    cc = machine.gpus[0].compute_capability
-    if need and tuple(cc) < tuple(need):
-        raise PreflightError(f"{config.name}'s checkpoint is {recorded['describe']}, which needs compute capability "
-                             f">= {need[0]}.{need[1]}; {machine.gpus[0].name} is {cc[0]}.{cc[1]}",
-                             where=f"{config.name}: source",
-                             fix="serve it on a newer GPU, or build from a checkpoint in a format this GPU runs "
-                                 f"(the {config.backend} backend's list: trtpipe plan {config.name})")
-    return [f"compute capability {cc[0]}.{cc[1]} runs {recorded['method']}"] if need else []
-
-
 def record(config: BuildConfig, quant: CheckpointQuant | None, row: Prequantized | None) -> dict[str, Any]:
     """For the stage's metadata (and so the manifest): what the checkpoint carries, how this backend takes it and
     which version's support table said so."""

@@ -85,7 +85,7 @@ def test_a_served_format_goes_to_the_llm_api_as_it_is(fmt, config, tmp_path, mon
     ("compressed-tensors-fp8", "not in the trtllm-pytorch backend's list", "use backend reference,"),
     ("hf-fp8-tensor", "block_size is None: load_hf_quant_config asserts", "use backend reference,"),
     ("hf-fp8-block-64", "block_size is (64, 64)", "use backend reference,"),
-    ("modelopt-fp8-config-json-only", "found_in is 'config.json': TensorRT-LLM 1.1 reads a ModelOpt export's "
+    ("modelopt-fp8-config-json-only", "found_in is 'config.json': TensorRT-LLM 1.1.0 reads a ModelOpt export's "
                                       "quantization from hf_quant_config.json only", "use backend reference,"),
 ])
 def test_formats_the_llm_api_does_not_load_are_refused_at_build(fmt, why, fix, config, tmp_path):
