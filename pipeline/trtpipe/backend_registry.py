@@ -44,7 +44,8 @@ class Prequantized(NamedTuple):
     scheme: str  # CheckpointQuant.scheme
     methods: tuple[str, ...]  # CheckpointQuant.method values taken; () = any method of the scheme
     how: str  # how the backend takes it, for plans, manifests and the README
-    # (CheckpointQuant field, the values accepted, why the others are not): each must hold.
+    # (CheckpointQuant field, or "raw.KEY" for a key of the checkpoint's own quantization dict; the values accepted;
+    # why the others are not): each must hold.
     require: tuple[tuple[str, tuple[Any, ...], str], ...] = ()
     # The oldest GPU architecture with kernels for it (checked at build once the format is known, and before serving).
     min_compute_capability: tuple[int, int] | None = None
@@ -168,9 +169,13 @@ CAPABILITIES = {c.name: c for c in (
                          min_compute_capability=(8, 9), label="ModelOpt FP8"),
             Prequantized("fp8", ("fp8",), "the LLM API loads the block-scaled FP8 checkpoint as it is "
                                           "(quantization_config quant_method fp8 -> FP8_BLOCK_SCALES)",
-                         require=(("block_size", ((128, 128),), "load_hf_quant_config asserts FP8_BLOCK_SCALES "
-                                                                "only supports block_size=(128,128); per-tensor "
-                                                                "HF fp8 is not read at all"),),
+                         # The raw key, not CheckpointQuant.block_size: transformers reads an absent
+                         # weight_block_size as (128, 128), TensorRT-LLM's .get("weight_block_size", []) as no
+                         # quantization at all.
+                         require=(("raw.weight_block_size", ([128, 128],),
+                                   "load_hf_quant_config reads FP8 blocks only from an explicit weight_block_size and "
+                                   "asserts FP8_BLOCK_SCALES only supports block_size=(128,128); anything else is "
+                                   "loaded as if full precision"),),
                          min_compute_capability=(9, 0), label="FP8 with 128x128 weight blocks"),
             Prequantized("unknown", ("modelopt:NVFP4",), "the LLM API loads the ModelOpt NVFP4 export as it is "
                                                          "(Blackwell GPUs only)", require=(_MODELOPT_FILE,),
@@ -254,10 +259,10 @@ def check_prequantized(backend_name: str, quant: "CheckpointQuant | None",
                           fix="remove the quantization section (the checkpoint's own format is served), or point "
                               "source at the full-precision checkpoint")
     rows = [row for row in caps.prequantized if row.matches(quant)]
-    unmet = [f"{name} is {getattr(quant, name)!r}: {why}" for row in rows for name, allowed, why in row.require
-             if getattr(quant, name) not in allowed]
+    unmet = [f"{name} is {_field(quant, name)!r}: {why}" for row in rows for name, allowed, why in row.require
+             if _field(quant, name) not in allowed]
     for row in rows:
-        if all(getattr(quant, name) in allowed for name, allowed, _ in row.require):
+        if all(_field(quant, name) in allowed for name, allowed, _ in row.require):
             return row
     others = [n for n in backend_names() if n != backend_name and _accepts(CAPABILITIES[n], quant)]
     why = "; ".join(unmet) if unmet else f"it is not in the {caps.name} backend's list ({caps.prequantized_source})"
@@ -268,8 +273,14 @@ def check_prequantized(backend_name: str, quant: "CheckpointQuant | None",
                       f"{quant.found_in}): {why}", where=f"{config.name}: backend", fix=fix)
 
 
+def _field(quant: "CheckpointQuant", name: str) -> Any:
+    if name.startswith("raw."):
+        return (quant.raw or {}).get(name[len("raw."):])
+    return getattr(quant, name)
+
+
 def _accepts(caps: BackendCapabilities, quant: "CheckpointQuant") -> bool:
-    return any(row.matches(quant) and all(getattr(quant, n) in allowed for n, allowed, _ in row.require)
+    return any(row.matches(quant) and all(_field(quant, n) in allowed for n, allowed, _ in row.require)
                for row in caps.prequantized)
 
 

@@ -83,8 +83,10 @@ def test_a_served_format_goes_to_the_llm_api_as_it_is(fmt, config, tmp_path, mon
      "use backend reference or trt-engine"),
     ("gptq", "not in the trtllm-pytorch backend's list", "use backend reference or trt-engine"),
     ("compressed-tensors-fp8", "not in the trtllm-pytorch backend's list", "use backend reference,"),
-    ("hf-fp8-tensor", "block_size is None: load_hf_quant_config asserts", "use backend reference,"),
-    ("hf-fp8-block-64", "block_size is (64, 64)", "use backend reference,"),
+    ("hf-fp8-tensor", "raw.weight_block_size is None: load_hf_quant_config reads FP8 blocks only from an explicit "
+                      "weight_block_size", "use backend reference,"),
+    ("hf-fp8-no-block-key", "raw.weight_block_size is None", "use backend reference,"),
+    ("hf-fp8-block-64", "raw.weight_block_size is [64, 64]", "use backend reference,"),
     ("modelopt-fp8-config-json-only", "found_in is 'config.json': TensorRT-LLM 1.1.0 reads a ModelOpt export's "
                                       "quantization from hf_quant_config.json only", "use backend reference,"),
 ])

@@ -28,7 +28,9 @@ QUANTIZATION_CONFIGS: dict[str, dict[str, Any]] = {
                                       "input_activations": {"type": "float", "num_bits": 8, "dynamic": True}}}},
     "hf-fp8-block": {"quant_method": "fp8", "weight_block_size": [128, 128], "activation_scheme": "dynamic"},
     "hf-fp8-block-64": {"quant_method": "fp8", "weight_block_size": [64, 64], "activation_scheme": "dynamic"},
-    "hf-fp8-tensor": {"quant_method": "fp8", "activation_scheme": "dynamic"},
+    # transformers reads an absent weight_block_size as (128, 128), an explicit null as one scale per tensor.
+    "hf-fp8-no-block-key": {"quant_method": "fp8", "activation_scheme": "dynamic"},
+    "hf-fp8-tensor": {"quant_method": "fp8", "weight_block_size": None, "activation_scheme": "dynamic"},
     # ModelOpt's export also names itself in config.json; without hf_quant_config.json beside it.
     "modelopt-fp8-config-json-only": {"quant_method": "modelopt", "quant_algo": "FP8", "kv_cache_quant_algo": None},
 }
