@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trtpipe.backend_registry import check_prequantized
 from trtpipe.backends.base import Backend, StagedDir
 from trtpipe.config import BuildConfig
 from trtpipe.repo import model_set
@@ -31,7 +32,8 @@ from trtpipe.trt.engine_dir import KV_QUANT_ALGO, QUANT_ALGO, expected_limits, v
 from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE, TOKENIZER_INFO_KEYS, check_tokenizer_info, \
     tokenizer_info_command
 from trtpipe.trt.preflight import build_fingerprint, detect_machine, preflight, preflight_build
-from trtpipe.trt.prequantized import describe_check, engine_quant_algo, fetched, read_checked, record
+from trtpipe.trt.prequantized import (check_local_source, describe_check, engine_quant_algo, fetched, read_checked,
+                                      record)
 from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, Command, TrtTools, build_commands, checkpoint_command, uses_modelopt
 
 _PORTS = (8000, 8001, 8002)
@@ -136,8 +138,15 @@ class TensorrtEngineBackend(Backend):
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
 
+    # --- config -------------------------------------------------------------------------------------------
+    def check_checkpoint_quant(self, config: BuildConfig, quant) -> None:
+        """The checkpoint's own quantization (engine/checkpoint_quant.py; None: full precision), once fetch has read
+        it: refused unless this backend's row in backend_registry.py serves it as it is."""
+        check_prequantized(self.name, quant, config)
+
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
+        check_local_source(config)  # a local checkpoint's own format is known now: refused before the machine checks
         preflight_build(config)
 
     def describe_preflight(self, config: BuildConfig) -> list[str]:

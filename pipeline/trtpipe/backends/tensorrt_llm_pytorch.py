@@ -23,6 +23,7 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from trtpipe.backend_registry import check_prequantized
 from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
@@ -36,7 +37,7 @@ from trtpipe.trt import preflight as machine_checks
 from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, RECORD_FILE, TOOLCHAIN,
                                   WRITTEN_FOR, LlmApiTools, llm_args_record, llm_args_yaml, quantize_command)
 from trtpipe.trt.preflight import check_llm_api_toolchain, check_prequantized_machine, preflight
-from trtpipe.trt.prequantized import describe_check, fetched, kv_cache_dtype, read_checked, record
+from trtpipe.trt.prequantized import check_local_source, describe_check, fetched, kv_cache_dtype, read_checked, record
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
 # quantization -> what ModelOpt's hf_quant_config.json must then say.
@@ -140,8 +141,15 @@ class TensorrtLlmPytorchBackend(Backend):
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
 
+    # --- config -------------------------------------------------------------------------------------------
+    def check_checkpoint_quant(self, config: BuildConfig, quant) -> None:
+        """The checkpoint's own quantization (engine/checkpoint_quant.py; None: full precision), once fetch has read
+        it: refused unless this backend's row in backend_registry.py serves it as it is."""
+        check_prequantized(self.name, quant, config)
+
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
+        check_local_source(config)  # a local checkpoint's own format is known now: refused before the machine checks
         # Refuse before any work: no TensorRT-LLM >= TOOLCHAIN["min_tensorrt_llm"] or no GPU, then too few GPUs, the
         # wrong architecture for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
         preflight(config, check_llm_api_toolchain(config))

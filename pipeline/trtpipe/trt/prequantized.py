@@ -13,9 +13,9 @@ Nothing here runs a tool. Where the facts come from (TensorRT-LLM 1.1.0, the pin
   GPTQ/AWQ quantization", `--group_size` "Group size used in GPTQ quantization"). NOTE: int4_awq is not passed for
   AutoAWQ: precision_to_config("int4_awq") sets pre_quant_scale (ModelOpt's AWQ layout), which the HF override keeps.
 - tensorrt_llm/_torch/model_config.py (read at 1.1.0rc6): `ModelConfig.from_pretrained` takes hf_quant_config.json's
-  quant_algo and kv_cache_quant_algo (load_modelopt_quant_config), else quantization_config (load_hf_quant_config). The LLM API
-  docs (features/quantization, 1.0.0 and 1.2.0rc6 alike): "TensorRT LLM can directly run pre-quantized models
-  generated with the NVIDIA Model Optimizer", and KvCacheConfig(dtype='fp8') sets an FP8 KV cache.
+  quant_algo and kv_cache_quant_algo (load_modelopt_quant_config), else quantization_config (load_hf_quant_config).
+  The LLM API docs (features/quantization, 1.0.0 and 1.2.0rc6 alike): "TensorRT LLM can directly run pre-quantized
+  models generated with the NVIDIA Model Optimizer", and KvCacheConfig(dtype='fp8') sets an FP8 KV cache.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def read_checked(config: BuildConfig, hf_dir: Path) -> tuple[CheckpointQuant | N
     config's backend cannot serve as it is, and a `quantization:` section on a quantized checkpoint."""
     quant = read_checkpoint_quant(hf_dir)
     return quant, check_prequantized(config.backend, quant, config)
+
+
+def check_local_source(config: BuildConfig) -> None:
+    """For a `source.path` checkpoint, whose config files are readable before fetch: refuse its format at preflight,
+    before anything is copied or any machine is checked. Hub sources are checked after fetch."""
+    path = Path(config.source.path).expanduser() if config.source.path else None
+    if path is not None and fetched(path):
+        read_checked(config, path)
 
 
 def fetched(hf_dir: Path) -> bool:

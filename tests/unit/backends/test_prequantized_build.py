@@ -84,3 +84,5 @@ def test_an_awq_checkpoint_stops_the_build_with_the_reason_and_publishes_nothing
            "points), config.json)" in str(e.value)
     assert "use backend reference or trt-engine" in str(e.value) and e.value.exit_code == 3
     assert not (repo / "tiny-prequant-engine").exists()
+    # A local source's config files are read at preflight: refused before anything is fetched.
+    assert not list((repo.parent / "home").rglob("artifact.json"))

@@ -147,3 +147,21 @@ def test_before_fetch_has_run_the_plan_describes_the_check_and_reads_nothing(eng
     assert "otherwise refused here" in check.describe()[0]
     assert "--use_weight_only" not in convert.command.argv
     assert check.run() == {"prequantized": None}
+
+
+def test_both_gpu_backends_check_the_format_fetch_read_and_a_local_source_at_preflight(tmp_path, monkeypatch):
+    """check_checkpoint_quant is what the build asks each backend right after fetch; preflight_build reads a local
+    source's config files first, so the refusal comes before the machine checks (this host has no GPU)."""
+    from trtpipe.backend_registry import get_backend
+
+    hf = write_checkpoint_configs(tmp_path / "ckpt", "modelopt-nvfp4")
+    quant = read_checkpoint_quant(hf)
+    trt_engine, pytorch = get_backend("trt-engine"), get_backend("trtllm-pytorch")
+    pytorch.check_checkpoint_quant(load_config("llama-8b-pytorch", ["quantization=null"]), quant)
+    pytorch.check_checkpoint_quant(load_config("llama-8b-pytorch"), None)
+    config = load_config("llama-8b", ["quantization=null", f"source.path={hf}", "source.hf=null",
+                                      "source.revision=null"])
+    with pytest.raises(ConfigError, match="the trt-engine backend cannot serve .*modelopt:NVFP4"):
+        trt_engine.check_checkpoint_quant(config, quant)
+    with pytest.raises(ConfigError, match="use backend trtllm-pytorch"):
+        trt_engine.preflight_build(config)
