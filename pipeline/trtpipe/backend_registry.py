@@ -22,7 +22,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
-from trtpipe.errors import ConfigError
+from trtpipe.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:
     from trtpipe.backends.base import Backend
@@ -246,8 +246,9 @@ def guided_decoding(caps: BackendCapabilities, config: "BuildConfig") -> str | N
 def check_prequantized(backend_name: str, quant: "CheckpointQuant | None",
                        config: "BuildConfig") -> Prequantized | None:
     """Once the checkpoint's own quantization is known (None: full precision): the row of the backend's table it
-    is served by, or a ConfigError saying why not and which backends serve it. A quantized checkpoint with a
-    `quantization:` section is refused on every backend: trtpipe does not re-quantize quantized weights.
+    is served by, or a SourceError (exit 4, as the reference backend's refusal) saying why not and which backends
+    serve it. A quantized checkpoint with a `quantization:` section is refused on every backend (ConfigError, exit 3):
+    trtpipe does not re-quantize quantized weights.
     `quant` is read duck-typed (scheme, method, describe() and the fields a row requires)."""
     if quant is None:
         return None
@@ -269,8 +270,8 @@ def check_prequantized(backend_name: str, quant: "CheckpointQuant | None",
     fix = (f"use backend {' or '.join(others)}, which serve(s) it as it is" if others else
            "no backend serves this format as it is: use the checkpoint's full-precision original") + \
         f"; {caps.name} serves {', '.join(_names(caps)) or 'no quantized checkpoint'}"
-    raise ConfigError(f"the {caps.name} backend cannot serve this checkpoint's quantization ({quant.describe()}, "
-                      f"{quant.found_in}): {why}", where=f"{config.name}: backend", fix=fix)
+    raise SourceError(f"the {caps.name} backend cannot serve this checkpoint's quantization ({quant.describe()}, "
+                      f"{quant.found_in}): {why}", where=f"{config.name}: source", fix=fix)
 
 
 def _field(quant: "CheckpointQuant", name: str) -> Any:

@@ -20,7 +20,7 @@ from tests.unit.trt.prequant_configs import QUANTIZATION_CONFIGS
 from trtpipe.backend_registry import get_backend
 from trtpipe.build import build
 from trtpipe.config import load_config
-from trtpipe.errors import ConfigError
+from trtpipe.errors import SourceError
 from trtpipe.stages.synthetic import write_synthetic_checkpoint
 from trtpipe.trt import preflight
 from trtpipe.trt.preflight import GpuInfo, Machine
@@ -78,11 +78,11 @@ def test_a_block_fp8_checkpoint_is_built_and_published_as_it_is(quantized_source
 def test_an_awq_checkpoint_stops_the_build_with_the_reason_and_publishes_nothing(quantized_source):
     repo, set_format = quantized_source
     set_format("awq")
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(SourceError) as e:
         build(load_config("tiny-prequant"), repo)
     assert "the trtllm-pytorch backend cannot serve this checkpoint's quantization (awq int4 (group 128, zero " \
            "points), config.json)" in str(e.value)
-    assert "use backend reference or trt-engine" in str(e.value) and e.value.exit_code == 3
+    assert "use backend reference or trt-engine" in str(e.value) and e.value.exit_code == 4
     assert not (repo / "tiny-prequant-engine").exists()
     # A local source's config files are read at preflight: refused before anything is fetched.
     assert not list((repo.parent / "home").rglob("artifact.json"))

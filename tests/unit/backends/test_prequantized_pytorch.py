@@ -16,7 +16,7 @@ from trtpipe.backend_registry import capabilities, check_prequantized
 from trtpipe.cache import Artifact
 from trtpipe.config import load_config
 from trtpipe.engine.checkpoint_quant import read_checkpoint_quant
-from trtpipe.errors import ConfigError
+from trtpipe.errors import ConfigError, SourceError
 from trtpipe.stages.steps import run_steps
 from trtpipe.trt.llm_args import OPTIONS_FILE, load_llm_args
 from trtpipe.trt.prequantized import read_checked
@@ -45,7 +45,7 @@ def test_the_trtllm_pytorch_row_agrees_with_the_recorded_loader(fmt, config, tmp
     quant = read_checkpoint_quant(hf)
     try:
         accepted = quant is not None and check_prequantized("trtllm-pytorch", quant, config) is not None
-    except ConfigError:
+    except SourceError:
         accepted = False
     try:
         algo = loader.quant_config(hf)["quant_algo"]
@@ -92,8 +92,9 @@ def test_a_served_format_goes_to_the_llm_api_as_it_is(fmt, config, tmp_path, mon
 ])
 def test_formats_the_llm_api_does_not_load_are_refused_at_build(fmt, why, fix, config, tmp_path):
     hf = write_checkpoint_configs(tmp_path / fmt, fmt)
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(SourceError) as e:
         _configure(config, hf, tmp_path / "engine")
+    assert e.value.exit_code == 4
     message = str(e.value)
     assert "the trtllm-pytorch backend cannot serve this checkpoint's quantization" in message
     assert why in message and fix in message

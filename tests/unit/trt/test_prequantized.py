@@ -18,7 +18,7 @@ from trtpipe.backend_registry import capabilities, check_prequantized
 from trtpipe.cache import Artifact
 from trtpipe.config import load_config
 from trtpipe.engine.checkpoint_quant import read_checkpoint_quant
-from trtpipe.errors import ConfigError, StageError
+from trtpipe.errors import ConfigError, SourceError, StageError
 from trtpipe.stages.steps import RunCommand, Verify
 from trtpipe.trt.engine_dir import verify_engine_dir
 from trtpipe.trt.prequantized import convert_flags, engine_quant_algo, read_checked
@@ -63,7 +63,7 @@ def test_the_trt_engine_row_agrees_with_the_recorded_script(fmt, engine_config, 
     quant = read_checkpoint_quant(hf)
     try:
         accepted = check_prequantized("trt-engine", quant, engine_config) is not None or quant is None
-    except ConfigError:
+    except SourceError:
         accepted = False
     flags = convert_flags(quant) if accepted else []
     try:
@@ -89,13 +89,13 @@ def test_the_trt_engine_row_agrees_with_the_recorded_script(fmt, engine_config, 
 def test_formats_the_script_cannot_take_are_refused_naming_the_backends_that_serve_them(fmt, why, fix, engine_config,
                                                                                         tmp_path):
     hf = write_checkpoint_configs(tmp_path / fmt, fmt)
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(SourceError) as e:
         read_checked(engine_config, hf)
     message = str(e.value)
     assert "the trt-engine backend cannot serve this checkpoint's quantization" in message
     assert why in message and fix in message
     assert "trt-engine serves AutoAWQ int4 (grouped), GPTQ int4 (v1, grouped, no act-order)" in message
-    assert e.value.exit_code == 3
+    assert e.value.exit_code == 4
 
 
 def test_quantization_on_a_checkpoint_that_is_already_quantized_is_refused_on_every_backend(tmp_path):
@@ -105,7 +105,7 @@ def test_quantization_on_a_checkpoint_that_is_already_quantized_is_refused_on_ev
                          ("reference", load_config("tiny-llama", ["quantization.format=int4_wo"]))):
         with pytest.raises(ConfigError, match=r"already quantized \(gptq int4 .*would quantize it again") as e:
             check_prequantized(name, quant, config)
-        assert "remove the quantization section" in str(e.value)
+        assert "remove the quantization section" in str(e.value) and e.value.exit_code == 3
 
 
 def test_an_engine_from_a_quantized_checkpoint_must_report_its_quant_algo(engine_config, tmp_path):
@@ -161,7 +161,7 @@ def test_both_gpu_backends_check_the_format_fetch_read_and_a_local_source_at_pre
     pytorch.check_checkpoint_quant(load_config("llama-8b-pytorch"), None)
     config = load_config("llama-8b", ["quantization=null", f"source.path={hf}", "source.hf=null",
                                       "source.revision=null"])
-    with pytest.raises(ConfigError, match="the trt-engine backend cannot serve .*modelopt:NVFP4"):
+    with pytest.raises(SourceError, match="the trt-engine backend cannot serve .*modelopt:NVFP4"):
         trt_engine.check_checkpoint_quant(config, quant)
-    with pytest.raises(ConfigError, match="use backend trtllm-pytorch"):
+    with pytest.raises(SourceError, match="use backend trtllm-pytorch"):
         trt_engine.preflight_build(config)
