@@ -65,6 +65,8 @@ class Backend(ABC):
     uses_llm_api = _capability("uses_llm_api")
     guided_decoding_backends = _capability("guided_decoding_backends")
     refused_dtypes = _capability("refused_dtypes")
+    prequantized = _capability("prequantized")
+    prequantized_source = _capability("prequantized_source")
 
     # --- stages -------------------------------------------------------------------------------------------
     @property
