@@ -254,11 +254,11 @@ def check_prequantized(backend_name: str, quant: "CheckpointQuant | None",
         return None
     caps = CAPABILITIES[backend_name]
     if config.quantization is not None:
-        raise ConfigError(f"the checkpoint is already quantized ({quant.describe()}, {quant.found_in}); "
-                          f"quantization.format {config.quantization.format} would quantize it again",
-                          where=f"{config.name}: quantization",
-                          fix="remove the quantization section (the checkpoint's own format is served), or point "
-                              "source at the full-precision checkpoint")
+        raise ConfigError(f"the checkpoint is already quantized ({quant.describe()}, {quant.found_in}) and "
+                          f"quantization.format {config.quantization.format} would quantize it again; trtpipe does "
+                          "not re-quantize a quantized weight", where=f"{config.name}: quantization",
+                          fix="drop `quantization:` from the config (the checkpoint's own format is served as it "
+                              "is), or point source at the full-precision checkpoint")
     rows = [row for row in caps.prequantized if row.matches(quant)]
     unmet = [f"{name} is {_field(quant, name)!r}: {why}" for row in rows for name, allowed, why in row.require
              if _field(quant, name) not in allowed]

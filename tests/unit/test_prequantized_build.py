@@ -117,7 +117,7 @@ def test_a_format_the_engine_does_not_read_is_refused_at_build_with_the_reason(t
     with pytest.raises(SourceError, match=named) as e:
         build(config_for(tmp_path, tmp_path / "ckpt"), home / "repo")
     assert not (home / "artifacts").exists()  # refused at preflight
-    assert e.value.exit_code == 4 and "reference engine does not read" in e.value.what
+    assert e.value.exit_code == 4 and "reference backend cannot serve" in e.value.what
     if named.startswith("modelopt"):
         assert "trtllm-pytorch" in e.value.fix
 
@@ -169,4 +169,4 @@ def test_the_command_line_exits_with_the_source_class_and_says_why(tiny, tmp_pat
     config_for(tmp_path, tmp_path / "ckpt")  # writes prequant.yaml
     result = CliRunner().invoke(cli, ["build", str(tmp_path / "prequant.yaml"), "--repo", str(home / "repo")])
     assert result.exit_code == 4, result.output
-    assert "already quantized as gptq gptq 3-bit" in result.output and "Fix:" in result.output
+    assert "quantization (gptq 3-bit" in result.output and "Fix:" in result.output

@@ -93,7 +93,9 @@ class Backend(ABC):
     def check_checkpoint_quant(self, config: "BuildConfig", quant: "CheckpointQuant | None") -> None:
         """Refuse a checkpoint that is already quantized in a format this backend cannot serve, or a config that
         asks to quantize it again. The build calls it right after fetch (and a backend may call it sooner);
-        `quant` is None for a full-precision checkpoint. Default: accept (the backend decides elsewhere)."""
+        `quant` is None for a full-precision checkpoint. The rules are the backend's row in backend_registry.py,
+        one function for every backend."""
+        backend_registry.check_prequantized(self.name, quant, config)
 
     def check_serving_machine(self, manifest: "Manifest", machine: Any = None) -> list[str]:
         """Before serving a published version (its manifest holds the config it was built from): refuse

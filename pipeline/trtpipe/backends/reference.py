@@ -34,30 +34,7 @@ FORMAT_VERSION = 1
 # quantization.format -> the mode of trtpipe.engine.quantize_checkpoint
 QUANT_MODES = {"int8_wo": "int8", "int4_wo": "int4"}
 SMOKE_PROMPT = [1, 2, 3, 4, 5, 6, 7, 8]
-# CheckpointQuant schemes the engine loads as they are (engine/prequantized.py).
-PREQUANTIZED_SCHEMES = ("int4-awq", "int4-gptq", "fp8")
-# For a format the engine does not read: where to go instead. TensorRT-LLM's LLM API loads ModelOpt exports
-# (NVFP4, W4A8_AWQ, ...) directly; nothing in trtpipe serves bitsandbytes or other packings.
-ELSEWHERE = {"modelopt:": "backend: trtllm-pytorch (TensorRT-LLM loads ModelOpt exports on a GPU)"}
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "engine" / "1" / "model.py"
-
-
-def check_checkpoint_quant(config: BuildConfig, quant: CheckpointQuant | None) -> None:
-    """Refuse a pre-quantized format the engine does not read (SourceError) and re-quantization (ConfigError)."""
-    if quant is None:
-        return
-    if quant.scheme not in PREQUANTIZED_SCHEMES:
-        elsewhere = next((v for k, v in ELSEWHERE.items() if quant.method.startswith(k)), None)
-        raise SourceError(f"the checkpoint is already quantized as {quant.method} ({quant.found_in}), a format the "
-                          "reference engine does not read; it reads AWQ (gemm, 4-bit), GPTQ (4-bit, v1/v2, "
-                          "act-order) and FP8 e4m3 (per tensor, channel or block)", where=f"{config.name}: source",
-                          fix=(f"use {elsewhere}, or " if elsewhere else "use ") + "the full-precision checkpoint "
-                              "(the reference engine can quantize it itself: quantization.format int8_wo or int4_wo)")
-    if config.quantization is not None:
-        raise ConfigError(f"the checkpoint is already quantized ({quant.describe()}) and the config asks to quantize "
-                          f"it again as {config.quantization.format}; trtpipe does not re-quantize a quantized weight",
-                          where=f"{config.name}: quantization",
-                          fix="drop `quantization:` from the config: the checkpoint's own format is served as it is")
 
 
 def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
@@ -148,9 +125,6 @@ class ReferenceBackend(Backend):
         when = "now, from source.path's config files" if config.source.path else "right after fetch"
         return [f"checkpoint format ({when}): a pre-quantized checkpoint must be AWQ gemm 4-bit, GPTQ 4-bit or FP8 "
                 "e4m3, and then the config sets no `quantization:`"]
-
-    def check_checkpoint_quant(self, config: BuildConfig, quant: CheckpointQuant | None) -> None:
-        check_checkpoint_quant(config, quant)
 
     def serving_spec(self, config: BuildConfig):
         # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.

@@ -138,12 +138,6 @@ class TensorrtEngineBackend(Backend):
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
 
-    # --- config -------------------------------------------------------------------------------------------
-    def check_checkpoint_quant(self, config: BuildConfig, quant) -> None:
-        """The checkpoint's own quantization (engine/checkpoint_quant.py; None: full precision), once fetch has read
-        it: refused unless this backend's row in backend_registry.py serves it as it is."""
-        check_prequantized(self.name, quant, config)
-
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
         check_local_source(config)  # a local checkpoint's own format is known now: refused before the machine checks

@@ -111,7 +111,7 @@ def _gptq(qc: dict[str, Any], where: str) -> CheckpointQuant:
     bits = _int(qc, "bits", where, 4)
     fmt = str(qc.get("checkpoint_format", "gptq")).lower()
     if bits != 4 or fmt not in ("gptq", "gptq_v2"):
-        return _unknown(f"gptq {fmt} {bits}-bit", qc, where)
+        return _unknown(f"gptq {bits}-bit ({fmt} format)", qc, where)
     group = _int(qc, "group_size", where, 128)
     return CheckpointQuant(scheme="int4-gptq", method="gptq", found_in=where, bits=4,
                            group_size=None if group == -1 else group,

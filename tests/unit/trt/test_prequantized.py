@@ -105,7 +105,7 @@ def test_quantization_on_a_checkpoint_that_is_already_quantized_is_refused_on_ev
                          ("reference", load_config("tiny-llama", ["quantization.format=int4_wo"]))):
         with pytest.raises(ConfigError, match=r"already quantized \(gptq int4 .*would quantize it again") as e:
             check_prequantized(name, quant, config)
-        assert "remove the quantization section" in str(e.value) and e.value.exit_code == 3
+        assert "drop `quantization:`" in str(e.value) and e.value.exit_code == 3
 
 
 def test_an_engine_from_a_quantized_checkpoint_must_report_its_quant_algo(engine_config, tmp_path):
