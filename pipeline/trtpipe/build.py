@@ -30,6 +30,7 @@ from trtpipe.repo import layout
 from trtpipe.repo.retention import DEFAULT_KEEP
 from trtpipe.repo.versions import CorruptSourceError, PublishedVersion, publish_version
 from trtpipe.stages.base import Stage
+from trtpipe.stages.fetch import checkpoint_quant
 from trtpipe.stages.tokenizer_compat import check_same_tokenizer
 
 # (stage, status, seconds, key) where status is "running", "cached", "built", "skipped", "waiting" or "failed".
@@ -127,6 +128,10 @@ def run_stages(config: BuildConfig, cache: ArtifactCache, force: set[str] = froz
         progress(stage.name, "cached" if cached else "built", seconds, key)
         records.append(StageRecord(stage.name, key, cached, round(seconds, 3), artifact.meta))
         artifacts[stage.name] = previous = artifact
+        if stage.name == "fetch":
+            # Before any stage reads the weights: a format the backend cannot serve, or `quantization:` over
+            # an already quantized checkpoint, stops here (a cached fetch is checked too: the config may differ).
+            get_backend(config.backend).check_checkpoint_quant(config, checkpoint_quant(artifact.path))
         if stage.name == until:
             break
     return artifacts, records

@@ -3,7 +3,8 @@ reserves and KV pools fit on a GPU. The bottom of the planning stack: the planne
 preflight (trt/preflight.py) both compute from here, so they cannot disagree.
 
     weights    = linear layers at the format's bytes/param + embedding, lm_head and norms at the dtype
-                 (ModelOpt and weight-only conversion leave embedding and lm_head unquantized)
+                 (ModelOpt and weight-only conversion leave embedding and lm_head unquantized); the format is
+                 the config's quantization, or the one a pre-quantized local checkpoint already has
     KV/token   = layers * 2 (K and V) * kv_heads * head_dim * KV dtype bytes        (per GPU: / tp, / pp)
     KV pool    = kv_cache_free_gpu_mem_fraction * (GPU memory - weights - activation reserve),
                  capped by engine.max_tokens_in_paged_kv_cache (TensorRT-LLM takes the smaller)
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trtpipe.config import BuildConfig
+from trtpipe.engine.checkpoint_quant import CheckpointQuant, read_checkpoint_quant
+from trtpipe.engine.config import UnsupportedModelError
 from trtpipe.errors import ConfigError
 from trtpipe.hardware import GIB, GpuSpec
 
@@ -113,9 +116,28 @@ def arch_for(config: BuildConfig) -> ModelArch:
                           "its config.json")
 
 
+def checkpoint_quant_for(config: BuildConfig) -> CheckpointQuant | None:
+    """The quantization a local checkpoint already carries (None for full precision, and for a hub or synthetic
+    source: a hub checkpoint's config is read at fetch, not at plan time)."""
+    if not config.source.path:
+        return None
+    path = Path(config.source.path).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return read_checkpoint_quant(path)
+    except UnsupportedModelError as e:
+        raise ConfigError(f"cannot read the checkpoint's quantization: {e}", where=f"{config.name}: source.path",
+                          fix="check config.json's quantization_config (or hf_quant_config.json)") from None
+
+
 def linear_bytes_per_param(config: BuildConfig) -> float:
     q = config.quantization
     if q is None:
+        prequantized = checkpoint_quant_for(config)
+        if prequantized is not None and prequantized.scheme != "unknown":
+            # The checkpoint's own format: packed weights plus its fp16 scales (and int4 zero points) per group.
+            return prequantized.weight_bytes_per_param(dtype_bytes=2.0)
         return DTYPE_BYTES[config.dtype]
     per_group_scales = 2 / q.group_size  # one fp16 scale per group
     return {"fp8": 1.0, "nvfp4": 0.5 + 1 / 16,  # one fp8 scale per 16 weights

@@ -30,6 +30,7 @@ def _register_commands() -> None:
     from trtpipe.commands.bench import bench
     from trtpipe.commands.build import build
     from trtpipe.commands.cache import cache
+    from trtpipe.commands.deploy import deploy
     from trtpipe.commands.models import models, rollback
     from trtpipe.commands.plan import plan_command
     from trtpipe.commands.serve import serve
@@ -38,6 +39,7 @@ def _register_commands() -> None:
     cli.add_command(bench)
     cli.add_command(build)
     cli.add_command(cache)
+    cli.add_command(deploy)
     cli.add_command(models)
     cli.add_command(plan_command, name="plan")
     cli.add_command(rollback)

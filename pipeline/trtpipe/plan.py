@@ -20,9 +20,10 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from trtpipe.capacity import (DTYPE_BYTES, KNOWN_ARCHITECTURES, RUNTIME_OVERHEAD_BYTES, TP_CANDIDATES,  # noqa: F401
-                              UTILIZATION_TARGET, EngineMemory, KvPool, ModelArch, arch_for,
+                              UTILIZATION_TARGET, EngineMemory, KvPool, ModelArch, arch_for, checkpoint_quant_for,
                               concurrent_sequences, engine_memory, kv_bytes_per_element, kv_pools,
                               linear_bytes_per_param)
 from trtpipe.config import BuildConfig, load_config, load_draft
@@ -55,6 +56,7 @@ class Plan:
     per_replica_rps_measured: bool = False
     replicas: int | None = None
     warnings: list[str] = field(default_factory=list)
+    checkpoint_quant: Any = None  # engine.checkpoint_quant.CheckpointQuant of a pre-quantized local checkpoint
 
     @property
     def world_size(self) -> int:
@@ -112,7 +114,8 @@ def make_plan(config: BuildConfig, gpu: GpuSpec, *, input_len: int, output_len: 
     engines, pools, concurrency = _fit(config, arch, draft, draft_arch, gpu, seq_tokens, draft_seq_tokens)
     plan = Plan(config=config, draft=draft, gpu=gpu, arch=arch, draft_arch=draft_arch, input_len=input_len,
                 output_len=output_len, target=engines[0][1], draft_memory=engines[1][1] if len(engines) > 1 else None,
-                pools=pools, concurrency=concurrency, fits=concurrency >= 1)
+                pools=pools, concurrency=concurrency, fits=concurrency >= 1,
+                checkpoint_quant=checkpoint_quant_for(config))
     if len(engines) > 1 and any(c.engine.max_tokens_in_paged_kv_cache is None for c in (config, draft)):
         plan.warnings.append("two engines share each GPU and at least one has no "
                              "engine.max_tokens_in_paged_kv_cache: the KV split then depends on which loads "

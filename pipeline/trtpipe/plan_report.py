@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from trtpipe.deploy.sizing import dynamo_sizing
 from trtpipe.hardware import GIB
 from trtpipe.plan import RUNTIME_OVERHEAD_BYTES, UTILIZATION_TARGET, Plan
 
@@ -43,6 +44,10 @@ def summary_text(plan: Plan) -> str:
               f"  host RAM         {_gib(plan.host_ram_bytes)} to convert"]
     if plan.replicas is not None:
         lines.append(f"  replicas         {plan.replicas} for {plan.request_rate:g} req/s")
+    dynamo = dynamo_sizing(c, plan.replicas)
+    if dynamo["backend_supported"]:
+        lines.append(f"  on Dynamo        {dynamo['command']}: {dynamo['workers']} worker(s) x "
+                     f"{dynamo['gpus_per_worker']} GPU(s)")
     lines += [f"  warning: {w}" for w in plan.warnings]
     if not plan.fits:
         lines.append("  DOES NOT FIT: raise tp, quantize, or lower the engine limits")
@@ -62,6 +67,13 @@ def _launch_section(plan: Plan) -> str:
     return "\n".join(lines + commands)
 
 
+def _weights_format(plan: Plan) -> str:
+    q, pre = plan.config.quantization, plan.checkpoint_quant
+    if q:
+        return q.format
+    return f"{pre.describe()}, as the checkpoint holds them" if pre else plan.config.dtype
+
+
 def serving_configuration(plan: Plan) -> str:
     c, t, g, e, s = plan.config, plan.target, plan.gpu, plan.config.engine, plan.config.serving
     q = c.quantization
@@ -72,7 +84,7 @@ def serving_configuration(plan: Plan) -> str:
     framework = get_backend(c.backend).framework
     rows = [["Framework", framework], ["Model", source],
             ["Parameters", f"{plan.arch.num_params / 1e9:.2f} B"],
-            ["Precision", f"{c.dtype}; weights {q.format if q else c.dtype}; KV cache "
+            ["Precision", f"{c.dtype}; weights {_weights_format(plan)}; KV cache "
                           f"{(q.kv_cache_dtype if q and q.kv_cache_dtype else c.dtype)}"],
             ["Parallelism", f"tp={c.parallelism.tp}, pp={c.parallelism.pp} ({plan.world_size} x {g.name})"],
             ["Engine limits", f"batch {e.max_batch_size}, input {e.max_input_len}, seq {e.max_seq_len}, "
@@ -147,6 +159,13 @@ def scaling_plan(plan: Plan) -> str:
              "- Scale up fast (a new replica needs minutes: image pull, engine load), scale down slowly "
              "(stabilization 600 s); preStop drains in-flight streams before a pod is removed.",
              "", "Manifests: `docker/k8s/` (Deployment with probes and drain, Service, HPA, nightly rebuild)."]
+    dynamo = dynamo_sizing(c, plan.replicas)
+    if dynamo["backend_supported"]:
+        lines += ["", "## On NVIDIA Dynamo (many hosts)", "",
+                  f"`{dynamo['command']}` writes the DynamoGraphDeployment: {dynamo['workers']} aggregated TensorRT-LLM "
+                  f"worker(s) of {dynamo['gpus_per_worker']} GPU(s) ({dynamo['gpus']} GPUs) behind Dynamo's KV-aware "
+                  "frontend (examples: `docker/k8s/dynamo/`). Splitting them into prefill and decode workers "
+                  "(`--disaggregated`) is not sized by this plan."]
     return "\n".join(lines) + "\n"
 
 
@@ -216,7 +235,7 @@ def plan_json(plan: Plan) -> dict:
             "decode_tokens_per_s_batch1": plan.decode_tokens_per_s, "host_ram_bytes": plan.host_ram_bytes,
             "calibration_gpu_bytes": plan.calibration_gpu_bytes, "request_rate": plan.request_rate,
             "per_replica_rps": plan.per_replica_rps, "per_replica_rps_measured": plan.per_replica_rps_measured,
-            "replicas": plan.replicas, "warnings": plan.warnings}
+            "replicas": plan.replicas, "dynamo": dynamo_sizing(plan.config, plan.replicas), "warnings": plan.warnings}
 
 
 DOCUMENTS = {"serving-configuration.md": serving_configuration, "scaling-plan.md": scaling_plan,

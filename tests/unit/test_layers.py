@@ -54,6 +54,8 @@ LAYERS: list[tuple[str, ...]] = [
     # One module per backend, composing everything below; the gate they run.
     ("trtpipe.backends.__init__", "trtpipe.backends.base", "trtpipe.backends.reference", "trtpipe.backends.tensorrt_engine",
      "trtpipe.backends.tensorrt_llm_pytorch", "trtpipe.gate"),
+    # Deployments of published versions beyond one host (Dynamo's operator); the planner prints their sizing.
+    ("trtpipe.deploy",),
     # Entry points: the build, its dry run, the planner, nightly, bench, the GPU-machine doctor.
     ("trtpipe.build", "trtpipe.dry_run", "trtpipe.plan", "trtpipe.plan_report", "trtpipe.plan_baseline",
      "trtpipe.plan_api", "trtpipe.nightly", "trtpipe.bench",

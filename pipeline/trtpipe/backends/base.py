@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
     from trtpipe.config import BuildConfig
+    from trtpipe.engine.checkpoint_quant import CheckpointQuant
     from trtpipe.manifest import Manifest
     from trtpipe.stages.base import Stage
 
@@ -64,6 +65,8 @@ class Backend(ABC):
     uses_llm_api = _capability("uses_llm_api")
     guided_decoding_backends = _capability("guided_decoding_backends")
     refused_dtypes = _capability("refused_dtypes")
+    prequantized = _capability("prequantized")
+    prequantized_source = _capability("prequantized_source")
 
     # --- stages -------------------------------------------------------------------------------------------
     @property
@@ -86,6 +89,13 @@ class Backend(ABC):
 
     def describe_preflight(self, config: "BuildConfig") -> list[str]:
         return []
+
+    def check_checkpoint_quant(self, config: "BuildConfig", quant: "CheckpointQuant | None") -> None:
+        """Refuse a checkpoint that is already quantized in a format this backend cannot serve, or a config that
+        asks to quantize it again. The build calls it right after fetch (and a backend may call it sooner);
+        `quant` is None for a full-precision checkpoint. The rules are the backend's row in backend_registry.py,
+        one function for every backend."""
+        backend_registry.check_prequantized(self.name, quant, config)
 
     def check_serving_machine(self, manifest: "Manifest", machine: Any = None) -> list[str]:
         """Before serving a published version (its manifest holds the config it was built from): refuse

@@ -3,6 +3,10 @@
 Stages: fetch -> convert (the packed NumPy engine format) -> quantize (weight-only int8/int4, optional) ->
 compile (the servable engine directory plus a smoke test: it loads and generates). Publishes one model,
 `<model>-engine`, whose Python model (model_repo/engine/1/model.py) is copied into each version.
+
+A checkpoint that is already quantized (AWQ, GPTQ 4-bit, FP8: engine/prequantized.py) is converted into the
+engine's own int4/fp8 formats as it is; any other quantized format, and `quantization:` on top of one, is refused
+before any work: at preflight for a local path, right after fetch otherwise (check_checkpoint_quant).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
 from trtpipe.engine import Engine, EngineLimits, convert_checkpoint, quantize_checkpoint
+from trtpipe.engine.checkpoint_quant import CheckpointQuant
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
 from trtpipe.engine.config import UnsupportedModelError
-from trtpipe.errors import PublishError, SourceError, StageError
+from trtpipe.errors import ConfigError, PublishError, SourceError, StageError
 from trtpipe.gate import engine_gate
 from trtpipe.repo import layout
 from trtpipe.repo.model_config import reference_engine_config
@@ -42,7 +47,8 @@ def _convert(config: BuildConfig, hf_dir: Path, out_dir: Path) -> dict[str, Any]
     except UnsupportedModelError as e:
         raise SourceError(f"the reference engine cannot run this checkpoint: {e}", where="convert",
                           fix="use a Llama-family checkpoint it supports (Llama, Mistral without sliding window, "
-                              "Qwen2), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
+                              "Qwen2) in full precision or as AWQ/GPTQ 4-bit/FP8 (README: Pre-quantized "
+                              "checkpoints), or a GPU backend (backend: trtllm-pytorch) for other architectures") from None
 
 
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
@@ -108,6 +114,17 @@ class ReferenceBackend(Backend):
     @property
     def stages(self) -> tuple[Stage, ...]:
         return STAGES
+
+    def preflight_build(self, config: BuildConfig) -> None:
+        # A local checkpoint's config files are here already: refuse its format before anything is copied.
+        path = Path(config.source.path).expanduser() if config.source.path else None
+        if path is not None and (path / "config.json").is_file():
+            self.check_checkpoint_quant(config, fetch.checkpoint_quant(path))
+
+    def describe_preflight(self, config: BuildConfig) -> list[str]:
+        when = "now, from source.path's config files" if config.source.path else "right after fetch"
+        return [f"checkpoint format ({when}): a pre-quantized checkpoint must be AWQ gemm 4-bit, GPTQ 4-bit or FP8 "
+                "e4m3, and then the config sets no `quantization:`"]
 
     def serving_spec(self, config: BuildConfig):
         # The engine returns top alternatives and prompt log-probs, and resumes a grammar mid-output.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trtpipe.backend_registry import check_prequantized
 from trtpipe.backends.base import Backend, StagedDir
 from trtpipe.config import BuildConfig
 from trtpipe.repo import model_set
@@ -31,6 +32,8 @@ from trtpipe.trt.engine_dir import KV_QUANT_ALGO, QUANT_ALGO, expected_limits, v
 from trtpipe.trt.guided_decoding import TOKENIZER_INFO_FILE, TOKENIZER_INFO_KEYS, check_tokenizer_info, \
     tokenizer_info_command
 from trtpipe.trt.preflight import build_fingerprint, detect_machine, preflight, preflight_build
+from trtpipe.trt.prequantized import (check_local_source, describe_check, engine_quant_algo, fetched, read_checked,
+                                      record)
 from trtpipe.trt.recipes import IMAGE, TOOLCHAIN, Command, TrtTools, build_commands, checkpoint_command, uses_modelopt
 
 _PORTS = (8000, 8001, 8002)
@@ -48,9 +51,18 @@ def _convert_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
             "quantization": config.quantization.model_dump() if config.quantization else None}
 
 
+def _checkpoint_quant(config: BuildConfig, inputs: Inputs):
+    """(the fetched checkpoint's own quantization, the table row serving it); (None, None) before fetch has run
+    (a dry run). Refuses a format trt-engine cannot convert as it is (backend_registry.check_prequantized)."""
+    hf_dir = inputs["fetch"].path
+    return read_checked(config, hf_dir) if fetched(hf_dir) else (None, None)
+
+
 def _convert_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
-    cmd = checkpoint_command(config, inputs["fetch"].path, out_dir, TrtTools())
-    return [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="convert", meta_key="command")]
+    quant, row = _checkpoint_quant(config, inputs)
+    cmd = checkpoint_command(config, inputs["fetch"].path, out_dir, TrtTools(), prequant=quant)
+    return [Verify((describe_check(config),), lambda: record(config, quant, row)),
+            RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="convert", meta_key="command")]
 
 
 def _compile_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
@@ -60,7 +72,7 @@ def _compile_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
             "machine": machine_fingerprint()}
 
 
-def _verify_lines(config: BuildConfig) -> tuple[str, ...]:
+def _verify_lines(config: BuildConfig, checkpoint_algo: str | None = None) -> tuple[str, ...]:
     limits = expected_limits(config)
     q = config.quantization
     ranks = " ".join(f"rank{r}.engine" for r in range(config.parallelism.world_size))
@@ -69,7 +81,7 @@ def _verify_lines(config: BuildConfig) -> tuple[str, ...]:
             "  build_config " + " ".join(f"{k}={v}" for k, v in limits.items() if k != "max_num_tokens")
             + f" max_num_tokens>={limits['max_num_tokens']}; paged KV cache; paged context FMHA on"
             + ("; speculative_decoding_mode draft_tokens_external" if limits["max_draft_len"] else ""),
-            f"  quant_algo {QUANT_ALGO.get(q.format) if q else None}, kv_cache_quant_algo "
+            f"  quant_algo {checkpoint_algo or (QUANT_ALGO.get(q.format) if q else None)}, kv_cache_quant_algo "
             f"{KV_QUANT_ALGO.get(q.kv_cache_dtype) if q and q.kv_cache_dtype else None}")
 
 
@@ -77,8 +89,10 @@ def _compile_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[St
     commands = build_commands(config, inputs["quantize"].path, out_dir, TrtTools())
     steps: list[Step] = [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.{i}.log", stage="compile")
                          for i, cmd in enumerate(commands)]
-    steps.append(Verify(_verify_lines(config), lambda: {"engine_limits": verify_engine_dir(out_dir, config),
-                                                        "build_fingerprint": machine_fingerprint()}))
+    algo = engine_quant_algo(_checkpoint_quant(config, inputs)[0])
+    steps.append(Verify(_verify_lines(config, algo),
+                        lambda: {"engine_limits": verify_engine_dir(out_dir, config, checkpoint_quant_algo=algo),
+                                 "build_fingerprint": machine_fingerprint()}))
     return steps
 
 
@@ -103,7 +117,8 @@ def _tokenizer_info_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> 
 
 STAGES = (
     fetch.STAGE,
-    Stage("convert", 1, _convert_key, _convert_plan),
+    # v2: a checkpoint that came quantized is checked, and an AutoAWQ/GPTQ one converted with the int4_gptq flags.
+    Stage("convert", 2, _convert_key, _convert_plan),
     # TensorRT-LLM quantizes inside the checkpoint tool (convert_checkpoint.py's weight-only flags, or quantize.py).
     Stage("quantize", 1, lambda c, i: {}, lambda c, i, o: [],
           passthrough=lambda c: "quantized by convert" if c.quantization else "no quantization"),
@@ -125,6 +140,7 @@ class TensorrtEngineBackend(Backend):
 
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
+        check_local_source(config)  # a local checkpoint's own format is known now: refused before the machine checks
         preflight_build(config)
 
     def describe_preflight(self, config: BuildConfig) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from trtpipe.backend_registry import check_prequantized
 from trtpipe.backends.base import Backend
 from trtpipe.config import BuildConfig
 from trtpipe.engine.sampling import MAX_TOP_LOG_PROBS
@@ -32,9 +33,11 @@ from trtpipe.spec import engine_model_name
 from trtpipe.stages import fetch
 from trtpipe.stages.base import Inputs, Stage, link_or_copy_tree
 from trtpipe.stages.steps import InProcess, RunCommand, Step, Verify, WriteFile
+from trtpipe.trt import preflight as machine_checks
 from trtpipe.trt.llm_args import (CHECKPOINT_DIR, DECODING_TYPE, DRAFT_DIR, IMAGE, OPTIONS_FILE, RECORD_FILE, TOOLCHAIN,
                                   WRITTEN_FOR, LlmApiTools, llm_args_record, llm_args_yaml, quantize_command)
-from trtpipe.trt.preflight import check_llm_api_toolchain, preflight
+from trtpipe.trt.preflight import check_llm_api_toolchain, check_prequantized_machine, preflight
+from trtpipe.trt.prequantized import check_local_source, describe_check, fetched, kv_cache_dtype, read_checked, record
 
 ADAPTER = Path(__file__).resolve().parents[3] / "model_repo" / "llm_api_engine" / "1" / "model.py"
 # quantization -> what ModelOpt's hf_quant_config.json must then say.
@@ -62,10 +65,20 @@ def _check_quantized(config: BuildConfig, out_dir: Path) -> dict[str, Any]:
     return {"hf_quant_config": found}
 
 
+def _checkpoint_quant(config: BuildConfig, inputs: Inputs):
+    """(the fetched checkpoint's own quantization, the table row serving it); (None, None) before fetch has run
+    (a dry run). Refuses what the LLM API does not load as it is, and ModelOpt on a quantized checkpoint
+    (backend_registry.check_prequantized)."""
+    hf_dir = inputs["fetch"].path
+    return read_checked(config, hf_dir) if fetched(hf_dir) else (None, None)
+
+
 def _quantize_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
     q = config.quantization
+    _checkpoint_quant(config, inputs)  # a quantized checkpoint is refused before ModelOpt runs (and in a dry run)
     cmd = quantize_command(config, inputs["fetch"].path, out_dir, LlmApiTools())
-    return [RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="quantize", meta_key="command"),
+    return [Verify((describe_check(config),), lambda: record(config, *_checkpoint_quant(config, inputs))),
+            RunCommand(cmd, out_dir.parent / f"{out_dir.name}.log", stage="quantize", meta_key="command"),
             Verify((f"verify: <tmp> holds *.safetensors and hf_quant_config.json with quant_algo "
                     f"{QUANT_ALGO[q.format]}, kv_cache_quant_algo {KV_QUANT_ALGO.get(q.kv_cache_dtype)}",),
                    lambda: _check_quantized(config, out_dir))]
@@ -81,6 +94,14 @@ def _configure_key(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 
 def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
     checkpoint, draft = inputs["quantize"].path, inputs.get("draft")
+    quant, row = _checkpoint_quant(config, inputs)
+
+    def check() -> dict[str, Any]:
+        # The format is known only now (preflight ran before fetch): refuse a GPU without kernels for it.
+        meta = record(config, quant, row)
+        if meta["prequantized"]:
+            check_prequantized_machine(config, meta["prequantized"], machine_checks.detect_machine())
+        return meta
 
     def link() -> dict[str, Any]:
         link_or_copy_tree(checkpoint, out_dir / CHECKPOINT_DIR)
@@ -91,8 +112,10 @@ def _configure_plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[
     what = f"in-process: link the files of {checkpoint} into <tmp>/{CHECKPOINT_DIR}/"
     if draft is not None:
         what += f", and the {config.speculation.method} draft's {draft.path} into <tmp>/{DRAFT_DIR}/"
-    return [InProcess(what, link),
-            WriteFile(out_dir / OPTIONS_FILE, llm_args_yaml(config, has_draft=draft is not None),
+    return [Verify((describe_check(config) + "; and a GPU with kernels for it",), check),
+            InProcess(what, link),
+            WriteFile(out_dir / OPTIONS_FILE, llm_args_yaml(config, has_draft=draft is not None,
+                                                            checkpoint_kv_cache=kv_cache_dtype(quant)),
                       f"the LLM API arguments (TorchLlmArgs) in TensorRT-LLM {WRITTEN_FOR}'s names, read by the Triton "
                       "model at load through TensorRT-LLM's own loader"),
             WriteFile(out_dir / RECORD_FILE, llm_args_record(),
@@ -104,7 +127,8 @@ STAGES = (
     fetch.STAGE,
     Stage("quantize", 1, _quantize_key, _quantize_plan,
           passthrough=lambda c: None if c.quantization else "no quantization: the LLM API loads the checkpoint as it is"),
-    Stage("configure", 1, _configure_key, _configure_plan),
+    # v2: a checkpoint that came quantized is checked against the LLM API's loaders; its FP8 KV cache is written out.
+    Stage("configure", 2, _configure_key, _configure_plan),
 )
 
 
@@ -119,6 +143,7 @@ class TensorrtLlmPytorchBackend(Backend):
 
     # --- machine ------------------------------------------------------------------------------------------
     def preflight_build(self, config: BuildConfig) -> None:
+        check_local_source(config)  # a local checkpoint's own format is known now: refused before the machine checks
         # Refuse before any work: no TensorRT-LLM >= TOOLCHAIN["min_tensorrt_llm"] or no GPU, then too few GPUs, the
         # wrong architecture for the format (FP8 needs SM 89+, NVFP4 SM 100+), or too little memory for the weights and KV.
         preflight(config, check_llm_api_toolchain(config))
@@ -138,7 +163,9 @@ class TensorrtLlmPytorchBackend(Backend):
         config = BuildConfig.model_validate(manifest.config)
         # Serving loads the published checkpoint: ModelOpt is a build-time need only.
         machine = check_llm_api_toolchain(config.model_copy(update={"quantization": None}), machine=machine)
-        return [f"TensorRT-LLM {machine.tensorrt_llm or '(version unknown)'}", *preflight(config, machine)]
+        configure = next((s.meta for s in manifest.stages if s.stage == "configure"), {})
+        return [f"TensorRT-LLM {machine.tensorrt_llm or '(version unknown)'}", *preflight(config, machine),
+                *check_prequantized_machine(config, configure.get("prequantized"), machine)]
 
     # --- the model repository -----------------------------------------------------------------------------
     def serving_spec(self, config: BuildConfig):

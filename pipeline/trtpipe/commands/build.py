@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from trtpipe.commands.options import REPO_OPTION, keep_option, resolve_repo
 
@@ -30,7 +31,8 @@ class _BuildTable:
         colors = {"cached": "green", "built": "cyan", "published": "cyan", "unchanged": "green",
                   "skipped": "dim", "running": "yellow", "waiting": "yellow", "failed": "red", "not live": "yellow"}
         for stage, (status, seconds, key) in self.rows.items():
-            table.add_row(stage, f"[{colors.get(status, '')}]{status}[/]", f"{seconds:.2f}", key[:12])
+            # A Text with a style, not markup: a status with no colour (the gate's "passed") must not become "[]".
+            table.add_row(stage, Text(status, style=colors.get(status, "")), f"{seconds:.2f}", key[:12])
         return table
 
 

@@ -8,7 +8,7 @@ from .config import LlamaConfig, UnsupportedModelError
 from .engine import Engine
 from .protocol import EngineLimits, EngineRequest, RequestOutput, SamplingParams
 from .quantize import quantize_checkpoint
-from .weights import convert_checkpoint
+from .convert import convert_checkpoint
 
 __all__ = [
     "Engine",

@@ -4,6 +4,10 @@ Engine format (engine_format 1), one directory:
     config.json          LlamaConfig fields + "engine_format", "weight_dtype", "quantization"
     weights.safetensors  tensors under our own names (below), stored in weight_dtype
 
+A quantized linear `X` is stored as X.qweight and X.scales instead of X (quantization["mode"]): int8
+(per-channel symmetric), int4 (groups along the input dim, two nibbles per uint8, plus X.zeros and X.g_idx for a
+pre-quantized AWQ/GPTQ checkpoint) or fp8 (e4m3 bits, a scale per row and block; prequantized.py).
+
 Linear weights keep the HF (out_features, in_features) layout on disk so that per-output-channel
 and along-the-input-dim groups are rows and row slices; compute keeps that layout too (model.linear
 picks the matmul form per batch size). q/k/v and gate/up are fused at conversion: one matmul each.
@@ -53,8 +57,9 @@ def read_hf_tensors(hf_dir: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _hf_to_engine(cfg: LlamaConfig, hf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rename and fuse HF tensors; raises naming every missing tensor."""
+def _hf_to_engine(cfg: LlamaConfig, hf: dict[str, np.ndarray], with_linears: bool = True) -> dict[str, np.ndarray]:
+    """Rename and fuse HF tensors; raises naming every missing tensor. with_linears=False: all but the
+    decoder-block linears (a pre-quantized checkpoint's, which prequantized.py carries over itself)."""
     missing: list[str] = []
 
     def take(name: str) -> np.ndarray:
@@ -68,11 +73,11 @@ def _hf_to_engine(cfg: LlamaConfig, hf: dict[str, np.ndarray]) -> dict[str, np.n
         p, e = f"model.layers.{i}.", f"layers.{i}."
         out[e + "attn_norm"] = take(p + "input_layernorm.weight")
         out[e + "mlp_norm"] = take(p + "post_attention_layernorm.weight")
-        qkv = [take(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]
-        out[e + "o_proj"] = take(p + "self_attn.o_proj.weight")
-        out[e + "gate_up_proj"] = [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
-        out[e + "down_proj"] = take(p + "mlp.down_proj.weight")
-        out[e + "qkv_proj"] = qkv
+        if with_linears:
+            out[e + "qkv_proj"] = [take(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]
+            out[e + "o_proj"] = take(p + "self_attn.o_proj.weight")
+            out[e + "gate_up_proj"] = [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
+            out[e + "down_proj"] = take(p + "mlp.down_proj.weight")
         if cfg.qkv_bias:
             out[e + "qkv_bias"] = [take(f"{p}self_attn.{n}_proj.bias") for n in "qkv"]
         if cfg.o_bias:
@@ -104,7 +109,8 @@ def _check_shapes(cfg: LlamaConfig, t: dict[str, np.ndarray]) -> None:
 
 
 def convert_checkpoint(hf_dir: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
-    """HF checkpoint dir -> engine dir. `dtype` is the storage dtype; compute is always float32."""
+    """A full-precision HF checkpoint dir -> engine dir. `dtype` is the storage dtype; compute is always float32.
+    (engine/convert.py sends a pre-quantized checkpoint to prequantized.py instead.)"""
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"`dtype` must be one of {sorted(STORAGE_DTYPES)}. Given: {dtype!r}")
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
@@ -166,6 +172,8 @@ def read_engine_dir(engine_dir: Path) -> tuple[LlamaConfig, dict[str, np.ndarray
 
 # ---------------------------------------------------------------------------------------------
 # Weight-only quantization: symmetric, so zero stays exactly zero and no zero-points are stored.
+# A pre-quantized checkpoint's int4 (prequantized.py) adds what AWQ/GPTQ carry: zero points per group
+# (`.zeros`) and, for GPTQ act-order, the group of each input column (`.g_idx`).
 
 
 def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,11 +223,28 @@ def quantize_int4(w: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarra
     return pack_int4(q), scales
 
 
-def dequantize_int4(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    q = unpack_int4(packed).astype(np.float32)  # (out, in)
-    out_f, in_f = q.shape
-    g = in_f // scales.shape[1]
-    return (q.reshape(out_f, -1, g) * scales[..., None]).reshape(out_f, in_f)
+def dequantize_int4(packed: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None = None,
+                    g_idx: np.ndarray | None = None) -> np.ndarray:
+    """w = (u - z) * s per group, u the stored nibble 0..15. Without `zeros` z is 8 (our symmetric format:
+    u = q + 8); without `g_idx` column j is in group j // (in / n_groups).
+    packed (out, in/2) uint8, scales and zeros (out, n_groups), g_idx (in,)."""
+    u = unpack_int4(packed).astype(np.float32) + 8  # (out, in): the nibbles as stored
+    z = np.full(scales.shape, 8, np.float32) if zeros is None else zeros.astype(np.float32)  # (out, n_groups)
+    out_f, in_f = u.shape
+    if g_idx is None:
+        g = in_f // scales.shape[1]
+        groups = u.reshape(out_f, -1, g) - z[..., None]  # (out, n_groups, g)
+        return (groups * scales[..., None]).reshape(out_f, in_f)
+    return (u - z[:, g_idx]) * scales[:, g_idx]  # (out, in): each column's own group
+
+
+def dequantize_fp8(bits: np.ndarray, scales: np.ndarray, block_cols: int | None) -> np.ndarray:
+    """float8 e4m3 (stored as its uint8 bits) times a scale per row and block of `block_cols` columns.
+    bits (out, in) uint8; scales (out, n_col_blocks), one column when block_cols is None."""
+    w = bits.view(ml_dtypes.float8_e4m3fn).astype(np.float32)  # (out, in)
+    if block_cols is None:
+        return w * scales[:, :1]
+    return w * np.repeat(scales, block_cols, axis=1)[:, :w.shape[1]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +277,9 @@ def _linear(t: dict[str, np.ndarray], name: str, quantization: dict[str, Any] | 
     elif quantization and quantization["mode"] == "int8":
         w = dequantize_int8(t[name + ".qweight"], t[name + ".scales"])
     elif quantization and quantization["mode"] == "int4":
-        w = dequantize_int4(t[name + ".qweight"], t[name + ".scales"])
+        w = dequantize_int4(t[name + ".qweight"], t[name + ".scales"], t.get(name + ".zeros"), t.get(name + ".g_idx"))
+    elif quantization and quantization["mode"] == "fp8":
+        w = dequantize_fp8(t[name + ".qweight"], t[name + ".scales"], quantization.get("block_cols"))
     else:
         raise UnsupportedModelError(f"engine weights have no tensor {name!r} (quantization={quantization!r})")
     return np.ascontiguousarray(w)  # (out, in)

@@ -17,7 +17,8 @@ from trtpipe.errors import SourceError
 
 ALLOW_PATTERNS = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "chat_template.json",
-                  "*.safetensors", "model.safetensors.index.json"]
+                  "*.safetensors", "model.safetensors.index.json",
+                  "hf_quant_config.json"]  # ModelOpt's export names its quantization here, not in config.json
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "pytorch_model.bin.index.json"]
 FAST_TOKENIZER_FIX = ("save the checkpoint's tokenizer as a fast tokenizer, which writes tokenizer.json: "
                       "python -c \"from transformers import AutoTokenizer as T; T.from_pretrained('DIR')"

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from trtpipe.config import BuildConfig
+from trtpipe.engine.checkpoint_quant import CheckpointQuant, read_checkpoint_quant
+from trtpipe.engine.config import UnsupportedModelError
 from trtpipe.errors import SourceError
 from trtpipe.integrity import sha256_file
 from trtpipe.stages.base import Inputs, Stage, file_hashes
@@ -91,7 +93,20 @@ def _run(config: BuildConfig, inputs: Inputs, out_dir: Path) -> dict[str, Any]:
         meta["source"]["converted_from_pickle"] = converted
         hashes = None  # the files changed
     meta["files"] = hashes or file_hashes(out_dir)
+    quant = checkpoint_quant(out_dir)
+    meta["checkpoint_quant"] = quant.to_dict() if quant else None
     return meta
+
+
+def checkpoint_quant(hf_dir: Path) -> CheckpointQuant | None:
+    """The quantization a checkpoint already carries (config.json's quantization_config, ModelOpt's
+    hf_quant_config.json), or None; a malformed one is the source's error."""
+    try:
+        return read_checkpoint_quant(hf_dir)
+    except UnsupportedModelError as e:
+        raise SourceError(f"cannot read the checkpoint's quantization: {e}", where="source",
+                          fix="check config.json's quantization_config (or hf_quant_config.json) as the "
+                              "quantizer wrote it") from None
 
 
 def _fetch_from_hub(config: BuildConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -143,4 +158,5 @@ def _plan(config: BuildConfig, inputs: Inputs, out_dir: Path) -> list[Step]:
 # v2: hub downloads are verified against the hub's hashes and limited to the repo root's checkpoint files.
 # v3: local sources take only the checkpoint files (symlinks out refused); chat_template.jinja/json taken;
 #     pickle-only checkpoints converted to safetensors.
-STAGE = Stage(name="fetch", version=3, key_inputs=_key_inputs, plan=_plan)
+# v4: hf_quant_config.json taken; the checkpoint's own quantization recorded (checkpoint_quant).
+STAGE = Stage(name="fetch", version=4, key_inputs=_key_inputs, plan=_plan)

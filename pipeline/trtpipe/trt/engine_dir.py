@@ -58,10 +58,12 @@ def expected_limits(config: BuildConfig) -> dict[str, int]:
             "max_beam_width": 1}
 
 
-def verify_engine_dir(engine_dir: Path, config: BuildConfig, *, draft: bool = False) -> dict[str, Any]:
+def verify_engine_dir(engine_dir: Path, config: BuildConfig, *, draft: bool = False,
+                      checkpoint_quant_algo: str | None = None) -> dict[str, Any]:
     """Raise StageError naming the first disagreement; otherwise return the limits the engine has.
 
-    draft=True checks a draft engine (built without speculation flags even if config has them)."""
+    draft=True checks a draft engine (built without speculation flags even if config has them).
+    checkpoint_quant_algo: the quant_algo a checkpoint that came quantized converts to (trt/prequantized.py)."""
     engine_dir = Path(engine_dir)
     if not engine_dir.is_dir():
         raise _fail(engine_dir, "the engine directory does not exist", "run the compile stage first")
@@ -124,7 +126,10 @@ def verify_engine_dir(engine_dir: Path, config: BuildConfig, *, draft: bool = Fa
     quant = pretrained.get("quantization") or {}
     q = config.quantization
     want_algo = QUANT_ALGO.get(q.format) if q else None
-    if q is None and quant.get("quant_algo"):
+    if checkpoint_quant_algo is not None and quant.get("quant_algo") != checkpoint_quant_algo:
+        raise _fail(engine_dir, f"quant_algo is {quant.get('quant_algo')}, expected {checkpoint_quant_algo} for the "
+                                "checkpoint's own quantization", "rebuild: --force convert")
+    if q is None and quant.get("quant_algo") and checkpoint_quant_algo is None:
         raise _fail(engine_dir, f"the engine is quantized ({quant.get('quant_algo')}) but the config is not",
                     "rebuild from an unquantized checkpoint, or add the quantization to the config")
     if q and want_algo and quant.get("quant_algo") != want_algo:

@@ -111,12 +111,14 @@ def quantize_command(config: BuildConfig, hf_dir: Path, out_dir: Path, tools: Ll
                                f"{q.calibration.dataset}, seed {q.calibration.seed})")
 
 
-def _kv_cache_config(config: BuildConfig, dialect: Dialect) -> dict[str, Any]:
+def _kv_cache_config(config: BuildConfig, dialect: Dialect, checkpoint_kv_cache: str | None) -> dict[str, Any]:
     e, s, q = config.engine, config.serving, config.quantization
+    # "auto" takes the checkpoint's: an FP8-KV ModelOpt export says fp8 itself. A checkpoint that came quantized with
+    # an FP8 KV cache gets it written out (KvCacheConfig(dtype='fp8'), the LLM API docs' spelling), like every
+    # default trtpipe relies on.
     kv: dict[str, Any] = {"enable_block_reuse": s.enable_kv_cache_reuse,
                           "free_gpu_memory_fraction": s.kv_cache_free_gpu_mem_fraction,
-                          # "auto" takes the checkpoint's: an FP8-KV ModelOpt export says fp8 itself.
-                          "dtype": q.kv_cache_dtype if q and q.kv_cache_dtype else "auto"}
+                          "dtype": q.kv_cache_dtype if q and q.kv_cache_dtype else checkpoint_kv_cache or "auto"}
     if e.max_tokens_in_paged_kv_cache is not None:
         kv["max_tokens"] = e.max_tokens_in_paged_kv_cache
     if dialect.kv_tokens_per_block:
@@ -141,9 +143,12 @@ def _speculative_config(config: BuildConfig, dialect: Dialect, has_draft: bool) 
     return sc
 
 
-def llm_args(config: BuildConfig, *, has_draft: bool, written_for: str = WRITTEN_FOR) -> dict[str, Any]:
+def llm_args(config: BuildConfig, *, has_draft: bool, written_for: str = WRITTEN_FOR,
+             checkpoint_kv_cache: str | None = None) -> dict[str, Any]:
     """The LLM API arguments for `config` as the YAML mapping, in the names of TensorRT-LLM `written_for` (model
-    and tokenizer are given at load)."""
+    and tokenizer are given at load). `checkpoint_kv_cache`: the KV-cache dtype a checkpoint that came quantized asks
+    for (trt/prequantized.py kv_cache_dtype). Nothing here quantizes: the LLM API reads the checkpoint's own
+    quantization from its files."""
     e, s, p, api = config.engine, config.serving, config.parallelism, config.llm_api
     dialect = dialect_for(written_for)
     guided = guided_decoding(capabilities(config.backend), config)
@@ -161,7 +166,7 @@ def llm_args(config: BuildConfig, *, has_draft: bool, written_for: str = WRITTEN
         # false). NOTE: but guided decoding compiles grammars against the tokenizer: create_py_executor asserts one
         # when guided_decoding_backend is set, and LLM loads none under skip_tokenizer_init, so it is loaded then.
         "skip_tokenizer_init": not guided,
-        "kv_cache_config": _kv_cache_config(config, dialect),
+        "kv_cache_config": _kv_cache_config(config, dialect, checkpoint_kv_cache),
         "scheduler_config": {"capacity_scheduler_policy": SCHEDULER_POLICY[s.batch_scheduler_policy]},
     }
     if p.ep is not None:
@@ -180,12 +185,14 @@ def llm_args(config: BuildConfig, *, has_draft: bool, written_for: str = WRITTEN
     return args
 
 
-def llm_args_yaml(config: BuildConfig, *, has_draft: bool, written_for: str = WRITTEN_FOR) -> str:
+def llm_args_yaml(config: BuildConfig, *, has_draft: bool, written_for: str = WRITTEN_FOR,
+                  checkpoint_kv_cache: str | None = None) -> str:
     header = (f"# TensorRT-LLM LLM API arguments for {config.name} (TorchLlmArgs), in the names of TensorRT-LLM "
               f"{written_for} ({RECORD_FILE} records it).\n"
               f"# Paths are relative to this directory. By hand: cd here && trtllm-serve {CHECKPOINT_DIR} "
               f"--extra_llm_api_options {OPTIONS_FILE}\n")
-    return header + yaml.safe_dump(llm_args(config, has_draft=has_draft, written_for=written_for), sort_keys=False)
+    args = llm_args(config, has_draft=has_draft, written_for=written_for, checkpoint_kv_cache=checkpoint_kv_cache)
+    return header + yaml.safe_dump(args, sort_keys=False)
 
 
 def llm_args_record(written_for: str = WRITTEN_FOR) -> str:

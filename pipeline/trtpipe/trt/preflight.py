@@ -270,3 +270,19 @@ def check_loaded_llm_api(version: str) -> None:
     if version_tuple(version) < version_tuple(llm_args.TOOLCHAIN["min_tensorrt_llm"]):
         raise _refuse(f"TensorRT-LLM {version} is installed; this model's LLM API arguments need >= "
                       f"{llm_args.TOOLCHAIN['min_tensorrt_llm']}", f"serve it in {llm_args.IMAGE}")
+
+
+def check_prequantized_machine(config: BuildConfig, recorded: dict[str, Any] | None, machine: Machine) -> list[str]:
+    """Refuse a GPU older than the architecture a checkpoint that came quantized needs. `recorded`: what
+    trt/prequantized.py `record` wrote under "prequantized" (None for full precision). A machine without GPUs is left
+    to preflight, which refuses it first. Returns the check that passed, if one ran."""
+    if not recorded or not machine.gpus:
+        return []
+    need = recorded.get("min_compute_capability")
+    cc = machine.gpus[0].compute_capability
+    if need and tuple(cc) < tuple(need):
+        raise _refuse(f"{config.name}'s checkpoint is {recorded['describe']}, which needs compute capability "
+                      f">= {need[0]}.{need[1]}; {machine.gpus[0].name} is {cc[0]}.{cc[1]}",
+                      "serve it on a newer GPU, or build from a checkpoint in a format this GPU runs (README: "
+                      "Pre-quantized checkpoints on the GPU backends)")
+    return [f"compute capability {cc[0]}.{cc[1]} runs {recorded['method']}"] if need else []

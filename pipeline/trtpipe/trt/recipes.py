@@ -17,11 +17,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trtpipe.config import BuildConfig
 from trtpipe.errors import ConfigError
 from trtpipe.stages.steps import Command  # noqa: F401 - part of this module's interface (plan_report, tests)
+from trtpipe.trt.prequantized import convert_flags
 from trtpipe.trt.toolchain import PINNED
+
+if TYPE_CHECKING:
+    from trtpipe.engine.checkpoint_quant import CheckpointQuant
 
 # The toolchain every trt-engine artifact is built and tested with, from the one table (trt/toolchain.py). Part of
 # every GPU stage's cache key.
@@ -126,9 +131,11 @@ def _parallel_flags(config: BuildConfig) -> list[str]:
     return ["--tp_size", str(config.parallelism.tp), "--pp_size", str(config.parallelism.pp)]
 
 
-def convert_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, tools: TrtTools) -> Command:
+def convert_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, tools: TrtTools,
+                    prequant: "CheckpointQuant | None" = None) -> Command:
     """HF checkpoint -> TensorRT-LLM checkpoint (config.json + rank{N}.safetensors), unquantized or
-    weight-only (int8_wo -> W8A16, int4_wo -> W4A16, per channel)."""
+    weight-only (int8_wo -> W8A16, int4_wo -> W4A16, per channel). `prequant`: the checkpoint's own INT4 quantization
+    (AutoAWQ or GPTQ), already checked against the backend's table (trt/prequantized.py): converted as it is."""
     check_trt_config(config)
     if uses_modelopt(config):
         raise ConfigError(f"quantization.format {config.quantization.format} needs calibration",
@@ -137,6 +144,7 @@ def convert_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, to
             "--dtype", config.dtype, *_parallel_flags(config)]
     q = config.quantization
     env = {"HF_HUB_OFFLINE": "1"}  # conversion reads the local snapshot only
+    argv += convert_flags(prequant)
     if q is not None:
         argv += ["--use_weight_only", "--weight_only_precision", WEIGHT_ONLY_PRECISION[q.format]]
         if q.kv_cache_dtype == "int8":
@@ -151,7 +159,9 @@ def convert_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, to
                               fix="use format fp8 (ModelOpt) for an fp8 KV cache, or drop kv_cache_dtype")
     return Command(argv=argv, env=env, produces=str(out_dir),
                    description=f"convert {config.name} to a TensorRT-LLM checkpoint "
-                               f"({config.dtype}{', ' + q.format if q else ''}, tp={config.parallelism.tp}, "
+                               f"({config.dtype}{', ' + q.format if q else ''}"
+                               f"{', as quantized: ' + prequant.describe() if prequant else ''}, "
+                               f"tp={config.parallelism.tp}, "
                                f"pp={config.parallelism.pp})")
 
 
@@ -178,8 +188,11 @@ def quantize_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, t
                                f"{q.calibration.dataset})")
 
 
-def checkpoint_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, tools: TrtTools) -> Command:
-    return (quantize_command if uses_modelopt(config) else convert_command)(config, checkpoint_dir, out_dir, tools)
+def checkpoint_command(config: BuildConfig, checkpoint_dir: Path, out_dir: Path, tools: TrtTools,
+                       prequant: "CheckpointQuant | None" = None) -> Command:
+    if uses_modelopt(config):
+        return quantize_command(config, checkpoint_dir, out_dir, tools)
+    return convert_command(config, checkpoint_dir, out_dir, tools, prequant)
 
 
 def build_commands(config: BuildConfig, trt_checkpoint_dir: Path, engine_dir: Path, tools: TrtTools, *,

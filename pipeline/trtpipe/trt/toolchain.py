@@ -13,6 +13,9 @@ tensorrtllm_backend Dockerfile builds release/1.2.1 on a 25.12 base, but that is
 prebuilt image: trtpipe pins the documented pair (image 25.12, TensorRT-LLM 1.1.0). No newer trtllm-python-py3
 row was published in the matrix as read (release notes for 26.xx exist but list no TensorRT-LLM version).
 
+DYNAMO is the one NVIDIA Dynamo release `trtpipe deploy dynamo` targets (deploy/dynamo_worker.py): its images and the
+TensorRT-LLM they ship, which is Dynamo's pin, not the Triton image's.
+
 ModelOpt is not in the matrix: `modelopt` is trtpipe's own constraint, not a documented fact (< 0.49 because
 0.49 drops export_tensorrt_llm_checkpoint, which quantize.py uses; reference/trtllm-facts.md section 0).
 
@@ -71,6 +74,28 @@ IMAGE_TAG = f"trtllm-{PINNED.tensorrt_llm}-triton-{PINNED.triton_release}"
 TRTPIPE_IMAGE = f"trtpipe:{IMAGE_TAG}"
 
 
+@dataclass(frozen=True)
+class DynamoRow:
+    """One NVIDIA Dynamo release as `trtpipe deploy dynamo` uses it (deploy/dynamo_worker.py): its GPU worker runs
+    Dynamo's own TensorRT-LLM, which is not the Triton image's above."""
+
+    dynamo: str
+    tensorrt_llm: str  # what the release's TensorRT-LLM runtime image and ai-dynamo[trtllm] pin
+    worker_image: str  # Dynamo's TensorRT-LLM runtime image: `python3 -m dynamo.trtllm`
+    frontend_image: str  # Dynamo's frontend image: `python3 -m dynamo.frontend`
+    source: str
+
+
+# ai-dynamo 1.6.1's wheel metadata (PyPI) pins `tensorrt-llm==1.3.0rc29` for its [trtllm] extra, and its profiler
+# templates (dynamo/profiler/templates/dgd/trtllm/*.yaml) and planner examples run these two images. 1.6.1 is also
+# the newest ai-dynamo on PyPI, the one trtpipe's CPU workers run. Dynamo 1.7 exists (its docs index lists it) but
+# its TensorRT-LLM pin could not be read here, so it is not pinned.
+DYNAMO = DynamoRow("1.6.1", "1.3.0rc29", "nvcr.io/nvidia/ai-dynamo/tensorrtllm-runtime:1.6.1",
+                   "nvcr.io/nvidia/ai-dynamo/dynamo-frontend:1.6.1",
+                   "ai-dynamo 1.6.1 wheel (PyPI): METADATA Requires-Dist tensorrt-llm==1.3.0rc29; extra == 'trtllm'; "
+                   "dynamo/profiler/templates/dgd/trtllm/agg.yaml and dynamo/planner/tests/manual/perf_test_configs/")
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     """"1.1.0" -> (1, 1, 0); "1.3.0rc20" -> (1, 3, 0); "1.0.3.2510" -> (1, 0, 3)."""
     return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
@@ -113,7 +138,8 @@ def main(argv: list[str]) -> int:
     """`get KEY` prints one field of the pinned row (or image_tag / trtpipe_image); `json` prints the table;
     `check` compares the installed TensorRT-LLM and ModelOpt with the pinned row (docker/Dockerfile runs it)."""
     if argv[:1] == ["get"] and len(argv) == 2:
-        extra = {"image_tag": IMAGE_TAG, "trtpipe_image": TRTPIPE_IMAGE, "tag": PINNED.tag}
+        extra = {"image_tag": IMAGE_TAG, "trtpipe_image": TRTPIPE_IMAGE, "tag": PINNED.tag,
+                 "dynamo_worker_image": DYNAMO.worker_image, "dynamo_tensorrt_llm": DYNAMO.tensorrt_llm}
         value = extra.get(argv[1], getattr(PINNED, argv[1], None))
         if value is None:
             print(f"toolchain: no field {argv[1]!r}", file=sys.stderr)
@@ -121,7 +147,8 @@ def main(argv: list[str]) -> int:
         print(value)
         return 0
     if argv == ["json"]:
-        print(json.dumps({"pinned": PINNED.triton_release, "rows": {k: asdict(r) for k, r in ROWS.items()}}, indent=2))
+        print(json.dumps({"pinned": PINNED.triton_release, "rows": {k: asdict(r) for k, r in ROWS.items()},
+                          "dynamo": asdict(DYNAMO)}, indent=2))
         return 0
     if argv == ["check"]:
         trtllm, modelopt = _installed("tensorrt_llm") or _installed("tensorrt-llm"), _installed("nvidia-modelopt")

@@ -35,7 +35,9 @@ OTHER_TRTLLM = {
     "1.2.1": "what the tensorrtllm_backend Dockerfile builds, as opposed to the prebuilt image",
     "1.3": "the first release whose LLM API spells Eagle3 / speculative_model / tokens_per_block (dialect 1.3)",
     "1.4": "the release line where the PyTorch backend is the only one",
+    toolchain.DYNAMO.tensorrt_llm: "Dynamo's own TensorRT-LLM, in its runtime image (trtpipe deploy dynamo's workers)",
 }
+DYNAMO_IMAGE = re.compile(r"nvcr\.io/nvidia/ai-dynamo/[\w.-]+:[\w.-]+")
 
 
 def _text(path: Path) -> str:
@@ -93,6 +95,13 @@ def test_every_tensorrt_llm_version_named_is_the_pinned_one_or_a_named_exception
         if not ok:
             wrong.append((where, mention))
     assert wrong == []
+
+
+def test_every_dynamo_image_named_anywhere_is_the_pinned_dynamo_releases():
+    named = _named(DYNAMO_IMAGE)
+    assert named, "no file names a Dynamo image: the scan is broken"
+    assert {image for _, image in named} == {toolchain.DYNAMO.worker_image, toolchain.DYNAMO.frontend_image}, named
+    assert all(image.endswith(f":{toolchain.DYNAMO.dynamo}") for _, image in named)
 
 
 def test_every_tensorrt_version_named_is_the_pinned_images():
