@@ -30,7 +30,7 @@ from dynamo.llm.exceptions import EngineShutdown, InvalidArgument
 from trtpipe.engine.grammar import GrammarCompiler
 from trtpipe.repo import layout
 
-from .engine_thread import EngineThread, LoadedVersion, load_version, wait_idle
+from .engine_thread import EngineThread, LoadedVersion, load_version
 from .kv_events import load_snapshot
 from .model_card import write_model_card
 from .requests import RequestRefused, engine_request, response_chunk
@@ -48,6 +48,7 @@ class TrtpipeEngine(LLMEngine):
         self._last_snapshot = 0.0
         self.instance_file: Path | None = None
         self.drain_timeout_s = 30.0
+        self._in_flight = 0  # generate() calls not yet returned: Dynamo has not taken their last chunk yet
 
     @classmethod
     async def from_args(cls, argv: list[str] | None = None) -> tuple[TrtpipeEngine, WorkerConfig]:
@@ -122,6 +123,7 @@ class TrtpipeEngine(LLMEngine):
             raise InvalidArgument(str(e)) from None
         q = self.thread.submit(er, asyncio.get_running_loop())
         sent, finished = 0, False
+        self._in_flight += 1
         try:
             while not finished:
                 item = await q.get()
@@ -136,6 +138,7 @@ class TrtpipeEngine(LLMEngine):
                 if context.is_stopped():
                     break
         finally:
+            self._in_flight -= 1
             if not finished:  # the client went away, or the frontend matched a stop string: free the blocks
                 self.thread.abort(rid)
 
@@ -179,8 +182,15 @@ class TrtpipeEngine(LLMEngine):
         # its endpoint still streams: the requests in flight finish here, within the drain budget, before the
         # engine stops. (Dynamo's own wait before cleanup, DYN_GRACEFUL_SHUTDOWN_GRACE_PERIOD_SECS, is a fixed
         # sleep; this returns as soon as the engine is idle.)
-        if not await asyncio.to_thread(wait_idle, self.thread, self.drain_timeout_s):
-            log.warning("drain: requests still running after %.0f s are ended", self.drain_timeout_s)
+        # Done means every generate() has returned, not just an idle engine: a request's last chunks may still be
+        # on their way to Dynamo, and Dynamo's Worker closes the event loop soon after cleanup returns (a stream cut
+        # that way ends with "Event loop is closed").
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._in_flight:
+            log.warning("drain: %d request(s) still running after %.0f s are ended", self._in_flight,
+                        self.drain_timeout_s)
         # The model card Dynamo's Worker leaves would keep the model listed by a frontend with no worker behind it,
         # so it goes too (other workers register their own).
         if getattr(self, "_endpoint", None) is not None:
