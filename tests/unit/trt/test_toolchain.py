@@ -140,3 +140,14 @@ def test_the_install_check_names_what_differs_from_the_pinned_row():
         "tensorrt_llm 1.2.1 is installed; nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3 documents 1.1.0",
         "nvidia-modelopt 0.49.0 is installed; trtpipe needs <0.49"]
     assert check_installed(None, None) == ["tensorrt_llm is not installed"]
+
+
+def test_the_dynamo_that_make_installs_is_the_one_the_toolchain_table_pins():
+    """`make dynamo` installs the CPU workers' Dynamo; `trtpipe deploy dynamo` writes images for DYNAMO: one release."""
+    import re
+    from pathlib import Path
+
+    from trtpipe.trt.toolchain import DYNAMO
+
+    makefile = (Path(__file__).resolve().parents[3] / "Makefile").read_text()
+    assert re.search(r"^DYNAMO_VERSION := (\S+)$", makefile, re.M).group(1) == DYNAMO.dynamo
