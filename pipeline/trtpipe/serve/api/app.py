@@ -143,23 +143,27 @@ def _add_error_handlers(app: FastAPI, front: Frontend) -> None:
 
 
 def _add_health_routes(app: FastAPI, front: Frontend) -> None:
-    # GET and HEAD alike: load balancers and probes often ask with HEAD.
-    @app.api_route("/health/live", methods=["GET", "HEAD"], tags=["health"])
+    @app.get("/health/live", tags=["health"])
     async def live() -> dict:
         return {"status": "live"}
 
-    @app.api_route("/health/ready", methods=["GET", "HEAD"], tags=["health"],
+    @app.get("/health/ready", tags=["health"],
                    responses={503: {"description": "not ready"}})
     async def ready() -> Response:
         ok, detail = front.readiness()
         return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
 
-    @app.api_route("/health", methods=["GET", "HEAD"], tags=["health"],
+    @app.get("/health", tags=["health"],
                    responses={503: {"description": "no engine answers"}})
     async def health() -> Response:
         """vLLM's and trtllm-serve's route (GuideLLM and others probe it): 200 while an engine answers."""
         ok = front.pool.any_healthy
         return JSONResponse({"status": "healthy" if ok else "unhealthy"}, status_code=200 if ok else 503)
+
+    # HEAD answers as GET does (load balancers and probes often ask with HEAD); out of the API document, where it
+    # would repeat each GET under the same operation id.
+    for path, endpoint in (("/health/live", live), ("/health/ready", ready), ("/health", health)):
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", tags=["health"])
     async def prometheus() -> Response:
