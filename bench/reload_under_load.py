@@ -38,12 +38,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stubs(pid: int) -> list[str]:
-    out = subprocess.run(["ps", "-o", "args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [line.split()[1] for line in out.splitlines() if "triton_python_backend_stub" in line]
+def _stubs(pid: int) -> list[tuple[str, int]]:
+    """(model.py path, RSS in MiB) of each Python backend stub of the server with this pid."""
+    out = subprocess.run(["ps", "-o", "rss=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [(line.split()[2], int(line.split()[0]) // 1024) for line in out.splitlines()
+            if "triton_python_backend_stub" in line]
 
 
-def _streams(url: str, num: int, stop: threading.Event, done: list, errors: list) -> list[threading.Thread]:
+def _streams(url: str, num: int, stop: threading.Event, done: list, errors: list, cancel: bool = True
+             ) -> list[threading.Thread]:
     from openai import OpenAI
 
     client = OpenAI(base_url=url, api_key="unused", max_retries=0)
@@ -56,7 +59,7 @@ def _streams(url: str, num: int, stop: threading.Event, done: list, errors: list
                 stream = client.completions.create(model="tiny-llama", prompt="Once upon", max_tokens=200,
                                                    temperature=0, stream=True, extra_body={"ignore_eos": True})
                 for k, _ in enumerate(stream, 1):
-                    if i % 2 and k == 20 + n % 30:
+                    if cancel and i % 2 and k == 20 + n % 30:
                         stream.close()
                         break
                 done.append(i)
@@ -73,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--no-cancel", action="store_true", help="no client closes its stream early")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="trtpipe-reload-"))
     os.environ["TRTPIPE_HOME"] = str(home)
@@ -97,11 +101,12 @@ def main() -> None:
     threading.Thread(target=frontend.run, daemon=True).start()
     wait_http_ok(f"http://127.0.0.1:{port}/health/ready", 30, interval_s=0.1)
     stop, done, errors = threading.Event(), [], []
-    threads = _streams(f"http://127.0.0.1:{port}/v1", args.streams, stop, done, errors)
+    threads = _streams(f"http://127.0.0.1:{port}/v1", args.streams, stop, done, errors, not args.no_cancel)
     time.sleep(1)
-    overrides = (["quantization.format=int8_wo"], ["quantization.format=int4_wo"], ["dtype=float32"])
     for cycle in range(args.cycles):
-        version = build(load_config("tiny-llama", overrides[cycle % 3]), repo, keep=10).published.version
+        # A different serving spec each cycle: a new version over the cached engine.
+        overrides = [f"serving.stream_interval={cycle + 2}"]
+        version = build(load_config("tiny-llama", overrides), repo, keep=args.cycles + 2).published.version
         print(f"published {version}; rolled back to {rollback(repo, 'tiny-llama')}; "
               f"stubs {len(_stubs(server.process.pid))}")
     stop.set()
@@ -110,9 +115,14 @@ def main() -> None:
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
     for second in range(8):
         states = [(m.get("version"), m.get("state")) for m in client.get_model_repository_index()]
-        print(f"{second} s: {states}; stubs: {_stubs(server.process.pid)}")
+        stubs = _stubs(server.process.pid)
+        print(f"{second} s: {states}; stubs: {[(Path(p).parent.name, rss) for p, rss in stubs]}")
         time.sleep(1)
-    print(f"{len(done)} streams ended, {len(errors)} errors {errors[:3]}; Triton log: {home / 'tritonserver.log'}")
+    unloading = [v for v, state in states if state == "UNLOADING"]
+    print(f"RESULT cycles={args.cycles} streams={args.streams} cancel={not args.no_cancel}: "
+          f"{len(unloading)} versions UNLOADING {unloading}, {len(stubs)} stubs ({sum(r for _, r in stubs)} MiB RSS) "
+          f"for 1 live version; {len(done)} streams ended, {len(errors)} failed {errors[:3]}")
+    print(f"Triton log: {home / 'tritonserver.log'}")
     frontend.should_exit = True
     server.stop()
 

@@ -8,6 +8,7 @@ bytes ourselves costs about a microsecond per response where `as_numpy` costs te
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import uuid
 from typing import AsyncIterator
@@ -48,6 +49,24 @@ def _top_pairs(ids: list[int] | None, lps: list[float] | None, n: int) -> list[l
         return None
     k = len(ids) // n
     return [list(zip(ids[j * k:(j + 1) * k], lps[j * k:(j + 1) * k])) for j in range(n)]
+
+
+# How long a call whose final response has arrived is kept for Triton's closing status (see _await_status).
+STATUS_WAIT_S = 10.0
+_settling: set[asyncio.Future] = set()
+
+
+def _await_status(rpc) -> None:
+    """Hold a call whose final response came until Triton's OK status does, off the request's path.
+
+    Cancelling such a call (or dropping it: grpc.aio cancels a call that is garbage-collected before it is done)
+    races Triton 2.51's gRPC stream handler between the final response and the status: it can lose the stream's
+    state, which holds the inference request and with it the model version. That version, once unloaded by a
+    publish or rollback, then stays UNLOADING for good with its Python backend stub alive (issue 20; Triton
+    fixed races in this handler after 2.51, e.g. triton-inference-server/server#8078)."""
+    task = asyncio.ensure_future(asyncio.wait_for(rpc.code(), STATUS_WAIT_S))
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
 
 
 _UNAVAILABLE_HINTS = ("unknown model", "is not ready", "unavailable", "not found", "being unloaded")
@@ -113,6 +132,7 @@ class TritonEngineClient:
             self._connect()
         rpc = self._stream_infer(request)
         counts = _ResponseReader()
+        finished = False
         try:
             while True:
                 try:
@@ -128,12 +148,16 @@ class TritonEngineClient:
                 if delta is not None:
                     yield delta
                 if msg.infer_response.parameters["triton_final_response"].bool_param:
+                    finished = True
                     yield Final(counts.num_out, counts.draft, counts.accepted, counts.reused)
                     return
         finally:
-            # A no-op after the final response; on an early exit (client gone, stop string) it cancels the
-            # request in Triton, which the engine sees at its next step.
-            rpc.cancel()
+            if not finished:
+                # An early exit (client gone, stop string): cancel the request in Triton, which the engine sees at
+                # its next step.
+                rpc.cancel()
+            elif not rpc.done():
+                _await_status(rpc)
 
     async def close(self) -> None:
         if self._channel is not None:
