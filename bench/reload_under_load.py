@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 def _stubs(pid: int) -> list[tuple[str, int]]:
     """(model.py path, RSS in MiB) of each Python backend stub of the server with this pid."""
-    out = subprocess.run(["ps", "-o", "rss=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-o", "rss=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [(line.split()[2], int(line.split()[0]) // 1024) for line in out.splitlines()
             if "triton_python_backend_stub" in line]
 

@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from trtpipe.serve.engine_client.calls import (BAD_REQUEST_PREFIX, DRAFT_COUNTERS, OUTPUT_IDS, OUTPUT_KV_REUSED,
                                                OUTPUT_LOG_PROBS, OUTPUT_PROMPT, OUTPUT_TOP, EngineCall, EngineError,
                                                EngineRejected, EngineUnavailable, EngineUnreachable, Final,
-                                               TokenDelta)
+                                               TokenDelta, stop_request)
 
 # Reconnect quickly after Triton comes back (gRPC's default backoff grows to two minutes).
 CHANNEL_OPTIONS = [
@@ -51,22 +51,17 @@ def _top_pairs(ids: list[int] | None, lps: list[float] | None, n: int) -> list[l
     return [list(zip(ids[j * k:(j + 1) * k], lps[j * k:(j + 1) * k])) for j in range(n)]
 
 
-# How long a call whose final response has arrived is kept for Triton's closing status (see _await_status).
+# A call the caller is done with is wound down off the request's path, never cancelled while Triton may still
+# answer it (see TritonEngineClient._wind_down); these bound how long that may take.
 STATUS_WAIT_S = 10.0
-_settling: set[asyncio.Future] = set()
+STOP_WAIT_S = 10.0
+_winding_down: set[asyncio.Future] = set()
 
 
-def _await_status(rpc) -> None:
-    """Hold a call whose final response came until Triton's OK status does, off the request's path.
-
-    Cancelling such a call (or dropping it: grpc.aio cancels a call that is garbage-collected before it is done)
-    races Triton 2.51's gRPC stream handler between the final response and the status: it can lose the stream's
-    state, which holds the inference request and with it the model version. That version, once unloaded by a
-    publish or rollback, then stays UNLOADING for good with its Python backend stub alive (issue 20; Triton
-    fixed races in this handler after 2.51, e.g. triton-inference-server/server#8078)."""
-    task = asyncio.ensure_future(asyncio.wait_for(rpc.code(), STATUS_WAIT_S))
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
+def _in_background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _winding_down.add(task)  # referenced until done: a dropped call is cancelled when garbage-collected
+    task.add_done_callback(_winding_down.discard)
 
 
 _UNAVAILABLE_HINTS = ("unknown model", "is not ready", "unavailable", "not found", "being unloaded")
@@ -127,12 +122,13 @@ class TritonEngineClient:
     async def generate(self, model: str, call: EngineCall, outputs: tuple[str, ...] = (OUTPUT_IDS,)
                        ) -> AsyncIterator[TokenDelta | Final]:
         self._next_id += 1
-        request = call.to_request(model, f"{self._id_prefix}-{self._next_id}", outputs)
+        request_id = f"{self._id_prefix}-{self._next_id}"
+        request = call.to_request(model, request_id, outputs)
         if self._stream_infer is None:
             self._connect()
         rpc = self._stream_infer(request)
         counts = _ResponseReader()
-        finished = False
+        ended, version = False, ""  # ended: the engine's last response (final or error) has come
         try:
             while True:
                 try:
@@ -142,22 +138,47 @@ class TritonEngineClient:
                 if msg is grpc.aio.EOF:
                     raise EngineError("Triton closed the stream before the final response")
                 if msg.error_message:
+                    ended = True
                     raise _error_from_message(msg.error_message)
+                version = version or msg.infer_response.model_version
                 self.num_responses += 1
                 delta = counts.read(msg.infer_response)
                 if delta is not None:
                     yield delta
                 if msg.infer_response.parameters["triton_final_response"].bool_param:
-                    finished = True
+                    ended = True
                     yield Final(counts.num_out, counts.draft, counts.accepted, counts.reused)
                     return
         finally:
-            if not finished:
-                # An early exit (client gone, stop string): cancel the request in Triton, which the engine sees at
-                # its next step.
+            if not rpc.done():
+                _in_background(self._wind_down(rpc, ended, model, request_id, version))
+
+    async def _wind_down(self, rpc, ended: bool, model: str, request_id: str, version: str) -> None:
+        """End a call the caller is done with as Triton ends any call: its final response, then its status.
+
+        Never by cancelling it while Triton may still answer: on Triton 2.51 (the nvidia-pytriton wheel) that races
+        the gRPC stream handler. Cancelled between the final response and the status, the stream's state (which
+        holds the inference request, and with it the model version) can be lost: that version, once a publish or
+        rollback unloads it, stays UNLOADING for good with its Python backend stub alive. Cancelled mid-stream
+        while versions were being swapped, tritonserver aborted (a gRPC `prior > 0` assertion, a SIGSEGV) in 2 of
+        9 runs of bench/reload_under_load.py. Triton fixed races there after 2.51 (server#7840, #8078).
+        A request the caller left early (client gone, stop string, deadline) is ended by a `stop` request instead
+        (tensorrt_llm's input: same id, same version), which the engine answers at its next step, as it would
+        a cancellation. Only a call still open after the bound is cancelled."""
+        async def finish() -> None:
+            if not ended:
+                async for _ in self._stream_infer(stop_request(model, request_id, version)):
+                    pass
+            while await rpc.read() is not grpc.aio.EOF:
+                pass  # the rest of a stopped request: its final (error) response
+
+        try:
+            await asyncio.wait_for(finish(), STATUS_WAIT_S if ended else STOP_WAIT_S)  # not asyncio.timeout(): 3.10
+        except (asyncio.TimeoutError, grpc.aio.AioRpcError):
+            pass
+        finally:
+            if not rpc.done():
                 rpc.cancel()
-            elif not rpc.done():
-                _await_status(rpc)
 
     async def close(self) -> None:
         if self._channel is not None:
