@@ -4,6 +4,8 @@ stub process. Its own Triton and repository: the session's are shared with other
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -21,11 +23,16 @@ STREAMS = 6
 MAX_TOKENS = 40
 
 
-def _stubs(triton_pid: int) -> list[str]:
-    """The version directory of each Python backend stub process the server runs."""
-    out = subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(triton_pid)], capture_output=True,
+def _stub_processes(triton_pid: int) -> dict[int, str]:
+    """pid -> version directory of each Python backend stub process the server runs."""
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(triton_pid)], capture_output=True,
                          text=True).stdout
-    return [line.split()[1].split("/")[-2] for line in out.splitlines() if "triton_python_backend_stub" in line]
+    return {int(line.split()[0]): line.split()[2].split("/")[-2] for line in out.splitlines()
+            if "triton_python_backend_stub" in line}
+
+
+def _stubs(triton_pid: int) -> list[str]:
+    return sorted(_stub_processes(triton_pid).values())
 
 
 def _settled(client, live: int, pid: int, timeout_s: float) -> tuple[list, list]:
@@ -82,7 +89,7 @@ def test_publish_and_rollback_under_streaming_load_leave_only_the_live_version(t
     first = build(load_config("tiny-llama"), repo).published.version
     server = TritonServer(repo, TritonPorts(free_port(), free_port(), free_port()),
                           log_path=trtpipe_home / "tritonserver-reload.log", exit_timeout_s=2).start()
-    stop, results, live = threading.Event(), [], first
+    stop, results, live, stub_pids = threading.Event(), [], first, {}
     try:
         record_server(repo, server.http_url, server.process.pid)  # publish and rollback reload this server
         with running_frontend(settings_for(server, repo)) as url:
@@ -104,7 +111,13 @@ def test_publish_and_rollback_under_streaming_load_leave_only_the_live_version(t
         assert server.exit_code() is None, "Triton died under the reloads"
     finally:
         stop.set()
+        stub_pids = _stub_processes(server.process.pid)
         server.stop()
+        for pid in stub_pids:  # a stub of a version that never unloaded can outlive tritonserver
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     failed = [r for r in results if isinstance(r, Exception)]
     assert not failed, failed[:3]
     whole = [chunks for reason, chunks in results if reason != "closed"]

@@ -181,6 +181,9 @@ class TritonEngineClient:
                 rpc.cancel()
 
     async def close(self) -> None:
+        if _winding_down:
+            # Closing the channel cancels its calls: let the ones winding down end first (see _wind_down).
+            await asyncio.wait(list(_winding_down), timeout=max(STATUS_WAIT_S, STOP_WAIT_S))
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._stub = self._stream_infer = None
