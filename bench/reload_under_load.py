@@ -103,9 +103,10 @@ def main() -> None:
     stop, done, errors = threading.Event(), [], []
     threads = _streams(f"http://127.0.0.1:{port}/v1", args.streams, stop, done, errors, not args.no_cancel)
     time.sleep(1)
+    variants = (["quantization.format=int8_wo"], ["quantization.format=int4_wo"], ["dtype=float32"])
     for cycle in range(args.cycles):
-        # A different serving spec each cycle: a new version over the cached engine.
-        overrides = [f"serving.stream_interval={cycle + 2}"]
+        # A new engine for each of the first three cycles, then a new serving spec over a cached one.
+        overrides = variants[cycle] if cycle < len(variants) else [f"serving.stream_interval={cycle}"]
         version = build(load_config("tiny-llama", overrides), repo, keep=args.cycles + 2).published.version
         print(f"published {version}; rolled back to {rollback(repo, 'tiny-llama')}; "
               f"stubs {len(_stubs(server.process.pid))}")
