@@ -175,7 +175,7 @@ class TritonEngineClient:
         try:
             await asyncio.wait_for(finish(), STATUS_WAIT_S if ended else STOP_WAIT_S)  # not asyncio.timeout(): 3.10
         except (asyncio.TimeoutError, grpc.aio.AioRpcError):
-            pass
+            pass  # past the bound, or Triton gone: the call is cancelled below if it is still open
         finally:
             if not rpc.done():
                 rpc.cancel()
