@@ -140,7 +140,7 @@ class LlmApiLoop:
         """The `stop` input: end the request with this id, answer with one empty final response."""
         def stop() -> None:
             self._finish_early(request_id, "stopped by a `stop` request")
-            sender.send(None, final=True)
+            sender.send({}, final=True)  # an empty response, not the bare flag: see EngineLoop.stop_request
 
         self._loop.call_soon_threadsafe(stop)
 

@@ -63,7 +63,12 @@ class EngineLoop:
         self._commands.put(("add", ActiveRequest(request, opts, sender)))
 
     def stop_request(self, request_id: str, sender: ResponseSender) -> None:
-        """TensorRT-LLM's `stop` input: end the request with this id, answer with one empty final response."""
+        """TensorRT-LLM's `stop` input: end the request with this id, answer with one empty final response.
+
+        The frontend ends every request its client left this way (serve/engine_client/client.py). The answer is a
+        response with no tensors, not the bare final flag: in tests/e2e/test_reload_under_load.py on Triton 2.51, a
+        version was left UNLOADING in 3 of 5 runs with the bare flag, in 2 of 17 with the empty response (a hint,
+        not a proof)."""
         self._commands.put(("stop", request_id, sender))
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
@@ -124,7 +129,7 @@ class EngineLoop:
         elif cmd[0] == "stop":
             _, rid, sender = cmd
             self._finish_early(rid, "stopped by a `stop` request")
-            sender.send(None, final=True)
+            sender.send({}, final=True)  # an empty response, not the bare flag: see stop_request
 
     def _cancel_abandoned(self) -> None:
         for rid in [rid for rid, a in self._active.items() if a.sender.is_cancelled()]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 RECORD = ".trtpipe-server.json"
+SETTLE_S = 60.0  # longest wait for a draining earlier load of the version being loaded
 
 
 def record_server(repo: Path, http_url: str, pid: int) -> None:
@@ -41,8 +43,21 @@ def running_server(repo: Path) -> str | None:
     return record["http_url"]
 
 
-def reload_models(repo: Path, model_names: list[str]) -> list[str]:
-    """Reload each model on the recorded server; returns the names reloaded (none if no server runs)."""
+def _wait_unloaded(client, name: str, version: int, timeout_s: float) -> bool:
+    """Wait until Triton no longer reports `version` of `name` UNLOADING; False if it still does after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while any(m.get("name") == name and m.get("version") == str(version) and m.get("state") == "UNLOADING"
+              for m in client.get_model_repository_index()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def reload_models(repo: Path, model_names: list[str], version: int | None = None,
+                  settle_s: float = SETTLE_S) -> list[str]:
+    """Reload each model on the recorded server (to `version`, its config's live version, when given: an earlier
+    load of it still unloading is waited for first); returns the names reloaded (none if no server runs)."""
     url = running_server(repo)
     if url is None:
         return []
@@ -54,6 +69,9 @@ def reload_models(repo: Path, model_names: list[str]) -> list[str]:
     client = httpclient.InferenceServerClient(url.removeprefix("http://"))
     try:
         for name in model_names:
+            if version is not None:
+                # Past the bound the load goes ahead all the same: the new live version matters more.
+                _wait_unloaded(client, name, version, settle_s)
             client.load_model(name)
     except InferenceServerException as e:
         raise PublishError(f"Triton at {url} refused to load the new live version: {e}", where="publish",

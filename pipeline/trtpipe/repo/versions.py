@@ -75,7 +75,7 @@ def _write_config(model_dir: Path, spec: ServingSpec, live: int) -> None:
         layout.write_atomically(repo / name / "config.pbtxt", to_pbtxt(cfg))
     companions = backend.companion_names(spec)
     if companions:
-        reload_models(repo, companions)
+        reload_models(repo, companions, live)
 
 
 def identical_version(model_dir: Path, spec: ServingSpec, manifest: Manifest) -> int | None:
@@ -114,7 +114,7 @@ def publish_version(repo: Path, spec: ServingSpec, manifest: Manifest, engine_di
                        {"engine": engine_files, "checkpoint": checkpoint_files})
         _write_config(model_dir, spec, version)
         history.record(model_dir, "publish", version, live)
-        reload_models(repo, [model_dir.name])
+        reload_models(repo, [model_dir.name], version)  # a retired number can come back
         prune(model_dir, keep, backend.companion_names(spec))
         return PublishedVersion(spec.model_name, version, model_dir / str(version))
 
@@ -197,7 +197,7 @@ def rollback(repo: Path, model: str, to_version: int | None = None) -> int:
         spec = ServingSpec.read(model_dir / str(target) / "spec.json")
         _write_config(model_dir, spec, target)
         history.record(model_dir, "rollback" if to_version is None else "activate", target, live)
-        reload_models(repo, [model_dir.name])
+        reload_models(repo, [model_dir.name], target)
         return target
 
 

@@ -113,7 +113,7 @@ def test_a_stop_request_ends_the_running_request_and_answers_empty_final(loop):
     stopper = Sender()
     loop.stop_request("r6", stopper)
     assert running.wait_final() == [(None, "request stopped by a `stop` request", True)]
-    assert stopper.wait_final() == [(None, None, True)]
+    assert stopper.wait_final() == [({}, None, True)]
 
 
 def test_draft_tokens_are_refused_because_the_engine_speculates_itself(loop):

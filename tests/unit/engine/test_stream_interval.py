@@ -72,3 +72,38 @@ def test_stream_interval_keeps_log_probs_aligned_with_tokens(make_engine):
     got = sum((lp for _, lp, _ in sender.responses), [])
     want = sum((lp for _, lp, _ in reference.responses), [])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+class StopRecorder:
+    """Every response, error included (the stopped request's sender and the stop request's own)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+        self.done = threading.Event()
+
+    def send(self, tensors, *, error=None, final=False) -> None:
+        self.sent.append((tensors, error, final))
+        if final:
+            self.done.set()
+
+    def is_cancelled(self) -> bool:
+        return False
+
+
+def test_a_stop_request_ends_the_running_request_and_answers_with_an_empty_final_response(make_engine):
+    loop = EngineLoop(make_engine())
+    loop.start()
+    running, stopper = StopRecorder(), StopRecorder()
+    try:
+        loop.submit(EngineRequest("r", [5, 6, 7], 50, sampling=greedy()),
+                    RequestOptions(streaming=True, exclude_input_in_output=True, return_log_probs=False,
+                                   return_num_input_tokens=False, return_num_output_tokens=False), running)
+        loop.stop_request("r", stopper)
+        assert running.done.wait(30) and stopper.done.wait(30)
+    finally:
+        loop.shutdown()
+    assert running.sent[-1] == (None, "request stopped by a `stop` request", True)
+    tokens = sum(len(t["output_ids"].reshape(-1)) for t, _, _ in running.sent if t)
+    assert tokens < 50  # stopped, not run to its 50 tokens
+    # A response with no tensors, not the bare final flag (None): see EngineLoop.stop_request.
+    assert stopper.sent == [({}, None, True)]

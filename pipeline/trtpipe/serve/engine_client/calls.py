@@ -120,6 +120,20 @@ class EngineCall:
         return inputs
 
 
+def stop_request(model: str, request_id: str, version: str = "") -> service_pb2.ModelInferRequest:
+    """tensorrt_llm's stop request: end the running request with this id (in `version` of the model, the one that
+    serves it). The required inputs are there only because the model's config requires them."""
+    req = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=request_id)
+    for name, dtype, raw in (("input_ids", "INT32", struct.pack("<i", 0)),
+                             ("input_lengths", "INT32", struct.pack("<i", 1)),
+                             ("request_output_len", "INT32", struct.pack("<i", 1)), ("stop", "BOOL", b"\x01")):
+        tensor = req.inputs.add()
+        tensor.name, tensor.datatype = name, dtype
+        tensor.shape.extend([1, 1])
+        req.raw_input_contents.append(raw)
+    return req
+
+
 _NP_DTYPES = {"INT32": np.int32, "FP32": np.float32, "BOOL": np.bool_, "UINT64": np.uint64}
 
 

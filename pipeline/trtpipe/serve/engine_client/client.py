@@ -8,6 +8,7 @@ bytes ourselves costs about a microsecond per response where `as_numpy` costs te
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import uuid
 from typing import AsyncIterator
@@ -18,7 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from trtpipe.serve.engine_client.calls import (BAD_REQUEST_PREFIX, DRAFT_COUNTERS, OUTPUT_IDS, OUTPUT_KV_REUSED,
                                                OUTPUT_LOG_PROBS, OUTPUT_PROMPT, OUTPUT_TOP, EngineCall, EngineError,
                                                EngineRejected, EngineUnavailable, EngineUnreachable, Final,
-                                               TokenDelta)
+                                               TokenDelta, stop_request)
 
 # Reconnect quickly after Triton comes back (gRPC's default backoff grows to two minutes).
 CHANNEL_OPTIONS = [
@@ -48,6 +49,19 @@ def _top_pairs(ids: list[int] | None, lps: list[float] | None, n: int) -> list[l
         return None
     k = len(ids) // n
     return [list(zip(ids[j * k:(j + 1) * k], lps[j * k:(j + 1) * k])) for j in range(n)]
+
+
+# A call the caller is done with is wound down off the request's path, never cancelled while Triton may still
+# answer it (see TritonEngineClient._wind_down); these bound how long that may take.
+STATUS_WAIT_S = 10.0
+STOP_WAIT_S = 10.0
+_winding_down: set[asyncio.Future] = set()
+
+
+def _in_background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _winding_down.add(task)  # referenced until done: a dropped call is cancelled when garbage-collected
+    task.add_done_callback(_winding_down.discard)
 
 
 _UNAVAILABLE_HINTS = ("unknown model", "is not ready", "unavailable", "not found", "being unloaded")
@@ -108,11 +122,13 @@ class TritonEngineClient:
     async def generate(self, model: str, call: EngineCall, outputs: tuple[str, ...] = (OUTPUT_IDS,)
                        ) -> AsyncIterator[TokenDelta | Final]:
         self._next_id += 1
-        request = call.to_request(model, f"{self._id_prefix}-{self._next_id}", outputs)
+        request_id = f"{self._id_prefix}-{self._next_id}"
+        request = call.to_request(model, request_id, outputs)
         if self._stream_infer is None:
             self._connect()
         rpc = self._stream_infer(request)
         counts = _ResponseReader()
+        ended, version = False, ""  # ended: the engine's last response (final or error) has come
         try:
             while True:
                 try:
@@ -122,20 +138,52 @@ class TritonEngineClient:
                 if msg is grpc.aio.EOF:
                     raise EngineError("Triton closed the stream before the final response")
                 if msg.error_message:
+                    ended = True
                     raise _error_from_message(msg.error_message)
+                version = version or msg.infer_response.model_version
                 self.num_responses += 1
                 delta = counts.read(msg.infer_response)
                 if delta is not None:
                     yield delta
                 if msg.infer_response.parameters["triton_final_response"].bool_param:
+                    ended = True
                     yield Final(counts.num_out, counts.draft, counts.accepted, counts.reused)
                     return
         finally:
-            # A no-op after the final response; on an early exit (client gone, stop string) it cancels the
-            # request in Triton, which the engine sees at its next step.
-            rpc.cancel()
+            if not rpc.done():
+                _in_background(self._wind_down(rpc, ended, model, request_id, version))
+
+    async def _wind_down(self, rpc, ended: bool, model: str, request_id: str, version: str) -> None:
+        """End a call the caller is done with as Triton ends any call: its final response, then its status.
+
+        Never by cancelling it while Triton may still answer: on Triton 2.51 (the nvidia-pytriton wheel) that races
+        the gRPC stream handler. Cancelled between the final response and the status, the stream's state (which
+        holds the inference request, and with it the model version) can be lost: that version, once a publish or
+        rollback unloads it, stays UNLOADING for good with its Python backend stub alive. Cancelled mid-stream
+        while versions were being swapped, tritonserver aborted (a gRPC `prior > 0` assertion, a SIGSEGV) in 2 of
+        9 runs of bench/reload_under_load.py. Triton fixed races there after 2.51 (server#7840, #8078).
+        A request the caller left early (client gone, stop string, deadline) is ended by a `stop` request instead
+        (tensorrt_llm's input: same id, same version), which the engine answers at its next step, as it would
+        a cancellation. Only a call still open after the bound is cancelled."""
+        async def finish() -> None:
+            if not ended:
+                async for _ in self._stream_infer(stop_request(model, request_id, version)):
+                    pass
+            while await rpc.read() is not grpc.aio.EOF:
+                pass  # the rest of a stopped request: its final (error) response
+
+        try:
+            await asyncio.wait_for(finish(), STATUS_WAIT_S if ended else STOP_WAIT_S)  # not asyncio.timeout(): 3.10
+        except (asyncio.TimeoutError, grpc.aio.AioRpcError):
+            pass  # past the bound, or Triton gone: the call is cancelled below if it is still open
+        finally:
+            if not rpc.done():
+                rpc.cancel()
 
     async def close(self) -> None:
+        if _winding_down:
+            # Closing the channel cancels its calls: let the ones winding down end first (see _wind_down).
+            await asyncio.wait(list(_winding_down), timeout=max(STATUS_WAIT_S, STOP_WAIT_S))
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._stub = self._stream_infer = None
