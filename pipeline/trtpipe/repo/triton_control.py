@@ -16,6 +16,9 @@ from pathlib import Path
 
 RECORD = ".trtpipe-server.json"
 SETTLE_S = 60.0  # longest wait for a draining earlier load of the version being loaded
+# Triton answers a load once the model is ready. tritonclient's default (60 s) is shorter than loading a large
+# engine on a GPU, or the tiny one on a loaded 2-core CI box; past it the load still goes on in Triton.
+LOAD_TIMEOUT_S = 600.0
 
 
 def record_server(repo: Path, http_url: str, pid: int) -> None:
@@ -61,12 +64,14 @@ def reload_models(repo: Path, model_names: list[str], version: int | None = None
     url = running_server(repo)
     if url is None:
         return []
+    from http.client import HTTPException
+
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
     from trtpipe.errors import PublishError
 
-    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"), network_timeout=LOAD_TIMEOUT_S)
     try:
         for name in model_names:
             if version is not None:
@@ -76,6 +81,14 @@ def reload_models(repo: Path, model_names: list[str], version: int | None = None
     except InferenceServerException as e:
         raise PublishError(f"Triton at {url} refused to load the new live version: {e}", where="publish",
                            fix="read Triton's log; `trtpipe rollback` restores the previous version") from None
+    except (OSError, HTTPException) as e:
+        # tritonclient.http passes socket errors through: refused or reset (Triton exited, e.g. it crashed while
+        # swapping versions), or no answer in LOAD_TIMEOUT_S (a hung server).
+        state = "is still running" if running_server(repo) else "has exited"
+        raise PublishError(f"Triton at {url} did not answer the reload ({type(e).__name__}: {e}); its process "
+                           f"{state}", where="publish",
+                           fix="read Triton's log; the new version is live on disk and loads when Triton "
+                               "(re)starts, or `trtpipe rollback` restores the previous one") from None
     finally:
         client.close()
     return model_names
