@@ -1,7 +1,8 @@
 """Publish and roll back while streams run (issue 20, clean reloads): every stream that was not cut ends with all
 its tokens, Triton survives, and afterwards it holds only the live version (none UNLOADING) with exactly one
 Python backend stub process (still an expected failure in about 1 run in 7: see the end of the test). Its own
-Triton and repository: the session's are shared with other tests."""
+Triton and repository: the session's are shared with other tests. A Triton that crashes under the reloads fails
+the test at once with its signal and the version change it interrupted (_watch_for_a_crash)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,30 @@ def _settled(client, live: int, pid: int, timeout_s: float) -> tuple[list, list]
         time.sleep(0.2)
 
 
+def _watch_for_a_crash(server, done: threading.Event, crash: list[str]) -> threading.Thread:
+    """Triton 2.51 can die under these reloads (SIGSEGV) and then hang in its crash handler with connections
+    open, so a publish's load waited for its timeout (a TimeoutError after 60 s, or ConnectionRefused once gone).
+    On its "Signal (N) received." line: record that line and the version swap it interrupted, and kill the server,
+    so the test fails at once saying so."""
+    def watch() -> None:
+        while not done.wait(0.2):
+            try:
+                lines = server.log_path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            at = next((i for i, line in enumerate(lines) if line.startswith("Signal (")), None)
+            if at is not None or server.exit_code() is not None:
+                swaps = [line.split("] ", 1)[-1] for line in lines[:at] if "model_lifecycle.cc" in line]
+                crash.append(f"{lines[at] if at is not None else f'exited with {server.exit_code()}'} "
+                             f"(last version changes: {swaps[-3:]})")
+                server.kill()
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def _load(url: str, stop: threading.Event, results: list) -> list[threading.Thread]:
     """STREAMS clients streaming completions back to back; every other one closes its stream part-way (a client
     that goes away). Each finished stream records (finish_reason, chunks); a failed one, the exception."""
@@ -91,6 +116,8 @@ def test_publish_and_rollback_under_streaming_load_leave_only_the_live_version(t
     server = TritonServer(repo, TritonPorts(free_port(), free_port(), free_port()),
                           log_path=trtpipe_home / "tritonserver-reload.log", exit_timeout_s=2).start()
     stop, results, live, stub_pids = threading.Event(), [], first, {}
+    done, crash = threading.Event(), []
+    watchdog = _watch_for_a_crash(server, done, crash)
     try:
         record_server(repo, server.http_url, server.process.pid)  # publish and rollback reload this server
         with running_frontend(settings_for(server, repo)) as url:
@@ -106,11 +133,20 @@ def test_publish_and_rollback_under_streaming_load_leave_only_the_live_version(t
                 assert live == first
             stop.set()
             for t in threads:
-                t.join(60)
+                t.join(120)
         client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-        states, stubs = _settled(client, live, server.process.pid, timeout_s=30)
+        states, stubs = _settled(client, live, server.process.pid, timeout_s=60)
         assert server.exit_code() is None, "Triton died under the reloads"
+    except Exception:
+        for _ in range(25):  # the crash's log line can come a moment after the failure it caused
+            if crash:  # what failed (a reload, a stream) failed because Triton crashed: say that
+                pytest.fail(f"tritonserver crashed under the reloads: {crash[0]}; log: {server.log_path}",
+                            pytrace=False)
+            time.sleep(0.2)
+        raise
     finally:
+        done.set()
+        watchdog.join(5)  # before the server is stopped: its exit here is no crash
         stop.set()
         stub_pids = _stub_processes(server.process.pid)
         server.stop()
@@ -119,6 +155,8 @@ def test_publish_and_rollback_under_streaming_load_leave_only_the_live_version(t
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    if crash:
+        pytest.fail(f"tritonserver crashed under the reloads: {crash[0]}; log: {server.log_path}", pytrace=False)
     failed = [r for r in results if isinstance(r, Exception)]
     assert not failed, failed[:3]
     whole = [chunks for reason, chunks in results if reason != "closed"]
