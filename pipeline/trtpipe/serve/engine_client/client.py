@@ -129,10 +129,14 @@ class TritonEngineClient:
         rpc = self._stream_infer(request)
         counts = _ResponseReader()
         ended, version = False, ""  # ended: the engine's last response (final or error) has come
+        reading = None
         try:
             while True:
+                # Shielded: grpc.aio cancels the call when a read() is cancelled, and the API cancels a request's
+                # task when its client disconnects (serve/api/response.py); that cancel is what _wind_down avoids.
+                reading = asyncio.ensure_future(rpc.read())
                 try:
-                    msg = await rpc.read()
+                    msg = await asyncio.shield(reading)
                 except grpc.aio.AioRpcError as e:
                     raise _error_from_rpc(e) from None
                 if msg is grpc.aio.EOF:
@@ -151,9 +155,12 @@ class TritonEngineClient:
                     return
         finally:
             if not rpc.done():
-                _in_background(self._wind_down(rpc, ended, model, request_id, version))
+                _in_background(self._wind_down(rpc, ended, model, request_id, version, reading))
+            elif reading is not None and reading.done() and not reading.cancelled():
+                reading.exception()  # retrieved: a failure after the caller left is no one's to report
 
-    async def _wind_down(self, rpc, ended: bool, model: str, request_id: str, version: str) -> None:
+    async def _wind_down(self, rpc, ended: bool, model: str, request_id: str, version: str,
+                         reading: asyncio.Future | None = None) -> None:
         """End a call the caller is done with as Triton ends any call: its final response, then its status.
 
         Never by cancelling it while Triton may still answer: on Triton 2.51 (the nvidia-pytriton wheel) that races
@@ -164,9 +171,19 @@ class TritonEngineClient:
         9 runs of bench/reload_under_load.py. Triton fixed races there after 2.51 (server#7840, #8078).
         A request the caller left early (client gone, stop string, deadline) is ended by a `stop` request instead
         (tensorrt_llm's input: same id, same version), which the engine answers at its next step, as it would
-        a cancellation. Only a call still open after the bound is cancelled."""
+        a cancellation. Only a call still open after the bound is cancelled.
+        A client's disconnect cancels its request's task: generate() shields its read from that, as grpc.aio would
+        otherwise cancel the call in read() before this ran (all of tritonserver's SIGSEGVs in
+        tests/e2e/test_reload_under_load.py were in ModelStreamInferHandler::Process, the race of server#8078)."""
         async def finish() -> None:
-            if not ended:
+            last = ended
+            if reading is not None and not reading.done():
+                # The read its caller left when cancelled (shielded): first its answer, as a call reads one at a time.
+                msg = await reading
+                if msg is grpc.aio.EOF:
+                    return
+                last = bool(msg.error_message) or msg.infer_response.parameters["triton_final_response"].bool_param
+            if not last:
                 async for _ in self._stream_infer(stop_request(model, request_id, version)):
                     pass
             while await rpc.read() is not grpc.aio.EOF:
