@@ -64,6 +64,12 @@ def _in_background(coro) -> None:
     task.add_done_callback(_winding_down.discard)
 
 
+def _retrieved(read: asyncio.Future) -> None:
+    """A read's failure after its caller left is no one's to report (asyncio would log it as never retrieved)."""
+    if not read.cancelled():
+        read.exception()
+
+
 _UNAVAILABLE_HINTS = ("unknown model", "is not ready", "unavailable", "not found", "being unloaded")
 
 
@@ -154,10 +160,10 @@ class TritonEngineClient:
                     yield Final(counts.num_out, counts.draft, counts.accepted, counts.reused)
                     return
         finally:
+            if reading is not None:
+                reading.add_done_callback(_retrieved)
             if not rpc.done():
                 _in_background(self._wind_down(rpc, ended, model, request_id, version, reading))
-            elif reading is not None and reading.done() and not reading.cancelled():
-                reading.exception()  # retrieved: a failure after the caller left is no one's to report
 
     async def _wind_down(self, rpc, ended: bool, model: str, request_id: str, version: str,
                          reading: asyncio.Future | None = None) -> None:
