@@ -33,7 +33,8 @@ What it found (Triton 2.51, nvidia-pytriton 0.7.0, 2 shared cores):
   ModelStreamInferHandler::Process: the cancel race Triton fixed in server#8078; it then hung in its crash
   handler, so the test failed on a 60 s load timeout or ConnectionRefused), 1 version left UNLOADING with 3
   stubs; a variant that never reloads a version number crashed too (1 of 5). After shielding the read
-  (serve/engine_client/client.py): 20 of 20 runs clean.
+  (serve/engine_client/client.py): 32 of 32 runs clean. This bench, 3 cycles, once: 0 UNLOADING, 1 stub
+  (93 MiB), 365 streams ended, 0 failed.
 """
 
 from __future__ import annotations
