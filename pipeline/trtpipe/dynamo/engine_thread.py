@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trtpipe.engine import Engine, EngineLimits, EngineRequest, RequestOutput
+from trtpipe.engine.inbox import drain
 from trtpipe.repo import layout
 from trtpipe.spec import ServingSpec
 
@@ -106,7 +107,7 @@ class EngineThread:
     def _run(self) -> None:
         while not self._stopping.is_set():
             engine = self.current.engine
-            self._drain_commands(block=not engine.has_unfinished_requests())
+            drain(self._commands, self._apply, block=not engine.has_unfinished_requests())
             if self._next is not None and not engine.has_unfinished_requests():
                 self._switch()
                 continue
@@ -122,18 +123,6 @@ class EngineThread:
                 self._deliver(out)
             self._after_step()
         self._fail_all(RuntimeError("the worker is shutting down"))
-
-    def _drain_commands(self, block: bool) -> None:
-        try:
-            cmd = self._commands.get(timeout=0.05) if block else self._commands.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            self._apply(cmd)
-            try:
-                cmd = self._commands.get_nowait()
-            except queue.Empty:
-                return
 
     def _apply(self, cmd: tuple) -> None:
         if cmd[0] == "add":

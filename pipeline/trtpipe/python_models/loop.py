@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from trtpipe.engine import Engine, EngineRequest, RequestOutput
+from trtpipe.engine.inbox import drain
 from trtpipe.python_models.tensors import RequestOptions, encode_output
 
 
@@ -80,7 +81,7 @@ class EngineLoop:
     def _run(self) -> None:
         while not self._stopping.is_set():
             idle = not self.engine.has_unfinished_requests()
-            self._drain_commands(block=idle)
+            drain(self._commands, self._apply, block=idle)
             self._cancel_abandoned()
             if not self.engine.has_unfinished_requests():
                 self._report_stats()
@@ -100,18 +101,6 @@ class EngineLoop:
             self.on_step(self.engine.stats())
         except Exception:  # noqa: BLE001 - metrics must never stop generation
             pass
-
-    def _drain_commands(self, block: bool) -> None:
-        try:
-            cmd = self._commands.get(timeout=0.05) if block else self._commands.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            self._apply(cmd)
-            try:
-                cmd = self._commands.get_nowait()
-            except queue.Empty:
-                return
 
     def _apply(self, cmd: tuple) -> None:
         if cmd[0] == "add":
