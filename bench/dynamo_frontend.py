@@ -24,9 +24,7 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.frontend_cpu import free_port, start_frontend
+from bench.frontend_cpu import free_port, start_frontend, stop_frontend
 from bench.machine_load import idle_fraction, process_cpu_s, wait_until_quiet
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -188,11 +186,7 @@ def frontends(repo: Path, home: Path, args) -> dict[str, dict]:
                      ServingPath("dynamo", stack.url.removesuffix("/v1"), stack.frontend.proc.pid, lambda: [worker])]
             by_c = {str(c): measure_pair(paths, args, c) for c in (1, 64)}
     finally:
-        frontend.send_signal(signal.SIGTERM)
-        try:
-            frontend.wait(30)
-        except subprocess.TimeoutExpired:
-            frontend.kill()
+        stop_frontend(frontend)
         triton.stop()
     return {name: {c: by_c[c][name] for c in by_c} for name in ("trtpipe", "dynamo")}
 

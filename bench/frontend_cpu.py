@@ -258,6 +258,15 @@ def measure_grpc_floor(grpc_url: str, args, grpc_experiments: str | None) -> dic
     return {"GRPC_EXPERIMENTS": env.get("GRPC_EXPERIMENTS", ""), **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
+def stop_frontend(frontend: subprocess.Popen) -> None:
+    """SIGTERM (the frontend drains as `trtpipe serve` does), then SIGKILL if it has not exited within 30 s."""
+    frontend.send_signal(signal.SIGTERM)
+    try:
+        frontend.wait(30)
+    except subprocess.TimeoutExpired:
+        frontend.kill()
+
+
 def start_frontend(argv: list[str], url: str) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "bench.frontend_cpu", *argv])
     deadline = time.monotonic() + 60
@@ -354,11 +363,7 @@ def main() -> int:
             try:
                 result[label] = measure(frontend, url, args)
             finally:
-                frontend.send_signal(signal.SIGTERM)
-                try:
-                    frontend.wait(30)
-                except subprocess.TimeoutExpired:
-                    frontend.kill()
+                stop_frontend(frontend)
         result["grpc_floor"] = measure_grpc_floor(triton.grpc_url, args, None)
         # grpcio's classic client transport (no EventEngine client): less CPU per message, but messages come in
         # bursts more often (tokens held back), so the frontend keeps grpcio's default; measured for the record.
